@@ -1,0 +1,524 @@
+//! The bus handle: creating, opening and inspecting a bus, and making publishers and
+//! subscribers of it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::layout::{
+    Config, Mode, PROD_ABANDONED, PROD_BYTES, PROD_SENT, SLOT_ACTIVE, SLOT_JOINED, SLOT_PID,
+    SLOT_STATE, SUB_DELIVERED, SUB_LOST, SUB_POSITION, SUB_SEQ, SUB_UNBLOCKED,
+};
+use crate::lock::{ControlLock, LockError};
+use crate::mapping::{self, OpenError, OpenErrorKind, OpenFlags, Segment};
+use crate::registry::{self, JoinError, SlotKind};
+use crate::ring::{self, Params};
+use crate::sync::Ordering;
+use crate::{Publisher, SubscribeError, Subscriber};
+
+/// Default capacity of a new bus: 64 MiB.
+pub const DEFAULT_CAPACITY: u64 = 64 << 20;
+/// Default unblock timeout: how long a record may stay claimed by a dead producer.
+pub const DEFAULT_UNBLOCK_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// Parameters of a new bus, for [`Bus::create`] and [`Bus::open_or_create`].
+///
+/// ```
+/// use bus_core::{BusOptions, Mode};
+/// let opts = BusOptions::new().capacity(1 << 20).mode(Mode::Lossy).max_message(4096);
+/// assert_eq!(opts.get_capacity(), 1 << 20);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BusOptions {
+    capacity: u64,
+    max_message: Option<u32>,
+    mode: Mode,
+    max_subscribers: u32,
+    max_producers: u32,
+    file_mode: u32,
+    sparse: bool,
+    unblock_timeout: Duration,
+    initial_position: u64,
+}
+
+impl Default for BusOptions {
+    fn default() -> Self {
+        BusOptions {
+            capacity: DEFAULT_CAPACITY,
+            max_message: None,
+            mode: Mode::Reliable,
+            max_subscribers: 64,
+            max_producers: 64,
+            file_mode: 0o600,
+            sparse: false,
+            unblock_timeout: DEFAULT_UNBLOCK_TIMEOUT,
+            initial_position: 0,
+        }
+    }
+}
+
+impl BusOptions {
+    /// The defaults: 64 MiB, reliable, max message capacity/8 (at most 16 MiB), 64
+    /// subscribers, 64 producers, mode 0600, blocks reserved, unblock timeout 200 ms.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Bytes of the ring: a power of two from 4 KiB to 1 TiB.
+    pub fn capacity(mut self, bytes: u64) -> Self {
+        self.capacity = bytes;
+        self
+    }
+    /// Largest message (default: capacity / 8, at most 16 MiB). At most about half the ring.
+    pub fn max_message(mut self, bytes: u32) -> Self {
+        self.max_message = Some(bytes);
+        self
+    }
+    /// Delivery mode (default [`Mode::Reliable`]).
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+    /// Subscriber slots (default 64).
+    pub fn max_subscribers(mut self, n: u32) -> Self {
+        self.max_subscribers = n;
+        self
+    }
+    /// Producer slots (default 64).
+    pub fn max_producers(mut self, n: u32) -> Self {
+        self.max_producers = n;
+        self
+    }
+    /// Permission bits of the file (default 0600; the umask applies).
+    pub fn file_mode(mut self, mode: u32) -> Self {
+        self.file_mode = mode;
+        self
+    }
+    /// Leave the file sparse instead of reserving its blocks: for rings larger than memory,
+    /// on a disk file system. A full file system then fails a later write with SIGBUS.
+    pub fn sparse(mut self, sparse: bool) -> Self {
+        self.sparse = sparse;
+        self
+    }
+    /// How long a record may stay claimed by a dead producer before readers turn it into
+    /// padding (default 200 ms).
+    pub fn unblock_timeout(mut self, t: Duration) -> Self {
+        self.unblock_timeout = t;
+        self
+    }
+    /// Absolute position of the first record (a multiple of 16; default 0). Tests use it to
+    /// start near a wrap or near the end of a huge ring.
+    pub fn initial_position(mut self, position: u64) -> Self {
+        self.initial_position = position;
+        self
+    }
+    /// The capacity set.
+    pub fn get_capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    fn config(&self) -> Config {
+        let max_message = self
+            .max_message
+            .unwrap_or_else(|| (self.capacity / 8).clamp(1, 16 << 20).min(u32::MAX as u64) as u32);
+        Config {
+            mode: self.mode,
+            capacity: self.capacity,
+            max_message,
+            max_subscribers: self.max_subscribers,
+            max_producers: self.max_producers,
+            sparse: self.sparse,
+            created_unix_ns: mapping::now_unix_ns(),
+            unblock_timeout_ns: self.unblock_timeout.as_nanos().min(u64::MAX as u128) as u64,
+            initial_position: self.initial_position,
+        }
+    }
+}
+
+/// How to open an existing bus, for [`Bus::open_with`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpenOptions {
+    flags: OpenFlags,
+}
+
+impl OpenOptions {
+    /// The defaults: symbolic links refused, files of other users refused.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Follow a symbolic link at the path (refused by default: a link planted in a shared
+    /// directory could point at another user's file).
+    pub fn follow_symlinks(mut self, yes: bool) -> Self {
+        self.flags.follow_symlinks = yes;
+        self
+    }
+    /// Open a bus file owned by another user (refused by default).
+    pub fn allow_other_owner(mut self, yes: bool) -> Self {
+        self.flags.allow_other_owner = yes;
+        self
+    }
+}
+
+/// Where a new subscriber starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Only messages published from now on.
+    Latest,
+    /// The oldest message still retained in the ring.
+    Oldest,
+    /// A position returned by [`Subscriber::position`] earlier (possibly by another
+    /// process): resume exactly there.
+    Position(u64),
+}
+
+/// State shared by every handle made from one [`Bus`].
+pub(crate) struct Shared {
+    pub(crate) seg: Segment,
+    pub(crate) lock: ControlLock,
+    pub(crate) params: Params,
+    pub(crate) path: PathBuf,
+}
+
+/// An open bus: the mapped file. Cheap to clone; publishers and subscribers keep it alive.
+///
+/// # Examples
+///
+/// ```
+/// use bus_core::{Bus, BusOptions, Start};
+/// let dir = tempfile::tempdir().unwrap();
+/// let bus = Bus::create(dir.path().join("demo.bus"), &BusOptions::new().capacity(1 << 16)).unwrap();
+/// let mut sub = bus.subscribe(Start::Latest).unwrap();
+/// let mut publ = bus.publisher().unwrap();
+/// publ.send(b"hello").unwrap();
+/// let mut buf = Vec::new();
+/// let msg = sub.recv(&mut buf).unwrap();
+/// assert_eq!(&buf[..], b"hello");
+/// assert_eq!(msg.seq, 0);
+/// ```
+#[derive(Clone)]
+pub struct Bus {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Bus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bus")
+            .field("path", &self.shared.path)
+            .field("config", &self.shared.seg.config)
+            .finish()
+    }
+}
+
+impl Bus {
+    fn from_segment(path: &Path, seg: Segment) -> Bus {
+        let c = seg.config;
+        Bus {
+            shared: Arc::new(Shared {
+                params: Params {
+                    capacity: c.capacity,
+                    max_message: c.max_message,
+                    mode: c.mode,
+                },
+                seg,
+                lock: ControlLock::new(),
+                path: path.to_path_buf(),
+            }),
+        }
+    }
+
+    /// Creates a new bus file at `path` (the directory must exist).
+    ///
+    /// The file appears atomically, fully initialised; if two processes create the same
+    /// path at once, exactly one succeeds and the other gets `AlreadyExists`.
+    ///
+    /// # Errors
+    ///
+    /// [`OpenError`] with `AlreadyExists` if anything exists at `path`, `InvalidOptions` for
+    /// out-of-range options, `NoSpace` if the file system cannot hold it, `PermissionDenied`
+    /// if the directory is not writable.
+    pub fn create(path: impl AsRef<Path>, options: &BusOptions) -> Result<Bus, OpenError> {
+        let path = path.as_ref();
+        mapping::create(path, options.config(), options.file_mode)
+            .map(|seg| Bus::from_segment(path, seg))
+            .map_err(|kind| OpenError {
+                path: path.to_path_buf(),
+                kind,
+            })
+    }
+
+    /// Opens an existing bus with the default [`OpenOptions`].
+    ///
+    /// # Errors
+    ///
+    /// [`OpenError`] naming the file and the problem: missing, not a regular file, a
+    /// symbolic link, owned by another user, permission denied, or not a valid bus (its
+    /// [`crate::HeaderError`]).
+    pub fn open(path: impl AsRef<Path>) -> Result<Bus, OpenError> {
+        Self::open_with(path, &OpenOptions::new())
+    }
+
+    /// Opens an existing bus.
+    ///
+    /// # Errors
+    ///
+    /// As [`Bus::open`].
+    pub fn open_with(path: impl AsRef<Path>, options: &OpenOptions) -> Result<Bus, OpenError> {
+        let path = path.as_ref();
+        mapping::open(path, options.flags)
+            .map(|seg| Bus::from_segment(path, seg))
+            .map_err(|kind| OpenError {
+                path: path.to_path_buf(),
+                kind,
+            })
+    }
+
+    /// Opens the bus at `path`, creating it with `options` if there is none. Safe against
+    /// concurrent callers: they all end up on the same file.
+    ///
+    /// An existing bus keeps its own parameters; `options` apply only to a new one.
+    ///
+    /// # Errors
+    ///
+    /// As [`Bus::create`] and [`Bus::open`].
+    pub fn open_or_create(path: impl AsRef<Path>, options: &BusOptions) -> Result<Bus, OpenError> {
+        let path = path.as_ref();
+        for _ in 0..16 {
+            match Bus::create(path, options) {
+                Err(e) if e.kind == OpenErrorKind::AlreadyExists => {}
+                other => return other,
+            }
+            match Bus::open(path) {
+                // Removed between our create and open: try again.
+                Err(e) if e.kind == OpenErrorKind::NotFound => continue,
+                other => return other,
+            }
+        }
+        Err(OpenError {
+            path: path.to_path_buf(),
+            kind: OpenErrorKind::NotFound,
+        })
+    }
+
+    /// A new publisher (takes a producer slot until dropped).
+    ///
+    /// # Errors
+    ///
+    /// [`JoinError::NoFreeSlot`] when `max_producers` live publishers exist.
+    pub fn publisher(&self) -> Result<Publisher, JoinError> {
+        Publisher::join(self.shared.clone())
+    }
+
+    /// A new subscriber starting at `start` (takes a subscriber slot until dropped).
+    ///
+    /// # Errors
+    ///
+    /// [`SubscribeError`]: no free slot, or a `Start::Position` that is no longer (or not
+    /// yet) in the ring, or is not the start of a record.
+    pub fn subscribe(&self, start: Start) -> Result<Subscriber, SubscribeError> {
+        Subscriber::join(self.shared.clone(), start)
+    }
+
+    /// The parameters in the bus header.
+    pub fn config(&self) -> &Config {
+        &self.shared.seg.config
+    }
+
+    /// The delivery mode.
+    pub fn mode(&self) -> Mode {
+        self.shared.seg.config.mode
+    }
+
+    /// The path the bus was opened with.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    /// Flushes the mapping to its file (msync): on a disk file, everything published so far
+    /// becomes durable. A no-op in effect for a bus in `/dev/shm`.
+    ///
+    /// # Errors
+    ///
+    /// The msync error.
+    pub fn flush(&self) -> std::io::Result<()> {
+        self.shared.seg.flush()
+    }
+
+    /// Frees the slots of participants whose processes died. Publishers blocked on a dead
+    /// subscriber do this by themselves; this is for tools.
+    ///
+    /// # Errors
+    ///
+    /// [`LockError`] if the control lock could not be taken.
+    pub fn evict_dead(&self) -> Result<usize, LockError> {
+        Ok(registry::evict_dead(&self.shared, SlotKind::Subscriber)?
+            + registry::evict_dead(&self.shared, SlotKind::Producer)?)
+    }
+
+    /// A snapshot of the bus state, for monitoring (`shmbus stat`). Reads counters without
+    /// locking; each value is exact but they are not taken at one instant.
+    pub fn stats(&self) -> BusStats {
+        let seg = &self.shared.seg;
+        let tail = ring::latest(seg);
+        let head = ring::oldest(seg);
+        let mut subscribers = Vec::new();
+        for index in 0..seg.config.max_subscribers {
+            let off = seg.config.subscriber_slot_offset(index);
+            if seg.slot32(off, SLOT_STATE).load(Ordering::Acquire) != SLOT_ACTIVE {
+                continue;
+            }
+            let position = seg.slot64(off, SUB_POSITION).load(Ordering::Acquire);
+            let seq = seg.slot64(off, SUB_SEQ).load(Ordering::Acquire);
+            subscribers.push(SubscriberStats {
+                index,
+                pid: seg.slot32(off, SLOT_PID).load(Ordering::Relaxed),
+                alive: registry::is_alive(seg, off),
+                joined_unix_ns: seg.slot64(off, SLOT_JOINED).load(Ordering::Relaxed),
+                position,
+                seq,
+                lag_bytes: tail.0.saturating_sub(position),
+                lag_messages: tail.1.saturating_sub(seq),
+                delivered: seg.slot64(off, SUB_DELIVERED).load(Ordering::Relaxed),
+                lost: seg.slot64(off, SUB_LOST).load(Ordering::Relaxed),
+                unblocked: seg.slot64(off, SUB_UNBLOCKED).load(Ordering::Relaxed),
+            });
+        }
+        let mut producers = Vec::new();
+        for index in 0..seg.config.max_producers {
+            let off = seg.config.producer_slot_offset(index);
+            if seg.slot32(off, SLOT_STATE).load(Ordering::Acquire) != SLOT_ACTIVE {
+                continue;
+            }
+            producers.push(ProducerStats {
+                index,
+                pid: seg.slot32(off, SLOT_PID).load(Ordering::Relaxed),
+                alive: registry::is_alive(seg, off),
+                joined_unix_ns: seg.slot64(off, SLOT_JOINED).load(Ordering::Relaxed),
+                sent: seg.slot64(off, PROD_SENT).load(Ordering::Relaxed),
+                bytes: seg.slot64(off, PROD_BYTES).load(Ordering::Relaxed),
+                abandoned: seg.slot64(off, PROD_ABANDONED).load(Ordering::Relaxed),
+            });
+        }
+        BusStats {
+            config: seg.config,
+            tail_position: tail.0,
+            tail_seq: tail.1,
+            head_position: head.0,
+            head_seq: head.1,
+            unblocked: seg.unblocked().load(Ordering::Relaxed),
+            evicted: seg.evicted().load(Ordering::Relaxed),
+            readers_waiting: seg.readers_waiting().load(Ordering::Relaxed),
+            producers_waiting: seg.producers_waiting().load(Ordering::Relaxed),
+            subscribers,
+            producers,
+        }
+    }
+}
+
+/// A snapshot of a bus, from [`Bus::stats`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BusStats {
+    /// The header's parameters.
+    pub config: Config,
+    /// Position of the next claim (total bytes ever claimed, plus the initial position).
+    pub tail_position: u64,
+    /// Sequence of the next claim (messages ever claimed).
+    pub tail_seq: u64,
+    /// Position of the oldest retained record.
+    pub head_position: u64,
+    /// Sequence of the oldest retained record.
+    pub head_seq: u64,
+    /// Records of dead producers turned into padding.
+    pub unblocked: u64,
+    /// Slots freed from dead participants.
+    pub evicted: u64,
+    /// Readers asleep on the futex now.
+    pub readers_waiting: u32,
+    /// Producers asleep waiting for space now.
+    pub producers_waiting: u32,
+    /// Active subscriber slots.
+    pub subscribers: Vec<SubscriberStats>,
+    /// Active producer slots.
+    pub producers: Vec<ProducerStats>,
+}
+
+/// One subscriber slot in [`BusStats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubscriberStats {
+    /// Slot index.
+    pub index: u32,
+    /// Pid of the owner when it joined.
+    pub pid: u32,
+    /// Whether the owner still holds its liveness lock.
+    pub alive: bool,
+    /// When it joined, ns since the Unix epoch.
+    pub joined_unix_ns: u64,
+    /// Its published read position (updated in batches).
+    pub position: u64,
+    /// The sequence at that position.
+    pub seq: u64,
+    /// Bytes between its position and the tail.
+    pub lag_bytes: u64,
+    /// Messages between its position and the tail.
+    pub lag_messages: u64,
+    /// Messages delivered to it.
+    pub delivered: u64,
+    /// Messages it lost (lossy mode, or repaired).
+    pub lost: u64,
+    /// Records of dead producers it skipped.
+    pub unblocked: u64,
+}
+
+/// One producer slot in [`BusStats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerStats {
+    /// Slot index.
+    pub index: u32,
+    /// Pid of the owner when it joined.
+    pub pid: u32,
+    /// Whether the owner still holds its liveness lock.
+    pub alive: bool,
+    /// When it joined, ns since the Unix epoch.
+    pub joined_unix_ns: u64,
+    /// Messages committed.
+    pub sent: u64,
+    /// Payload bytes committed.
+    pub bytes: u64,
+    /// Loans dropped without commit.
+    pub abandoned: u64,
+}
+
+/// The directory that holds named buses: `$SHMBUS_DIR`, else `/dev/shm/shmbus`.
+pub fn default_dir() -> PathBuf {
+    std::env::var_os("SHMBUS_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/dev/shm/shmbus"))
+}
+
+/// Resolves a bus name or path: a string with a slash is a path used as given; a bare name
+/// `NAME` is `default_dir()/NAME.bus`.
+///
+/// ```
+/// use bus_core::resolve;
+/// assert_eq!(resolve("./x.bus"), std::path::PathBuf::from("./x.bus"));
+/// assert!(resolve("ticks").ends_with("ticks.bus"));
+/// ```
+pub fn resolve(name_or_path: &str) -> PathBuf {
+    if name_or_path.contains('/') {
+        PathBuf::from(name_or_path)
+    } else {
+        default_dir().join(format!("{name_or_path}.bus"))
+    }
+}
+
+/// Creates `dir` (and parents) with mode 0700 if missing.
+///
+/// # Errors
+///
+/// The `mkdir` error.
+pub fn ensure_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}

@@ -1,0 +1,359 @@
+//! The publishing handle.
+
+use std::cell::Cell;
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::layout::{Mode, PROD_ABANDONED, PROD_BYTES, PROD_CLAIMING, PROD_SENT, SLOT_SLEEPING};
+use crate::registry::{self, JoinError, Slot, SlotKind, Subscribers};
+use crate::ring::{self, Claim, ProducerCursor, Region};
+use crate::sync::Ordering;
+use crate::wait::{self, Backoff, Deadline};
+use crate::Shared;
+
+/// Where a committed message went: its bus-wide sequence number and its position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Sent {
+    /// Bus-wide sequence number; all subscribers see messages in this order.
+    pub seq: u64,
+    /// Absolute position of the record.
+    pub position: u64,
+}
+
+/// A message could not be published. Returned by [`Publisher::send`], [`Publisher::try_send`],
+/// [`Publisher::send_timeout`], the `loan` methods and [`Loan::commit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The message is longer than the bus's max message (set at creation). Split it, or
+    /// create the bus with a larger `max_message`.
+    #[error("message of {len} bytes exceeds the bus maximum of {max} bytes")]
+    MessageTooLarge {
+        /// Length given.
+        len: usize,
+        /// The bus's max message.
+        max: u32,
+    },
+    /// `try_send` / `try_loan`: no room now. In reliable mode the slowest subscriber is a
+    /// ring behind; in lossy mode a producer a whole ring behind has not committed yet.
+    #[error("the ring is full")]
+    Full,
+    /// `send_timeout` / `loan_timeout`: still no room when the time ran out.
+    #[error("timed out waiting for space in the ring")]
+    Timeout,
+    /// A repairer judged this publisher dead and turned the record into padding; the message
+    /// was not delivered. Only possible if this process lost its liveness lock.
+    #[error("the record was unblocked by another process (this publisher was judged dead)")]
+    Unblocked,
+}
+
+/// How often a publisher blocked on a full ring probes the subscribers' liveness locks.
+const EVICT_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Publishes messages on a bus. Made by [`crate::Bus::publisher`]; holds a producer slot
+/// until dropped.
+///
+/// One owner: `Send` but not `Sync` (it caches the claim limit of its last look at the
+/// subscribers). Use one publisher per thread; they share the bus lock-free.
+pub struct Publisher {
+    shared: Arc<Shared>,
+    slot: Option<Slot>,
+    cursor: ProducerCursor,
+    sent: u64,
+    bytes: u64,
+    abandoned: u64,
+    _not_sync: PhantomData<Cell<()>>,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("bus", &self.shared.path)
+            .field("slot", &self.slot.as_ref().map(|s| s.index))
+            .field("sent", &self.sent)
+            .finish()
+    }
+}
+
+impl Publisher {
+    pub(crate) fn join(shared: Arc<Shared>) -> Result<Publisher, JoinError> {
+        let slot = registry::join(&shared, SlotKind::Producer, |_, _| {})?;
+        Ok(Publisher {
+            shared,
+            slot: Some(slot),
+            cursor: ProducerCursor::default(),
+            sent: 0,
+            bytes: 0,
+            abandoned: 0,
+            _not_sync: PhantomData,
+        })
+    }
+
+    fn slot_offset(&self) -> u64 {
+        self.slot.as_ref().map_or(0, |s| s.offset)
+    }
+
+    /// The largest message this bus takes.
+    pub fn max_message(&self) -> u32 {
+        self.shared.params.max_message
+    }
+
+    /// Messages this publisher has committed.
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+
+    fn check_len(&self, len: usize) -> Result<u32, SendError> {
+        let max = self.shared.params.max_message;
+        if len > max as usize {
+            return Err(SendError::MessageTooLarge { len, max });
+        }
+        Ok(len as u32)
+    }
+
+    /// Claims a record, waiting until `deadline` (`None`: do not wait).
+    fn claim(&mut self, len: u32, deadline: Option<Deadline>) -> Result<Claim, SendError> {
+        let shared = &*self.shared;
+        let seg = &shared.seg;
+        let params = &shared.params;
+        let offset = self.slot_offset();
+        let claiming = seg.slot64(offset, PROD_CLAIMING);
+        let subs = Subscribers(seg);
+        let backoff = Backoff::new();
+        let mut last_evict = Instant::now();
+        loop {
+            if let Ok(c) = ring::try_claim(seg, &subs, params, &mut self.cursor, claiming, len) {
+                ring::write_claimed(seg, params, &c, claiming);
+                return Ok(c);
+            }
+            let Some(deadline) = deadline else {
+                return Err(SendError::Full);
+            };
+            if deadline.passed() {
+                return Err(SendError::Timeout);
+            }
+            if !backoff.is_completed() {
+                backoff.snooze();
+                continue;
+            }
+            if last_evict.elapsed() >= EVICT_INTERVAL {
+                // A subscriber that died holds the ring full until evicted.
+                let _ = registry::evict_dead(shared, SlotKind::Subscriber);
+                last_evict = Instant::now();
+            }
+            let min_before = ring::Subscribers::min_position(&subs);
+            let head_before = seg.head().load(Ordering::SeqCst);
+            let slice = match params.mode {
+                Mode::Reliable => EVICT_INTERVAL,
+                // Waiting for a producer a lap behind to commit: nobody wakes us; poll.
+                Mode::Lossy => Duration::from_millis(1),
+            };
+            wait::sleep_unless(
+                seg.producers_waiting(),
+                seg.slot32(offset, SLOT_SLEEPING),
+                seg.space(),
+                deadline.slice(slice),
+                || {
+                    ring::Subscribers::min_position(&subs) != min_before
+                        || seg.head().load(Ordering::SeqCst) != head_before
+                },
+            );
+        }
+    }
+
+    /// Commits `c` and wakes sleeping readers.
+    fn finish(&mut self, c: &Claim) -> Result<Sent, SendError> {
+        let seg = &self.shared.seg;
+        ring::commit(seg, &self.shared.params, c).map_err(|_| SendError::Unblocked)?;
+        self.sent += 1;
+        self.bytes += c.len as u64;
+        let offset = self.slot_offset();
+        // ORDERING: Relaxed: statistics for `stat`.
+        seg.slot64(offset, PROD_SENT)
+            .store(self.sent, Ordering::Relaxed);
+        seg.slot64(offset, PROD_BYTES)
+            .store(self.bytes, Ordering::Relaxed);
+        wait::wake_if_waiting(seg.readers_waiting(), seg.notify());
+        Ok(Sent {
+            seq: c.seq,
+            position: c.position(),
+        })
+    }
+
+    fn send_with(&mut self, data: &[u8], deadline: Option<Deadline>) -> Result<Sent, SendError> {
+        let len = self.check_len(data.len())?;
+        let c = self.claim(len, deadline)?;
+        let seg = &self.shared.seg;
+        // SAFETY: the claim gives this publisher the record's `len` payload bytes at
+        // `payload_offset`, inside the region, until it commits.
+        unsafe { seg.write_bytes(c.payload_offset(&self.shared.params), data) };
+        self.finish(&c)
+    }
+
+    /// Publishes `data`, waiting while the ring is full (reliable mode).
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::MessageTooLarge`]; [`SendError::Unblocked`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use bus_core::{Bus, BusOptions};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let bus = Bus::create(dir.path().join("b.bus"), &BusOptions::new().capacity(1 << 16)).unwrap();
+    /// let mut publ = bus.publisher().unwrap();
+    /// let sent = publ.send(b"tick").unwrap();
+    /// assert_eq!(sent.seq, 0);
+    /// assert!(publ.send(&vec![0; 1 << 20]).is_err()); // larger than max message
+    /// ```
+    pub fn send(&mut self, data: &[u8]) -> Result<Sent, SendError> {
+        self.send_with(data, Some(Deadline::never()))
+    }
+
+    /// Publishes `data` if there is room now.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Full`] when there is no room; [`SendError::MessageTooLarge`].
+    pub fn try_send(&mut self, data: &[u8]) -> Result<Sent, SendError> {
+        self.send_with(data, None)
+    }
+
+    /// Publishes `data`, waiting at most `timeout` for room.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Timeout`]; [`SendError::MessageTooLarge`].
+    pub fn send_timeout(&mut self, data: &[u8], timeout: Duration) -> Result<Sent, SendError> {
+        self.send_with(data, Some(Deadline::after(timeout)))
+    }
+
+    fn loan_with(&mut self, len: usize, deadline: Option<Deadline>) -> Result<Loan<'_>, SendError> {
+        let len = self.check_len(len)?;
+        let claim = self.claim(len, deadline)?;
+        Ok(Loan {
+            publisher: self,
+            claim,
+            done: false,
+        })
+    }
+
+    /// Lends `len` bytes inside the ring to write a message in place (zero copy), waiting
+    /// while the ring is full. The bytes hold whatever was there before (not zeroed).
+    ///
+    /// # Errors
+    ///
+    /// As [`Publisher::send`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use bus_core::{Bus, BusOptions};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let bus = Bus::create(dir.path().join("b.bus"), &BusOptions::new().capacity(1 << 16)).unwrap();
+    /// let mut publ = bus.publisher().unwrap();
+    /// let mut loan = publ.loan(8).unwrap();
+    /// loan.copy_from_slice(&42u64.to_le_bytes());
+    /// loan.commit().unwrap();
+    /// ```
+    pub fn loan(&mut self, len: usize) -> Result<Loan<'_>, SendError> {
+        self.loan_with(len, Some(Deadline::never()))
+    }
+
+    /// [`Publisher::loan`] if there is room now.
+    ///
+    /// # Errors
+    ///
+    /// As [`Publisher::try_send`].
+    pub fn try_loan(&mut self, len: usize) -> Result<Loan<'_>, SendError> {
+        self.loan_with(len, None)
+    }
+
+    /// [`Publisher::loan`], waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Publisher::send_timeout`].
+    pub fn loan_timeout(&mut self, len: usize, timeout: Duration) -> Result<Loan<'_>, SendError> {
+        self.loan_with(len, Some(Deadline::after(timeout)))
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            registry::leave(&self.shared, slot);
+        }
+    }
+}
+
+/// A message being written in place inside the ring. Made by [`Publisher::loan`].
+///
+/// Dereferences to the `len` payload bytes. [`Loan::commit`] publishes them; dropping the loan
+/// without committing *abandons* it: the record becomes padding that no subscriber receives
+/// (it still consumes its sequence number). Subscribers wait at this record until one or the
+/// other happens, so do not hold a loan for long.
+pub struct Loan<'a> {
+    publisher: &'a mut Publisher,
+    claim: Claim,
+    done: bool,
+}
+
+impl Loan<'_> {
+    /// Publishes the message.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Unblocked`] if a repairer took the record first.
+    pub fn commit(mut self) -> Result<Sent, SendError> {
+        self.done = true;
+        let claim = self.claim;
+        self.publisher.finish(&claim)
+    }
+
+    /// The sequence number this message will have.
+    pub fn seq(&self) -> u64 {
+        self.claim.seq
+    }
+}
+
+impl Deref for Loan<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        let p = &self.publisher.shared;
+        let ptr = p.seg.data_ptr(self.claim.payload_offset(&p.params));
+        // SAFETY: the claim owns these `len` bytes inside the data region until commit or
+        // abandon (both consume the loan); no other participant writes them meanwhile, and
+        // readers do not look past the CLAIMED header.
+        unsafe { std::slice::from_raw_parts(ptr, self.claim.len as usize) }
+    }
+}
+
+impl DerefMut for Loan<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        let p = &self.publisher.shared;
+        let ptr = p.seg.data_ptr(self.claim.payload_offset(&p.params));
+        // SAFETY: as in `deref`; `&mut self` makes this the only reference to the bytes.
+        unsafe { std::slice::from_raw_parts_mut(ptr, self.claim.len as usize) }
+    }
+}
+
+impl Drop for Loan<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let publ = &mut *self.publisher;
+        let seg = &publ.shared.seg;
+        if ring::abandon(seg, &publ.shared.params, &self.claim).is_ok() {
+            publ.abandoned += 1;
+            let offset = publ.slot_offset();
+            seg.slot64(offset, PROD_ABANDONED)
+                .store(publ.abandoned, Ordering::Relaxed);
+            // Readers waiting at this record must move past it.
+            wait::wake_if_waiting(seg.readers_waiting(), seg.notify());
+        }
+    }
+}

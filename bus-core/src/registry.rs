@@ -1,0 +1,247 @@
+//! Subscriber and producer slots: join, leave, liveness, eviction.
+//!
+//! Each participant owns one slot (one 128-byte line of the slot table). Its liveness token is
+//! an OFD write lock on the slot's byte range of the file, taken through an open file
+//! description of its own: the kernel releases it when the process dies, however it dies. A
+//! slot that says ACTIVE while nobody holds its lock belongs to a dead process; the *sweep*
+//! frees it (eviction), under the control lock.
+//!
+//! Crash-relevant order:
+//! * join: take the slot's OFD lock, fill the fields, *then* store ACTIVE. Dying before ACTIVE
+//!   leaves a FREE slot (its lock dies with us).
+//! * leave: store FREE, *then* release the OFD lock. Dying in between leaves a FREE slot.
+//! * sweep: for an ACTIVE slot with no lock holder, give back its waiting count if it died
+//!   asleep, then store FREE.
+
+use std::fs::File;
+use std::os::fd::AsFd;
+
+use crate::layout::{
+    SLOT_ACTIVE, SLOT_FREE, SLOT_JOINED, SLOT_PID, SLOT_SIZE, SLOT_SLEEPING, SUB_POSITION,
+};
+use crate::lock::{self, LockError, LOCK_TIMEOUT};
+use crate::mapping::{now_unix_ns, Segment};
+use crate::ring;
+use crate::sync::Ordering;
+use crate::Shared;
+
+/// Which table a slot is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotKind {
+    /// A subscriber slot.
+    Subscriber,
+    /// A producer slot.
+    Producer,
+}
+
+impl std::fmt::Display for SlotKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SlotKind::Subscriber => "subscriber",
+            SlotKind::Producer => "producer",
+        })
+    }
+}
+
+/// A publisher or subscriber could not join the bus. Returned by [`crate::Bus::publisher`]
+/// (and, inside [`crate::SubscribeError`], by [`crate::Bus::subscribe`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum JoinError {
+    /// Every slot of this kind is held by a live participant. Create the bus with more
+    /// (`max_subscribers` / `max_producers`), or stop one.
+    #[error("all {max} {kind} slots are in use")]
+    NoFreeSlot {
+        /// Which kind.
+        kind: SlotKind,
+        /// How many slots the bus has.
+        max: u32,
+    },
+    /// The control lock could not be taken.
+    #[error("{0}")]
+    Lock(#[from] LockError),
+    /// Opening a descriptor for the liveness lock, or locking the slot, failed.
+    #[error("liveness lock failed: {}", std::io::Error::from_raw_os_error(*errno))]
+    Io {
+        /// The `errno` value.
+        errno: i32,
+    },
+}
+
+fn io_err(e: std::io::Error) -> JoinError {
+    JoinError::Io {
+        errno: e.raw_os_error().unwrap_or(libc::EIO),
+    }
+}
+
+/// A slot this process owns.
+pub(crate) struct Slot {
+    pub(crate) index: u32,
+    /// File offset of the slot.
+    pub(crate) offset: u64,
+    /// The open file description holding the slot's liveness lock.
+    fd: File,
+}
+
+pub(crate) fn slot_offset(seg: &Segment, kind: SlotKind, index: u32) -> u64 {
+    match kind {
+        SlotKind::Subscriber => seg.config.subscriber_slot_offset(index),
+        SlotKind::Producer => seg.config.producer_slot_offset(index),
+    }
+}
+
+pub(crate) fn slot_count(seg: &Segment, kind: SlotKind) -> u32 {
+    match kind {
+        SlotKind::Subscriber => seg.config.max_subscribers,
+        SlotKind::Producer => seg.config.max_producers,
+    }
+}
+
+/// Takes a free slot of `kind`. `init` fills the slot's own fields (it runs before the slot
+/// turns ACTIVE, so nobody sees them half-written).
+pub(crate) fn join(
+    shared: &Shared,
+    kind: SlotKind,
+    init: impl Fn(&Segment, u64),
+) -> Result<Slot, JoinError> {
+    let seg = &shared.seg;
+    let guard = shared.lock.lock(seg, LOCK_TIMEOUT)?;
+    if guard.recovered {
+        sweep(seg);
+    }
+    let fd = lock::reopen(&seg.file).map_err(io_err)?;
+    for attempt in 0..2 {
+        for index in 0..slot_count(seg, kind) {
+            let offset = slot_offset(seg, kind, index);
+            // ORDERING: SeqCst: under the control lock every slot transition is ours to see.
+            if seg
+                .slot32(offset, crate::layout::SLOT_STATE)
+                .load(Ordering::SeqCst)
+                != SLOT_FREE
+            {
+                continue;
+            }
+            if !lock::try_lock_range(fd.as_fd(), offset, SLOT_SIZE as u64).map_err(io_err)? {
+                // Held by a process that inherited a descriptor of a former owner: not free.
+                continue;
+            }
+            for field in (8..SLOT_SIZE).step_by(8) {
+                seg.slot64(offset, field).store(0, Ordering::Relaxed);
+            }
+            seg.slot32(offset, SLOT_PID)
+                .store(std::process::id(), Ordering::Relaxed);
+            seg.slot64(offset, SLOT_JOINED)
+                .store(now_unix_ns(), Ordering::Relaxed);
+            init(seg, offset);
+            // ORDERING: SeqCst: the join protocol (ring::limit_after_head): the subscriber's
+            // start position, written by `init`, becomes visible to producers' scans with it.
+            seg.slot32(offset, crate::layout::SLOT_STATE)
+                .store(SLOT_ACTIVE, Ordering::SeqCst);
+            drop(guard);
+            return Ok(Slot { index, offset, fd });
+        }
+        if attempt == 0 && sweep(seg) == 0 {
+            break;
+        }
+    }
+    Err(JoinError::NoFreeSlot {
+        kind,
+        max: slot_count(seg, kind),
+    })
+}
+
+/// Gives a slot back. Never fails: if the control lock cannot be taken, the slot is left
+/// ACTIVE without a lock holder, and the next sweep frees it.
+pub(crate) fn leave(shared: &Shared, slot: Slot) {
+    let seg = &shared.seg;
+    if let Ok(guard) = shared.lock.lock(seg, LOCK_TIMEOUT) {
+        if guard.recovered {
+            sweep(seg);
+        }
+        // ORDERING: SeqCst: producers' scans stop counting this subscriber.
+        seg.slot32(slot.offset, crate::layout::SLOT_STATE)
+            .store(SLOT_FREE, Ordering::SeqCst);
+    }
+    let _ = lock::unlock_range(slot.fd.as_fd(), slot.offset, SLOT_SIZE as u64);
+    // Dropping `slot.fd` closes the description, which would release the lock anyway.
+}
+
+/// Whether the owner of the slot at `offset` is alive (holds the slot's OFD lock). A probe that
+/// fails answers "alive": never evict on doubt.
+pub(crate) fn is_alive(seg: &Segment, offset: u64) -> bool {
+    lock::is_range_locked(seg.file.as_fd(), offset, SLOT_SIZE as u64).unwrap_or(true)
+}
+
+/// Frees every ACTIVE slot whose owner is dead. The caller holds the control lock.
+pub(crate) fn sweep(seg: &Segment) -> usize {
+    let mut evicted = 0;
+    for kind in [SlotKind::Subscriber, SlotKind::Producer] {
+        for index in 0..slot_count(seg, kind) {
+            let offset = slot_offset(seg, kind, index);
+            let state = seg.slot32(offset, crate::layout::SLOT_STATE);
+            // ORDERING: SeqCst: slot transitions happen under the lock we hold.
+            if state.load(Ordering::SeqCst) != SLOT_ACTIVE || is_alive(seg, offset) {
+                continue;
+            }
+            if seg.slot32(offset, SLOT_SLEEPING).swap(0, Ordering::SeqCst) != 0 {
+                let waiting = match kind {
+                    SlotKind::Subscriber => seg.readers_waiting(),
+                    SlotKind::Producer => seg.producers_waiting(),
+                };
+                // Give back the count of a participant that died asleep, so that producers
+                // stop making a wake syscall for nobody. Saturating: never wrap below 0.
+                let _ =
+                    waiting.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| w.checked_sub(1));
+            }
+            state.store(SLOT_FREE, Ordering::SeqCst);
+            seg.evicted().fetch_add(1, Ordering::Relaxed);
+            evicted += 1;
+        }
+    }
+    if evicted > 0 {
+        // Producers blocked on a dead subscriber may go on now.
+        crate::wait::futex_wake_all(seg.space());
+    }
+    evicted
+}
+
+/// Probes the active slots of `kind` without the lock; if any owner is dead, takes the lock
+/// and sweeps. Returns how many slots were freed.
+pub(crate) fn evict_dead(shared: &Shared, kind: SlotKind) -> Result<usize, LockError> {
+    let seg = &shared.seg;
+    let any_dead = (0..slot_count(seg, kind)).any(|index| {
+        let offset = slot_offset(seg, kind, index);
+        // ORDERING: Relaxed: a hint; the sweep re-checks under the lock.
+        seg.slot32(offset, crate::layout::SLOT_STATE)
+            .load(Ordering::Relaxed)
+            == SLOT_ACTIVE
+            && !is_alive(seg, offset)
+    });
+    if !any_dead {
+        return Ok(0);
+    }
+    let _guard = shared.lock.lock(seg, LOCK_TIMEOUT)?;
+    Ok(sweep(seg))
+}
+
+/// The subscriber table, as the ring sees it.
+pub(crate) struct Subscribers<'a>(pub(crate) &'a Segment);
+
+impl ring::Subscribers for Subscribers<'_> {
+    fn min_position(&self) -> Option<u64> {
+        let seg = self.0;
+        let mut min: Option<u64> = None;
+        for index in 0..seg.config.max_subscribers {
+            let offset = seg.config.subscriber_slot_offset(index);
+            // ORDERING: SeqCst (both loads): the join protocol, see ring::limit_after_head.
+            if seg
+                .slot32(offset, crate::layout::SLOT_STATE)
+                .load(Ordering::SeqCst)
+                == SLOT_ACTIVE
+            {
+                let p = seg.slot64(offset, SUB_POSITION).load(Ordering::SeqCst);
+                min = Some(min.map_or(p, |m| m.min(p)));
+            }
+        }
+        min
+    }
+}

@@ -1,0 +1,841 @@
+//! The claim / commit / read protocol on a byte region: pure atomics, no I/O.
+//!
+//! A multi-producer, multi-subscriber broadcast ring of variable-length records, after
+//! Aeron's IPC log buffers and broadcast transmitter/receiver
+//! (<https://github.com/real-logic/aeron>, `TermAppender`, `BroadcastReceiver`) and the
+//! two-phase slots of crossbeam's array channel: *reserve* bytes by advancing the shared tail,
+//! *write* them, *publish* with a Release store that readers Acquire.
+//!
+//! Positions are absolute byte counters that never wrap; a record lives at
+//! `position & (capacity - 1)` of the region. Every record carries the bus-wide sequence
+//! number it was claimed with, so the sequence order *is* the ring order.
+//!
+//! # The rules
+//!
+//! * **Claim.** A producer reads `tail = { position, sequence }`, computes the record's
+//!   extent (plus a WRAP padding record when it would straddle the end of the region), and
+//!   replaces `tail` with `{ position + bytes, sequence + 1 }` by one 16-byte CAS. Before the
+//!   CAS it stores `sequence + 1` in its slot's *claiming* word; after writing the CLAIMED
+//!   header it clears it (see `PROD_CLAIMING` in `layout`).
+//! * **Head before claim** (design question 1). `head = { position, sequence }` is the oldest
+//!   retained record. A claim may end at most `capacity` bytes after `head`; a producer that
+//!   needs more first walks `head` forward over *committed* records with a CAS. Hence
+//!   `tail.position - head.position <= capacity` always, and a record at or after `head` is
+//!   never being overwritten.
+//! * **Reliable mode** bounds that walk by the lowest published subscriber position. A
+//!   producer caches the limit it computed and rescans the slots only when a claim would pass
+//!   it, so publishing is O(1) in the number of subscribers (design question 7).
+//! * **Commit** is a CAS of word0 from CLAIMED to DATA (or ABANDONED for a dropped loan), so
+//!   that a producer's late commit and a repairer's unblock cannot both win.
+//! * **Read.** A reader knows the position and sequence of its next record. It Acquire-loads
+//!   word0 there; anything but `{ expected sequence, committed state }` means "not yet" (or,
+//!   in lossy mode, "lapped" once `head` has passed it). Every length is bounds-checked
+//!   before use: a bad value is [`Corrupt`], never an out-of-bounds access.
+//! * **Lossy reads** copy the payload out, then (after an Acquire fence) check that `head`
+//!   has not passed the record: a producer moves `head` before it claims the bytes, so an
+//!   unchanged `head` proves the copy is not torn (design question 5; the seqlock pattern).
+//!
+//! The region is abstract ([`Region`]) so that the same code runs on the mapping in
+//! production and on heap memory with loom's atomics in `tests/loom_ring.rs`.
+
+use crate::layout::{
+    pack_word0, pack_word1, record_check, record_extent, unpack_word0, unpack_word1, Mode,
+    RECORD_ALIGN, RECORD_HEADER, SEQ_MASK, STATE_ABANDONED, STATE_CLAIMED, STATE_DATA, STATE_EMPTY,
+    STATE_GAP, STATE_REPAIRED, STATE_WRAP,
+};
+use crate::sync::{fence, AtomicU64, Ordering, Pair};
+
+/// The memory a ring lives in: the two position pairs and the data region.
+pub(crate) trait Region {
+    /// `{ position, sequence }` of the next claim.
+    fn tail(&self) -> &Pair;
+    /// `{ position, sequence }` of the oldest retained record.
+    fn head(&self) -> &Pair;
+    /// The 8-byte word at `offset` of the data region.
+    ///
+    /// Callers pass a multiple of 8 below the capacity; implementations may panic otherwise.
+    fn word(&self, offset: u64) -> &AtomicU64;
+    /// Copies `src` into the data region at `offset`.
+    ///
+    /// # Safety
+    ///
+    /// `offset` is a multiple of 16, `offset + src.len() <= capacity`, and the bytes are
+    /// inside a record this producer claimed and has not committed.
+    unsafe fn write_bytes(&self, offset: u64, src: &[u8]);
+    /// Copies `dst.len()` bytes from the data region at `offset`. (The subscriber copies
+    /// into uninitialised buffer space through `Segment::data_ptr` instead.)
+    ///
+    /// # Safety
+    ///
+    /// `offset` is a multiple of 16 and `offset + dst.len() <= capacity`. The bytes may be
+    /// changing under the copy (lossy mode); the caller validates afterwards.
+    #[cfg_attr(not(test), allow(dead_code))]
+    unsafe fn read_bytes(&self, offset: u64, dst: &mut [u8]);
+}
+
+/// What the ring needs to know about subscribers (reliable mode).
+pub(crate) trait Subscribers {
+    /// The lowest published position of an active subscriber, `None` if there is none.
+    ///
+    /// Loads are SeqCst: see [`limit_after_head`] for the join protocol that relies on it.
+    fn min_position(&self) -> Option<u64>;
+}
+
+/// The parameters of one ring, copied out of the validated header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Params {
+    pub capacity: u64,
+    pub max_message: u32,
+    pub mode: Mode,
+}
+
+impl Params {
+    #[inline]
+    fn mask(&self) -> u64 {
+        self.capacity - 1
+    }
+
+    /// How far past the bytes it needs a producer walks `head` at once: fewer head updates
+    /// (a contended line) against a little less history retained.
+    fn head_chunk(&self) -> u64 {
+        (self.capacity / 16).min(64 * 1024)
+    }
+}
+
+/// A record claimed by this producer: `[start, start + pad)` is WRAP padding (if `pad > 0`)
+/// and the record itself starts at `start + pad`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Claim {
+    pub start: u64,
+    pub pad: u64,
+    pub seq: u64,
+    pub len: u32,
+}
+
+impl Claim {
+    /// Absolute position of the record (after any padding).
+    #[inline]
+    pub(crate) fn position(&self) -> u64 {
+        self.start + self.pad
+    }
+
+    /// Offset of the payload in the data region.
+    #[inline]
+    pub(crate) fn payload_offset(&self, p: &Params) -> u64 {
+        (self.position() & p.mask()) + RECORD_HEADER
+    }
+}
+
+/// A claim failed: no room until `head` can move (subscribers read on, or a producer a lap
+/// behind commits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Full;
+
+/// Producer-local state: the position up to which this producer may claim without looking
+/// at `head` or the subscribers again. May be stale (too low), never too high.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ProducerCursor {
+    limit: u64,
+}
+
+/// Reserves a record of `len` payload bytes (the caller has checked `len <= max_message`).
+///
+/// On success the record header is *not* written yet: call [`write_claimed`] at once.
+pub(crate) fn try_claim<R: Region, S: Subscribers>(
+    r: &R,
+    subs: &S,
+    p: &Params,
+    cursor: &mut ProducerCursor,
+    claiming: &AtomicU64,
+    len: u32,
+) -> Result<Claim, Full> {
+    debug_assert!(len <= p.max_message);
+    let extent = record_extent(len as u64);
+    // ORDERING: Relaxed: the value is only a guess that the CAS below validates.
+    let mut t = r.tail().load(Ordering::Relaxed);
+    loop {
+        let idx = t.0 & p.mask();
+        let pad = if idx + extent > p.capacity {
+            p.capacity - idx
+        } else {
+            0
+        };
+        let end = t.0 + pad + extent;
+        if end > cursor.limit {
+            cursor.limit = refresh_limit(r, subs, p, end);
+            if end > cursor.limit {
+                return Err(Full);
+            }
+        }
+        // ORDERING: Relaxed: published by the Release of the CAS below; a repairer that
+        // Acquires a tail including this claim sees which sequence we were claiming.
+        claiming.store(t.1 + 1, Ordering::Relaxed);
+        // ORDERING: AcqRel on success: Release publishes `claiming` (above) to repairers;
+        // Acquire orders our later reads of head after every earlier claim.
+        match r
+            .tail()
+            .compare_exchange(t, (end, t.1 + 1), Ordering::AcqRel, Ordering::Relaxed)
+        {
+            Ok(()) => {
+                return Ok(Claim {
+                    start: t.0,
+                    pad,
+                    seq: t.1,
+                    len,
+                })
+            }
+            Err(now) => t = now,
+        }
+    }
+}
+
+/// Writes the WRAP padding (if any) and the CLAIMED header of `c`, then clears `claiming`.
+pub(crate) fn write_claimed<R: Region>(r: &R, p: &Params, c: &Claim, claiming: &AtomicU64) {
+    let mask = p.mask();
+    if c.pad > 0 {
+        let at = c.start & mask;
+        let units = (c.pad / RECORD_ALIGN) as u32;
+        r.word(at + 8).store(
+            pack_word1(units, record_check(c.start, c.seq)),
+            Ordering::Relaxed,
+        );
+        // ORDERING: Release: a reader that Acquires this WRAP sees its word1.
+        r.word(at)
+            .store(pack_word0(c.seq, STATE_WRAP), Ordering::Release);
+    }
+    let pos = c.position();
+    let at = pos & mask;
+    r.word(at + 8).store(
+        pack_word1(c.len, record_check(pos, c.seq)),
+        Ordering::Relaxed,
+    );
+    // ORDERING: Release: a repairer that Acquires CLAIMED sees the length in word1.
+    r.word(at)
+        .store(pack_word0(c.seq, STATE_CLAIMED), Ordering::Release);
+    // ORDERING: Release: a repairer that Acquires 0 here sees the header just written.
+    claiming.store(0, Ordering::Release);
+    // ORDERING: a lossy reader validates a copy by re-reading head after an Acquire fence;
+    // this Release fence orders the head we advanced (or Acquired from another producer)
+    // before the payload bytes we are about to write (the seqlock writer's fence).
+    fence(Ordering::Release);
+}
+
+/// Outcome of [`commit`] / [`abandon`] when a repairer got there first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Unblocked;
+
+/// Publishes a claimed record: CLAIMED -> DATA.
+///
+/// Fails only if a repairer judged this producer dead and turned the record into padding.
+pub(crate) fn commit<R: Region>(r: &R, p: &Params, c: &Claim) -> Result<(), Unblocked> {
+    finish(r, p, c, STATE_DATA)
+}
+
+/// Gives a claimed record up: CLAIMED -> ABANDONED (consumes its sequence, delivers nothing).
+pub(crate) fn abandon<R: Region>(r: &R, p: &Params, c: &Claim) -> Result<(), Unblocked> {
+    finish(r, p, c, STATE_ABANDONED)
+}
+
+fn finish<R: Region>(r: &R, p: &Params, c: &Claim, state: u64) -> Result<(), Unblocked> {
+    let at = c.position() & p.mask();
+    // ORDERING: SeqCst. Release so that a reader whose Acquire load sees the new state sees
+    // the payload; SeqCst because the caller next loads the readers-waiting count, and a
+    // sleeping reader increments that count and then SeqCst-loads this word (the Dekker
+    // pattern of design question 6: one of the two must see the other).
+    r.word(at)
+        .compare_exchange(
+            pack_word0(c.seq, STATE_CLAIMED),
+            pack_word0(c.seq, state),
+            Ordering::SeqCst,
+            Ordering::Relaxed,
+        )
+        .map(|_| ())
+        .map_err(|_| Unblocked)
+}
+
+/// Computes a new claim limit for a claim ending at `end`, moving `head` forward if needed.
+fn refresh_limit<R: Region, S: Subscribers>(r: &R, subs: &S, p: &Params, end: u64) -> u64 {
+    let target = end.saturating_sub(p.capacity);
+    loop {
+        // ORDERING: SeqCst: part of the join protocol, see `limit_after_head`.
+        let h = r.head().load(Ordering::SeqCst);
+        if h.0 >= target {
+            return limit_after_head(subs, p, h.0);
+        }
+        // Bytes up to `bound` may be discarded: everything, in lossy mode; what every
+        // subscriber has read, in reliable mode.
+        // ORDERING: Acquire: records before the tail we see were claimed before; their
+        // headers are checked one by one below anyway.
+        let tail = r.tail().load(Ordering::Acquire).0;
+        let bound = match p.mode {
+            Mode::Lossy => tail,
+            Mode::Reliable => subs.min_position().map_or(tail, |m| m.min(tail)),
+        };
+        let goal = (target + p.head_chunk()).min(bound).max(target);
+        let next = walk(r, p, h, goal, bound);
+        if next.0 == h.0 {
+            return limit_after_head(subs, p, h.0);
+        }
+        // ORDERING: SeqCst: the join protocol (`limit_after_head`) and lossy readers' torn-copy
+        // check both order themselves against this update of head.
+        if r.head()
+            .compare_exchange(h, next, Ordering::SeqCst, Ordering::Relaxed)
+            .is_ok()
+            && next.0 < target
+        {
+            return limit_after_head(subs, p, next.0);
+        }
+    }
+}
+
+/// The claim limit given a head position that was just SeqCst-loaded or CAS'd.
+///
+/// # The join protocol (design question 8)
+///
+/// A subscriber joins by storing its start position in its slot (SeqCst), then SeqCst-loading
+/// `head`; if `head` has passed its start, it picks a new start and repeats. A producer
+/// SeqCst-loads (or CASes) `head`, *then* scans the slots (SeqCst loads) and never claims
+/// beyond `min(head, lowest subscriber) + capacity`. In the single total order of SeqCst
+/// operations, either the producer's scan comes after the subscriber's store (the producer
+/// respects the new start), or the subscriber's head load comes after the producer's head
+/// access and sees a head at least as new (the subscriber re-picks its start). So no producer
+/// overwrites a start that a subscriber has validated.
+fn limit_after_head<S: Subscribers>(subs: &S, p: &Params, head: u64) -> u64 {
+    let floor = match p.mode {
+        Mode::Lossy => head,
+        Mode::Reliable => subs.min_position().map_or(head, |m| m.min(head)),
+    };
+    floor + p.capacity
+}
+
+/// Walks from `from` over committed records while below `goal` and `bound`; returns the first
+/// boundary reached. Stops early at a record that is not committed (or not valid), which a
+/// producer a lap behind is still writing.
+fn walk<R: Region>(r: &R, p: &Params, from: (u64, u64), goal: u64, bound: u64) -> (u64, u64) {
+    let (mut pos, mut seq) = from;
+    while pos < goal && pos < bound {
+        match peek(r, p, pos, seq) {
+            Peek::Data { extent, .. } => {
+                pos += extent;
+                seq += 1;
+            }
+            Peek::Skip { extent, seqs, .. } => {
+                pos += extent;
+                seq += seqs;
+            }
+            Peek::NotReady | Peek::Corrupt(_) => break,
+        }
+        if pos > bound {
+            // A record crossing the bound cannot be: the bound is a boundary. Do not move.
+            return from;
+        }
+    }
+    (pos, seq)
+}
+
+/// Why a record header cannot be trusted. Carried by `Corrupt` errors of the subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RecordProblem {
+    /// word0 has the expected sequence but a state no producer writes.
+    #[error("unknown record state {state}")]
+    UnknownState {
+        /// The state bits found.
+        state: u8,
+    },
+    /// The check of `{ position, sequence }` in word1 does not match.
+    #[error("record check mismatch")]
+    CheckMismatch,
+    /// A message longer than the bus's maximum.
+    #[error("record length {len} exceeds the bus maximum {max}")]
+    TooLong {
+        /// Length found.
+        len: u64,
+        /// The bus's max message.
+        max: u64,
+    },
+    /// The record would run past the end of the data region.
+    #[error("record of {extent} bytes at offset {offset} runs past the end of the ring")]
+    PastEnd {
+        /// Offset in the data region.
+        offset: u64,
+        /// Bytes the record claims.
+        extent: u64,
+    },
+    /// A WRAP padding record that does not end exactly at the end of the region.
+    #[error(
+        "wrap padding of {extent} bytes at offset {offset} does not reach the end of the ring"
+    )]
+    BadWrap {
+        /// Offset in the data region.
+        offset: u64,
+        /// Bytes it claims.
+        extent: u64,
+    },
+}
+
+/// What sits at a reader's position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Peek {
+    /// A committed message: payload at `offset` (in the region), `len` bytes.
+    Data { offset: u64, len: u32, extent: u64 },
+    /// Padding, an abandoned loan or a repaired record: skip `extent` bytes, `seqs` sequences.
+    Skip {
+        extent: u64,
+        seqs: u64,
+        kind: SkipKind,
+    },
+    /// Nothing committed here yet (or, in lossy mode, possibly overwritten: check head).
+    NotReady,
+    /// A header with the expected sequence that breaks a rule.
+    Corrupt(RecordProblem),
+}
+
+/// Why a record is skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SkipKind {
+    /// Padding at the end of the region.
+    Wrap,
+    /// A loan dropped by its producer.
+    Abandoned,
+    /// Records of dead producers, turned into padding by a repairer.
+    Repaired,
+}
+
+/// Reads the header at `pos`, expecting sequence `seq`. Never reads outside the region.
+pub(crate) fn peek<R: Region>(r: &R, p: &Params, pos: u64, seq: u64) -> Peek {
+    let at = pos & p.mask();
+    debug_assert_eq!(at % RECORD_ALIGN, 0);
+    // ORDERING: Acquire pairs with the producer's Release store / SeqCst CAS of word0: seeing
+    // the state means seeing word1 and the payload written before it.
+    let w0 = r.word(at).load(Ordering::Acquire);
+    let (found_seq, state) = unpack_word0(w0);
+    if found_seq != seq & SEQ_MASK {
+        return Peek::NotReady;
+    }
+    // ORDERING: Relaxed: ordered after word0 by the Acquire above.
+    let (low, high) = unpack_word1(r.word(at + 8).load(Ordering::Relaxed));
+    let check = record_check(pos, seq);
+    match state {
+        STATE_EMPTY | STATE_CLAIMED => Peek::NotReady,
+        STATE_DATA | STATE_ABANDONED | STATE_REPAIRED => {
+            if high != check {
+                return Peek::Corrupt(RecordProblem::CheckMismatch);
+            }
+            if low > p.max_message {
+                return Peek::Corrupt(RecordProblem::TooLong {
+                    len: low as u64,
+                    max: p.max_message as u64,
+                });
+            }
+            let extent = record_extent(low as u64);
+            if at + extent > p.capacity {
+                return Peek::Corrupt(RecordProblem::PastEnd { offset: at, extent });
+            }
+            match state {
+                STATE_DATA => Peek::Data {
+                    offset: at + RECORD_HEADER,
+                    len: low,
+                    extent,
+                },
+                STATE_ABANDONED => Peek::Skip {
+                    extent,
+                    seqs: 1,
+                    kind: SkipKind::Abandoned,
+                },
+                _ => Peek::Skip {
+                    extent,
+                    seqs: 1,
+                    kind: SkipKind::Repaired,
+                },
+            }
+        }
+        STATE_WRAP => {
+            if high != check {
+                return Peek::Corrupt(RecordProblem::CheckMismatch);
+            }
+            let extent = low as u64 * RECORD_ALIGN;
+            if extent == 0 || at + extent != p.capacity {
+                return Peek::Corrupt(RecordProblem::BadWrap { offset: at, extent });
+            }
+            Peek::Skip {
+                extent,
+                seqs: 0,
+                kind: SkipKind::Wrap,
+            }
+        }
+        STATE_GAP => {
+            if (high >> 16) != check & 0xFFFF {
+                return Peek::Corrupt(RecordProblem::CheckMismatch);
+            }
+            let extent = low as u64 * RECORD_ALIGN;
+            if extent == 0 || at + extent > p.capacity {
+                return Peek::Corrupt(RecordProblem::PastEnd { offset: at, extent });
+            }
+            Peek::Skip {
+                extent,
+                seqs: (high & 0xFFFF) as u64,
+                kind: SkipKind::Repaired,
+            }
+        }
+        other => Peek::Corrupt(RecordProblem::UnknownState { state: other as u8 }),
+    }
+}
+
+/// Lossy mode: after copying a record at `pos` out, whether the copy can be trusted.
+///
+/// Returns the head found if the record was reclaimed (the copy may be torn).
+#[inline]
+pub(crate) fn still_retained<R: Region>(r: &R, pos: u64) -> Result<(), (u64, u64)> {
+    // ORDERING: Acquire fence after the copy, pairing with the Release fence a producer
+    // makes after moving head and before writing bytes (`write_claimed`): if our copy saw
+    // any byte of a record that overwrote this one, the head we load below has passed it.
+    fence(Ordering::Acquire);
+    let h = r.head().load(Ordering::Relaxed);
+    if h.0 > pos {
+        Err(h)
+    } else {
+        Ok(())
+    }
+}
+
+/// Whether a reader at `{ pos, seq }` has something to do: a committed (or corrupt) record,
+/// or, in lossy mode, a head that has passed it.
+///
+/// SeqCst loads: this is the reader's re-check in the sleep protocol (see `wait`), ordered
+/// against the producer's SeqCst commit.
+pub(crate) fn is_ready<R: Region>(r: &R, p: &Params, pos: u64, seq: u64) -> bool {
+    // ORDERING: SeqCst: the Dekker pattern of design question 6.
+    let (found, state) = unpack_word0(r.word(pos & p.mask()).load(Ordering::SeqCst));
+    if found == seq & SEQ_MASK && state != STATE_CLAIMED && state != STATE_EMPTY {
+        return true;
+    }
+    // ORDERING: SeqCst, as above: a lapping producer moved head before overwriting.
+    p.mode == Mode::Lossy && r.head().load(Ordering::SeqCst).0 > pos
+}
+
+/// `{ position, sequence }` of the next record to be claimed.
+pub(crate) fn latest<R: Region>(r: &R) -> (u64, u64) {
+    // ORDERING: Acquire: a subscriber starting here reads records claimed after this point;
+    // their headers carry their own Release/Acquire pairing.
+    r.tail().load(Ordering::Acquire)
+}
+
+/// `{ position, sequence }` of the oldest retained record.
+pub(crate) fn oldest<R: Region>(r: &R) -> (u64, u64) {
+    // ORDERING: SeqCst: the subscriber's join validation (see `limit_after_head`).
+    r.head().load(Ordering::SeqCst)
+}
+
+/// Why a start position cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PositionError {
+    /// Outside `[head, tail]`: already discarded, or not written yet.
+    NotRetained { oldest: u64, next: u64 },
+    /// Inside the ring but not at the start of a record.
+    NotARecord,
+}
+
+/// The sequence of the record that starts at `pos`, for a subscriber resuming there.
+///
+/// A record claimed but not yet headered reads as `NotARecord` for now; callers may retry.
+pub(crate) fn sequence_at<R: Region>(r: &R, p: &Params, pos: u64) -> Result<u64, PositionError> {
+    let head = oldest(r);
+    let tail = latest(r);
+    if pos < head.0 || pos > tail.0 {
+        return Err(PositionError::NotRetained {
+            oldest: head.0,
+            next: tail.0,
+        });
+    }
+    if pos == tail.0 {
+        return Ok(tail.1);
+    }
+    if pos % RECORD_ALIGN != 0 {
+        return Err(PositionError::NotARecord);
+    }
+    // ORDERING: Acquire, as in `peek`.
+    let (found, _) = unpack_word0(r.word(pos & p.mask()).load(Ordering::Acquire));
+    // Rebuild the full sequence from its 60 stored bits: it lies in [head.seq, tail.seq).
+    let seq = head.1 + (found.wrapping_sub(head.1) & SEQ_MASK);
+    if seq >= tail.1 {
+        return Err(PositionError::NotARecord);
+    }
+    match peek(r, p, pos, seq) {
+        Peek::Data { .. } | Peek::Skip { .. } => {}
+        Peek::NotReady | Peek::Corrupt(_) => {
+            // CLAIMED is still a record start; check its word1 directly.
+            let w0 = r.word(pos & p.mask()).load(Ordering::Acquire);
+            let (_, high) = unpack_word1(r.word((pos & p.mask()) + 8).load(Ordering::Relaxed));
+            if w0 != pack_word0(seq, STATE_CLAIMED) || high != record_check(pos, seq) {
+                return Err(PositionError::NotARecord);
+            }
+        }
+    }
+    if p.mode == Mode::Lossy && still_retained(r, pos).is_err() {
+        let head = oldest(r);
+        return Err(PositionError::NotRetained {
+            oldest: head.0,
+            next: tail.0,
+        });
+    }
+    Ok(seq)
+}
+
+#[cfg(test)]
+pub(crate) mod heap {
+    //! A ring on heap memory, for unit tests, loom models (and Miri).
+    use super::*;
+
+    pub(crate) struct HeapRegion {
+        pub tail: Pair,
+        pub head: Pair,
+        pub words: Vec<AtomicU64>,
+    }
+
+    impl HeapRegion {
+        pub(crate) fn new(capacity: u64, initial: u64) -> Self {
+            HeapRegion {
+                tail: Pair::new(initial, 0),
+                head: Pair::new(initial, 0),
+                words: (0..capacity / 8).map(|_| AtomicU64::new(0)).collect(),
+            }
+        }
+    }
+
+    impl Region for HeapRegion {
+        fn tail(&self) -> &Pair {
+            &self.tail
+        }
+        fn head(&self) -> &Pair {
+            &self.head
+        }
+        fn word(&self, offset: u64) -> &AtomicU64 {
+            &self.words[(offset / 8) as usize]
+        }
+        unsafe fn write_bytes(&self, offset: u64, src: &[u8]) {
+            for (i, chunk) in src.chunks(8).enumerate() {
+                let mut b = [0u8; 8];
+                b[..chunk.len()].copy_from_slice(chunk);
+                self.word(offset + 8 * i as u64)
+                    .store(u64::from_ne_bytes(b), Ordering::Relaxed);
+            }
+        }
+        unsafe fn read_bytes(&self, offset: u64, dst: &mut [u8]) {
+            for (i, chunk) in dst.chunks_mut(8).enumerate() {
+                let w = self.word(offset + 8 * i as u64).load(Ordering::Relaxed);
+                chunk.copy_from_slice(&w.to_ne_bytes()[..chunk.len()]);
+            }
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::heap::HeapRegion;
+    use super::*;
+
+    struct NoSubs;
+    impl Subscribers for NoSubs {
+        fn min_position(&self) -> Option<u64> {
+            None
+        }
+    }
+
+    struct OneSub(AtomicU64);
+    impl Subscribers for OneSub {
+        fn min_position(&self) -> Option<u64> {
+            Some(self.0.load(Ordering::SeqCst))
+        }
+    }
+
+    fn params(capacity: u64, mode: Mode) -> Params {
+        Params {
+            capacity,
+            max_message: (capacity / 2 - 16) as u32,
+            mode,
+        }
+    }
+
+    fn send<S: Subscribers>(
+        r: &HeapRegion,
+        s: &S,
+        p: &Params,
+        c: &mut ProducerCursor,
+        data: &[u8],
+    ) -> Result<Claim, Full> {
+        let claiming = AtomicU64::new(0);
+        let claim = try_claim(r, s, p, c, &claiming, data.len() as u32)?;
+        write_claimed(r, p, &claim, &claiming);
+        // SAFETY: the claim owns `len` bytes at its payload offset.
+        unsafe { r.write_bytes(claim.payload_offset(p), data) };
+        commit(r, p, &claim).unwrap();
+        Ok(claim)
+    }
+
+    /// Reads everything available from (pos, seq); returns messages and the new cursor.
+    fn drain(r: &HeapRegion, p: &Params, mut pos: u64, mut seq: u64) -> (Vec<Vec<u8>>, u64, u64) {
+        let mut out = Vec::new();
+        loop {
+            match peek(r, p, pos, seq) {
+                Peek::Data {
+                    offset,
+                    len,
+                    extent,
+                } => {
+                    let mut v = vec![0; len as usize];
+                    // SAFETY: peek checked offset + len against the capacity.
+                    unsafe { r.read_bytes(offset, &mut v) };
+                    out.push(v);
+                    pos += extent;
+                    seq += 1;
+                }
+                Peek::Skip { extent, seqs, .. } => {
+                    pos += extent;
+                    seq += seqs;
+                }
+                Peek::NotReady => return (out, pos, seq),
+                Peek::Corrupt(e) => panic!("corrupt at {pos}: {e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn wrap_inserts_padding_and_keeps_order() {
+        let p = params(256, Mode::Reliable);
+        // Start 48 bytes before the end: a 40-byte record (extent 64) must wrap.
+        let r = HeapRegion::new(256, 1024 - 48);
+        let sub = OneSub(AtomicU64::new(1024 - 48));
+        let mut c = ProducerCursor::default();
+        let a = send(&r, &sub, &p, &mut c, &[1; 8]).unwrap();
+        assert_eq!(a.pad, 0);
+        let b = send(&r, &sub, &p, &mut c, &[2; 40]).unwrap();
+        assert_eq!((b.start, b.pad, b.seq), (1008, 16, 1));
+        let (msgs, pos, seq) = drain(&r, &p, 1024 - 48, 0);
+        assert_eq!(msgs, vec![vec![1; 8], vec![2; 40]]);
+        assert_eq!((pos, seq), (1024 + 64, 2));
+    }
+
+    #[test]
+    fn reliable_is_full_until_the_subscriber_moves() {
+        let p = params(256, Mode::Reliable);
+        let r = HeapRegion::new(256, 0);
+        let sub = OneSub(AtomicU64::new(0));
+        let mut c = ProducerCursor::default();
+        let mut sent = 0;
+        while send(&r, &sub, &p, &mut c, &[7; 48]).is_ok() {
+            sent += 1;
+        }
+        assert_eq!(sent, 4, "four 64-byte records fill 256 bytes");
+        let (msgs, pos, _) = drain(&r, &p, 0, 0);
+        assert_eq!(msgs.len(), 4);
+        assert!(send(&r, &sub, &p, &mut c, &[7; 48]).is_err());
+        sub.0.store(pos, Ordering::SeqCst);
+        assert!(send(&r, &sub, &p, &mut c, &[8; 48]).is_ok());
+    }
+
+    #[test]
+    fn lossy_never_fills_and_head_stays_within_a_lap() {
+        let p = params(256, Mode::Lossy);
+        let r = HeapRegion::new(256, 0);
+        let mut c = ProducerCursor::default();
+        for i in 0..100u8 {
+            send(&r, &NoSubs, &p, &mut c, &[i; 20]).unwrap();
+            let (t, h) = (latest(&r), oldest(&r));
+            assert!(t.0 - h.0 <= 256);
+            assert!(h.1 <= t.1);
+        }
+        let h = oldest(&r);
+        let (msgs, _, seq) = drain(&r, &p, h.0, h.1);
+        assert_eq!(seq, 100);
+        assert_eq!(msgs.last().unwrap(), &vec![99; 20]);
+    }
+
+    #[test]
+    fn abandoned_records_consume_a_sequence_and_deliver_nothing() {
+        let p = params(1024, Mode::Reliable);
+        let r = HeapRegion::new(1024, 0);
+        let mut c = ProducerCursor::default();
+        let claiming = AtomicU64::new(0);
+        let claim = try_claim(&r, &NoSubs, &p, &mut c, &claiming, 10).unwrap();
+        write_claimed(&r, &p, &claim, &claiming);
+        assert_eq!(peek(&r, &p, 0, 0), Peek::NotReady);
+        abandon(&r, &p, &claim).unwrap();
+        assert_eq!(commit(&r, &p, &claim), Err(Unblocked));
+        send(&r, &NoSubs, &p, &mut c, b"after").unwrap();
+        let (msgs, _, seq) = drain(&r, &p, 0, 0);
+        assert_eq!(msgs, vec![b"after".to_vec()]);
+        assert_eq!(seq, 2);
+    }
+
+    #[test]
+    fn stale_and_foreign_bytes_are_not_records() {
+        let p = params(1024, Mode::Reliable);
+        let r = HeapRegion::new(1024, 0);
+        // A plausible word0 for sequence 0 without a matching check.
+        r.word(0)
+            .store(pack_word0(0, STATE_DATA), Ordering::Relaxed);
+        r.word(8).store(pack_word1(4, 12345), Ordering::Relaxed);
+        assert_eq!(
+            peek(&r, &p, 0, 0),
+            Peek::Corrupt(RecordProblem::CheckMismatch)
+        );
+        // Right check, absurd length.
+        r.word(8)
+            .store(pack_word1(5000, record_check(0, 0)), Ordering::Relaxed);
+        assert!(matches!(
+            peek(&r, &p, 0, 0),
+            Peek::Corrupt(RecordProblem::TooLong { .. })
+        ));
+        // Unknown state.
+        r.word(0).store(pack_word0(0, 0xF), Ordering::Relaxed);
+        assert!(matches!(
+            peek(&r, &p, 0, 0),
+            Peek::Corrupt(RecordProblem::UnknownState { state: 15 })
+        ));
+        // Another sequence: not ours, not yet.
+        assert_eq!(peek(&r, &p, 0, 1), Peek::NotReady);
+    }
+
+    #[test]
+    fn a_gap_skips_its_sequences() {
+        use crate::layout::pack_gap_word1;
+        let p = params(1024, Mode::Reliable);
+        let r = HeapRegion::new(1024, 0);
+        r.word(8)
+            .store(pack_gap_word1(6, 3, record_check(0, 0)), Ordering::Relaxed);
+        r.word(0).store(pack_word0(0, STATE_GAP), Ordering::Release);
+        assert_eq!(
+            peek(&r, &p, 0, 0),
+            Peek::Skip {
+                extent: 96,
+                seqs: 3,
+                kind: SkipKind::Repaired
+            }
+        );
+        // A gap may not run past the end of the region.
+        r.word(8)
+            .store(pack_gap_word1(65, 1, record_check(0, 0)), Ordering::Relaxed);
+        assert!(matches!(
+            peek(&r, &p, 0, 0),
+            Peek::Corrupt(RecordProblem::PastEnd { .. })
+        ));
+    }
+
+    #[test]
+    fn sequence_at_finds_records_and_rejects_the_middle_of_one() {
+        let p = params(1024, Mode::Reliable);
+        let r = HeapRegion::new(1024, 0);
+        let mut c = ProducerCursor::default();
+        let a = send(&r, &NoSubs, &p, &mut c, &[0; 40]).unwrap();
+        let b = send(&r, &NoSubs, &p, &mut c, &[0; 40]).unwrap();
+        assert_eq!(sequence_at(&r, &p, a.position()), Ok(0));
+        assert_eq!(sequence_at(&r, &p, b.position()), Ok(1));
+        assert_eq!(sequence_at(&r, &p, 128), Ok(2), "the tail");
+        assert_eq!(sequence_at(&r, &p, 16), Err(PositionError::NotARecord));
+        assert_eq!(sequence_at(&r, &p, 8), Err(PositionError::NotARecord));
+        assert!(matches!(
+            sequence_at(&r, &p, 4096),
+            Err(PositionError::NotRetained { .. })
+        ));
+    }
+}

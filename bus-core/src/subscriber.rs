@@ -1,0 +1,539 @@
+//! The subscribing handle.
+
+use std::cell::Cell;
+use std::marker::PhantomData;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::layout::{
+    Mode, SLOT_SLEEPING, SUB_DELIVERED, SUB_LOST, SUB_POSITION, SUB_SEQ, SUB_UNBLOCKED,
+};
+use crate::registry::{self, JoinError, Slot, SlotKind};
+use crate::ring::{self, Peek, PositionError, RecordProblem, SkipKind};
+use crate::sync::Ordering;
+use crate::wait::{self, Backoff, Deadline, WaitStrategy};
+use crate::{Shared, Start};
+
+/// How long a sleeping reader sleeps before it looks again on its own (it is woken at once
+/// by a publish; this only bounds how stale its view of a dead producer can get).
+const SLEEP_SLICE: Duration = Duration::from_millis(100);
+
+/// A subscriber could not be made. Returned by [`crate::Bus::subscribe`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SubscribeError {
+    /// No slot, or the control lock failed.
+    #[error("{0}")]
+    Join(#[from] JoinError),
+    /// `Start::Position` names a position no longer retained (overwritten) or not written
+    /// yet. Start at `Oldest` instead.
+    #[error("position {requested} is not in the ring (oldest retained {oldest}, next {next})")]
+    PositionNotRetained {
+        /// The position asked for.
+        requested: u64,
+        /// The oldest retained position.
+        oldest: u64,
+        /// The position of the next message to be published.
+        next: u64,
+    },
+    /// `Start::Position` names a position inside the ring that is not the start of a record.
+    #[error("position {requested} is not the start of a record")]
+    NotARecord {
+        /// The position asked for.
+        requested: u64,
+    },
+}
+
+impl SubscribeError {
+    fn from_position(requested: u64, e: PositionError) -> Self {
+        match e {
+            PositionError::NotRetained { oldest, next } => SubscribeError::PositionNotRetained {
+                requested,
+                oldest,
+                next,
+            },
+            PositionError::NotARecord => SubscribeError::NotARecord { requested },
+        }
+    }
+}
+
+/// A message could not be received. Returned by [`Subscriber::recv`],
+/// [`Subscriber::try_recv`], [`Subscriber::recv_timeout`] and the `recv_ref` variants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RecvError {
+    /// `try_recv`: nothing new right now.
+    #[error("no message available")]
+    Empty,
+    /// `recv_timeout`: nothing arrived in time.
+    #[error("timed out waiting for a message")]
+    Timeout,
+    /// Lossy mode: this subscriber fell a whole ring behind (or producers died mid-message)
+    /// and exactly this many messages were lost before the next one it will receive. Not
+    /// fatal: the next call goes on from the oldest retained message.
+    #[error("lost {0} messages")]
+    Lost(u64),
+    /// The record at `position` breaks the format (another process wrote garbage into the
+    /// ring). The subscriber stays where it is.
+    #[error("corrupt record at position {position}: {problem}")]
+    Corrupt {
+        /// Where.
+        position: u64,
+        /// What is wrong.
+        problem: RecordProblem,
+    },
+}
+
+/// What [`Subscriber::recv`] delivered: the payload went into the caller's buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Message {
+    /// Bus-wide sequence number.
+    pub seq: u64,
+    /// Absolute position of the record.
+    pub position: u64,
+    /// Payload length.
+    pub len: usize,
+}
+
+/// A message borrowed in place (reliable mode) or from the subscriber's own buffer (lossy
+/// mode, where it must be copied out and validated). Made by [`Subscriber::recv_ref`].
+///
+/// In reliable mode no producer may write these bytes while the sample lives: the
+/// subscriber's published position stays at or before the record until the next call. A
+/// process that writes into the ring outside the protocol can still change them under the
+/// borrow (they stay in bounds; their content is then unspecified).
+pub struct Sample<'a> {
+    data: &'a [u8],
+    /// Bus-wide sequence number.
+    pub seq: u64,
+    /// Absolute position of the record.
+    pub position: u64,
+}
+
+impl Deref for Sample<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.data
+    }
+}
+
+impl std::fmt::Debug for Sample<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sample")
+            .field("seq", &self.seq)
+            .field("position", &self.position)
+            .field("len", &self.data.len())
+            .finish()
+    }
+}
+
+/// One step of reading.
+enum Polled {
+    Data { offset: u64, len: u32, extent: u64 },
+    Empty,
+    Lost(u64),
+    Corrupt(RecordProblem),
+}
+
+/// Receives every message of a bus from its start position on. Made by
+/// [`crate::Bus::subscribe`]; holds a subscriber slot until dropped.
+///
+/// One owner: `Send` but not `Sync`. In reliable mode producers wait for it, so a subscriber
+/// that stops reading (without dropping) eventually stops the bus; one that dies is evicted.
+pub struct Subscriber {
+    shared: Arc<Shared>,
+    slot: Option<Slot>,
+    /// Next record to read.
+    pos: u64,
+    /// Sequence expected there.
+    seq: u64,
+    /// Last position stored in the slot (what producers see).
+    published: u64,
+    publish_every: u64,
+    strategy: WaitStrategy,
+    delivered: u64,
+    lost: u64,
+    unblocked: u64,
+    /// Lossy-mode copies for `recv_ref`.
+    scratch: Vec<u8>,
+    _not_sync: PhantomData<Cell<()>>,
+}
+
+impl std::fmt::Debug for Subscriber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscriber")
+            .field("bus", &self.shared.path)
+            .field("position", &self.pos)
+            .field("seq", &self.seq)
+            .finish()
+    }
+}
+
+impl Subscriber {
+    fn pick(shared: &Shared, start: Start) -> Result<(u64, u64), SubscribeError> {
+        let seg = &shared.seg;
+        match start {
+            Start::Latest => Ok(ring::latest(seg)),
+            Start::Oldest => Ok(ring::oldest(seg)),
+            Start::Position(p) => ring::sequence_at(seg, &shared.params, p)
+                .map(|s| (p, s))
+                .map_err(|e| SubscribeError::from_position(p, e)),
+        }
+    }
+
+    pub(crate) fn join(shared: Arc<Shared>, start: Start) -> Result<Subscriber, SubscribeError> {
+        let (pos, seq) = Self::pick(&shared, start)?;
+        let slot = registry::join(&shared, SlotKind::Subscriber, |seg, off| {
+            seg.slot64(off, SUB_SEQ).store(seq, Ordering::Relaxed);
+            seg.slot64(off, SUB_POSITION).store(pos, Ordering::SeqCst);
+        })?;
+        let mut sub = Subscriber {
+            publish_every: (shared.params.capacity / 8).max(1),
+            shared,
+            slot: Some(slot),
+            pos,
+            seq,
+            published: pos,
+            strategy: WaitStrategy::default(),
+            delivered: 0,
+            lost: 0,
+            unblocked: 0,
+            scratch: Vec::new(),
+            _not_sync: PhantomData,
+        };
+        // The join protocol (ring::limit_after_head): with our start stored, a head that is
+        // still at or before it can no longer pass it; one that passed it already means
+        // pick again.
+        loop {
+            let head = ring::oldest(&sub.shared.seg);
+            if head.0 <= sub.pos {
+                return Ok(sub);
+            }
+            if let Start::Position(p) = start {
+                let next = ring::latest(&sub.shared.seg).0;
+                return Err(SubscribeError::PositionNotRetained {
+                    requested: p,
+                    oldest: head.0,
+                    next,
+                });
+            }
+            let (pos, seq) = Self::pick(&sub.shared, start)?;
+            sub.pos = pos;
+            sub.seq = seq;
+            sub.publish();
+        }
+    }
+
+    /// Sets how blocking calls wait (default: spin briefly, then sleep on the futex).
+    pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
+        self.strategy = strategy;
+    }
+
+    /// The position of the next message this subscriber will read. Pass it to
+    /// `Start::Position` to resume there later, in this process or another.
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
+    /// The sequence number of the next message this subscriber will read.
+    pub fn next_seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Messages delivered so far.
+    pub fn delivered(&self) -> u64 {
+        self.delivered
+    }
+
+    /// Messages lost so far (lossy mode; also records of producers that died mid-message).
+    pub fn lost(&self) -> u64 {
+        self.lost
+    }
+
+    /// Records skipped because their producer died before committing them.
+    pub fn unblocked(&self) -> u64 {
+        self.unblocked
+    }
+
+    fn slot_offset(&self) -> u64 {
+        self.slot.as_ref().map_or(0, |s| s.offset)
+    }
+
+    /// Stores the read position (and counters) in the slot, where producers and `stat` see
+    /// it, and wakes producers waiting for space.
+    fn publish(&mut self) {
+        let seg = &self.shared.seg;
+        let off = self.slot_offset();
+        // ORDERING: Relaxed: statistics; the SeqCst store below orders them for `stat`.
+        seg.slot64(off, SUB_SEQ).store(self.seq, Ordering::Relaxed);
+        seg.slot64(off, SUB_DELIVERED)
+            .store(self.delivered, Ordering::Relaxed);
+        seg.slot64(off, SUB_LOST)
+            .store(self.lost, Ordering::Relaxed);
+        seg.slot64(off, SUB_UNBLOCKED)
+            .store(self.unblocked, Ordering::Relaxed);
+        // ORDERING: SeqCst: producers' scans (join protocol) and the Dekker pattern with
+        // producers asleep waiting for space (wait module): store, then load their count.
+        seg.slot64(off, SUB_POSITION)
+            .store(self.pos, Ordering::SeqCst);
+        self.published = self.pos;
+        wait::wake_if_waiting(seg.producers_waiting(), seg.space());
+    }
+
+    #[inline]
+    fn maybe_publish(&mut self) {
+        if self.pos - self.published >= self.publish_every {
+            self.publish();
+        }
+    }
+
+    /// Lossy mode: moves to the oldest retained record after being lapped.
+    fn resync(&mut self, head: (u64, u64)) -> Polled {
+        let n = head.1.saturating_sub(self.seq);
+        self.pos = head.0;
+        self.seq = head.1;
+        self.lost += n;
+        Polled::Lost(n)
+    }
+
+    fn poll(&mut self) -> Polled {
+        let lossy = self.shared.params.mode == Mode::Lossy;
+        loop {
+            let seg = &self.shared.seg;
+            let peeked = ring::peek(seg, &self.shared.params, self.pos, self.seq);
+            if lossy && !matches!(peeked, Peek::Data { .. }) {
+                // Whatever we read may be bytes of a newer lap: trust it only while head has
+                // not passed our position. (Data is validated after its copy instead.)
+                if let Err(head) = ring::still_retained(seg, self.pos) {
+                    return self.resync(head);
+                }
+            }
+            match peeked {
+                Peek::Data {
+                    offset,
+                    len,
+                    extent,
+                } => {
+                    return Polled::Data {
+                        offset,
+                        len,
+                        extent,
+                    }
+                }
+                Peek::Skip { extent, seqs, kind } => {
+                    self.pos += extent;
+                    self.seq += seqs;
+                    if kind == SkipKind::Repaired {
+                        self.unblocked += seqs;
+                        if lossy && seqs > 0 {
+                            self.lost += seqs;
+                            return Polled::Lost(seqs);
+                        }
+                    }
+                }
+                Peek::NotReady => return Polled::Empty,
+                Peek::Corrupt(problem) => return Polled::Corrupt(problem),
+            }
+        }
+    }
+
+    /// Waits until `poll` has something (or the deadline passes).
+    fn next(&mut self, deadline: Option<Deadline>) -> Result<(u64, u32, u64), RecvError> {
+        self.maybe_publish();
+        let backoff = Backoff::new();
+        loop {
+            match self.poll() {
+                Polled::Data {
+                    offset,
+                    len,
+                    extent,
+                } => return Ok((offset, len, extent)),
+                Polled::Lost(n) => return Err(RecvError::Lost(n)),
+                Polled::Corrupt(problem) => {
+                    return Err(RecvError::Corrupt {
+                        position: self.pos,
+                        problem,
+                    })
+                }
+                Polled::Empty => {}
+            }
+            // Caught up: let producers have the space.
+            if self.published != self.pos {
+                self.publish();
+            }
+            let Some(deadline) = deadline else {
+                return Err(RecvError::Empty);
+            };
+            if deadline.passed() {
+                return Err(RecvError::Timeout);
+            }
+            match self.strategy {
+                // Back off between polls so as not to drag the writer's cache lines here on
+                // every message (DESIGN.md, "a reader must not chase the writer").
+                WaitStrategy::Spin => {
+                    backoff.spin();
+                    continue;
+                }
+                WaitStrategy::SpinThenBlock if !backoff.is_completed() => {
+                    backoff.snooze();
+                    continue;
+                }
+                _ => {}
+            }
+            let seg = &self.shared.seg;
+            let params = self.shared.params;
+            let (pos, seq) = (self.pos, self.seq);
+            wait::sleep_unless(
+                seg.readers_waiting(),
+                seg.slot32(self.slot_offset(), SLOT_SLEEPING),
+                seg.notify(),
+                deadline.slice(SLEEP_SLICE),
+                || ring::is_ready(seg, &params, pos, seq),
+            );
+        }
+    }
+
+    /// Copies the record at the current position into `buf` and moves on.
+    fn take_into(
+        &mut self,
+        buf: &mut Vec<u8>,
+        offset: u64,
+        len: u32,
+        extent: u64,
+    ) -> Result<Message, RecvError> {
+        let seg = &self.shared.seg;
+        buf.clear();
+        buf.reserve(len as usize);
+        // SAFETY: `peek` checked that `offset + len` lies inside the data region; `buf` has
+        // capacity for `len` bytes and is process memory, so the ranges do not overlap. The
+        // copy initialises exactly the `len` bytes that `set_len` then exposes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(seg.data_ptr(offset), buf.as_mut_ptr(), len as usize);
+            buf.set_len(len as usize);
+        }
+        if self.shared.params.mode == Mode::Lossy {
+            if let Err(head) = ring::still_retained(seg, self.pos) {
+                buf.clear();
+                let Polled::Lost(n) = self.resync(head) else {
+                    unreachable!("resync reports a loss")
+                };
+                return Err(RecvError::Lost(n));
+            }
+        }
+        let m = Message {
+            seq: self.seq,
+            position: self.pos,
+            len: len as usize,
+        };
+        self.pos += extent;
+        self.seq += 1;
+        self.delivered += 1;
+        Ok(m)
+    }
+
+    /// Receives the next message into `buf` (replacing its contents), waiting as long as it
+    /// takes.
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError::Lost`] (lossy mode; call again for the next message) and
+    /// [`RecvError::Corrupt`].
+    pub fn recv(&mut self, buf: &mut Vec<u8>) -> Result<Message, RecvError> {
+        let (offset, len, extent) = self.next(Some(Deadline::never()))?;
+        self.take_into(buf, offset, len, extent)
+    }
+
+    /// Receives the next message into `buf` if one is there now.
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError::Empty`] when there is none; otherwise as [`Subscriber::recv`].
+    pub fn try_recv(&mut self, buf: &mut Vec<u8>) -> Result<Message, RecvError> {
+        let (offset, len, extent) = self.next(None)?;
+        self.take_into(buf, offset, len, extent)
+    }
+
+    /// Receives the next message into `buf`, waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError::Timeout`]; otherwise as [`Subscriber::recv`].
+    pub fn recv_timeout(
+        &mut self,
+        buf: &mut Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Message, RecvError> {
+        let (offset, len, extent) = self.next(Some(Deadline::after(timeout)))?;
+        self.take_into(buf, offset, len, extent)
+    }
+
+    fn sample(&mut self, offset: u64, len: u32, extent: u64) -> Result<Sample<'_>, RecvError> {
+        let (seq, position) = (self.seq, self.pos);
+        if self.shared.params.mode == Mode::Lossy {
+            let mut scratch = std::mem::take(&mut self.scratch);
+            let r = self.take_into(&mut scratch, offset, len, extent);
+            self.scratch = scratch;
+            r?;
+            return Ok(Sample {
+                data: &self.scratch,
+                seq,
+                position,
+            });
+        }
+        self.pos += extent;
+        self.seq += 1;
+        self.delivered += 1;
+        let ptr = self.shared.seg.data_ptr(offset);
+        // SAFETY: reliable mode: `peek` bounds-checked the `len` bytes at `offset`, and no
+        // producer writes them while our published position (which only `publish` moves, and
+        // only in later calls that need `&mut self`) is at or before this record. The
+        // returned borrow of `self` ends before any such call.
+        let data = unsafe { std::slice::from_raw_parts(ptr, len as usize) };
+        Ok(Sample {
+            data,
+            seq,
+            position,
+        })
+    }
+
+    /// Receives the next message without copying it (reliable mode), waiting as long as it
+    /// takes. In lossy mode it is copied into a buffer the subscriber reuses.
+    ///
+    /// # Errors
+    ///
+    /// As [`Subscriber::recv`].
+    pub fn recv_ref(&mut self) -> Result<Sample<'_>, RecvError> {
+        let (offset, len, extent) = self.next(Some(Deadline::never()))?;
+        self.sample(offset, len, extent)
+    }
+
+    /// [`Subscriber::recv_ref`] if a message is there now.
+    ///
+    /// # Errors
+    ///
+    /// As [`Subscriber::try_recv`].
+    pub fn try_recv_ref(&mut self) -> Result<Sample<'_>, RecvError> {
+        let (offset, len, extent) = self.next(None)?;
+        self.sample(offset, len, extent)
+    }
+
+    /// [`Subscriber::recv_ref`], waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Subscriber::recv_timeout`].
+    pub fn recv_ref_timeout(&mut self, timeout: Duration) -> Result<Sample<'_>, RecvError> {
+        let (offset, len, extent) = self.next(Some(Deadline::after(timeout)))?;
+        self.sample(offset, len, extent)
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.publish();
+        if let Some(slot) = self.slot.take() {
+            registry::leave(&self.shared, slot);
+            // Producers waiting on us may have room now.
+            wait::wake_if_waiting(self.shared.seg.producers_waiting(), self.shared.seg.space());
+        }
+    }
+}

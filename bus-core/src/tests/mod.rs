@@ -1,0 +1,3 @@
+//! Model tests of the ring protocol under loom (`RUSTFLAGS="--cfg loom"`).
+
+mod loom_ring;

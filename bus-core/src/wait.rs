@@ -1,0 +1,131 @@
+//! Waiting: shared futexes on words inside the mapping, and the one backoff vocabulary.
+//!
+//! Futexes here are *shared* (no `FUTEX_PRIVATE_FLAG`): the kernel keys them by the file page
+//! and offset, so a wake in one process reaches a sleeper in another. std's `Mutex`/`Condvar`
+//! and the atomic-wait crates use private futexes and would never wake another process.
+//!
+//! The protocol (design question 6), for readers (producers waiting for space mirror it):
+//!
+//! ```text
+//! reader                                   producer
+//! waiting += 1            (SeqCst)         commit word0            (SeqCst CAS)
+//! v = notify              (SeqCst)         if waiting > 0          (SeqCst load)
+//! re-check word0          (SeqCst)             notify += 1; futex_wake(notify)
+//! futex_wait(notify, v)
+//! waiting -= 1
+//! ```
+//!
+//! In the single order of SeqCst operations either the producer's load of `waiting` comes
+//! after the reader's increment (it wakes, and the bump of `notify` makes a wait that has not
+//! started yet return at once), or the reader's re-check comes after the commit (it does not
+//! sleep). A publish with no sleeper makes no system call.
+
+use std::time::{Duration, Instant};
+
+use rustix::thread::futex;
+
+use crate::sync::{AtomicU32, Ordering};
+
+pub(crate) use crossbeam_utils::Backoff;
+
+/// How a blocking call waits when there is nothing to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WaitStrategy {
+    /// Spin briefly (crossbeam `Backoff` until it `is_completed`), then sleep on the futex.
+    /// Lowest CPU use; wake-up latency of a futex wake when the spin ran out.
+    #[default]
+    SpinThenBlock,
+    /// Busy-poll: never sleep. One core per waiting handle; lowest latency.
+    Spin,
+    /// Sleep on the futex at once.
+    Block,
+}
+
+/// Sleeps on `word` while it holds `expected`, at most `timeout`. Returns on a wake, on a
+/// changed value, on a signal, or when the time is up; the caller re-checks its condition.
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+    let ts = rustix::time::Timespec {
+        tv_sec: timeout.as_secs().min(i64::MAX as u64) as i64,
+        tv_nsec: timeout.subsec_nanos() as _,
+    };
+    // Flags::empty(): a shared futex, so that other processes' wakes reach us. Errors
+    // (EAGAIN: value changed; ETIMEDOUT; EINTR) all mean "re-check", which the caller does.
+    let _ = futex::wait(word, futex::Flags::empty(), expected, Some(&ts));
+}
+
+/// Wakes every sleeper on `word` (in any process).
+pub(crate) fn futex_wake_all(word: &AtomicU32) {
+    // ORDERING: Release: the bump pairs with the sleeper's SeqCst load of the value it
+    // passes to futex_wait; the new value makes a wait that has not started return at once.
+    word.fetch_add(1, Ordering::Release);
+    let _ = futex::wake(word, futex::Flags::empty(), i32::MAX as u32);
+}
+
+/// Wakes sleepers on `word` if the `waiting` count says there are any.
+///
+/// The caller's preceding write (the commit, the new read position) must be SeqCst, and so is
+/// this load: the Dekker pattern in the module doc.
+#[inline]
+pub(crate) fn wake_if_waiting(waiting: &AtomicU32, word: &AtomicU32) {
+    // ORDERING: SeqCst, see the module doc.
+    if waiting.load(Ordering::SeqCst) != 0 {
+        futex_wake_all(word);
+    }
+}
+
+/// A deadline, or none.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deadline(Option<Instant>);
+
+impl Deadline {
+    pub(crate) fn never() -> Self {
+        Deadline(None)
+    }
+
+    pub(crate) fn after(d: Duration) -> Self {
+        Deadline(Instant::now().checked_add(d))
+    }
+
+    /// Time left (`None`: no deadline), zero when passed.
+    pub(crate) fn remaining(&self) -> Option<Duration> {
+        self.0.map(|t| t.saturating_duration_since(Instant::now()))
+    }
+
+    pub(crate) fn passed(&self) -> bool {
+        self.remaining() == Some(Duration::ZERO)
+    }
+
+    /// How long to sleep at most: `slice`, cut to the time left.
+    pub(crate) fn slice(&self, slice: Duration) -> Duration {
+        self.remaining().map_or(slice, |r| r.min(slice))
+    }
+}
+
+/// Sleeps on `word` as a registered waiter, unless `ready()` becomes true first.
+///
+/// Increments `waiting` for the duration (and sets `mine`, the caller's slot flag, so that
+/// an evictor can give the count back if we die asleep), re-checks `ready` after reading the
+/// futex value, and sleeps at most `slice`. Returns whether `ready()` was seen true.
+pub(crate) fn sleep_unless(
+    waiting: &AtomicU32,
+    mine: &AtomicU32,
+    word: &AtomicU32,
+    slice: Duration,
+    ready: impl Fn() -> bool,
+) -> bool {
+    // ORDERING: SeqCst: announce before re-checking (module doc).
+    waiting.fetch_add(1, Ordering::SeqCst);
+    // ORDERING: Relaxed: read by an evictor only after this process died.
+    mine.store(1, Ordering::Relaxed);
+    // ORDERING: SeqCst: the value we sleep on is read before the re-check, so a wake that
+    // follows the re-check changes it.
+    let v = word.load(Ordering::SeqCst);
+    let was_ready = ready();
+    if !was_ready {
+        futex_wait(word, v, slice);
+    }
+    mine.store(0, Ordering::Relaxed);
+    // ORDERING: Relaxed: only a count; an extra wake costs a syscall, never correctness.
+    waiting.fetch_sub(1, Ordering::Relaxed);
+    was_ready
+}

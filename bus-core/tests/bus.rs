@@ -1,0 +1,509 @@
+//! The bus in one process: files, errors, publish/receive semantics of both modes.
+//! (Multi-process behaviour is in `multiprocess.rs`.)
+
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::time::Duration;
+
+use bus_core::{
+    Bus, BusOptions, FileKind, HeaderError, JoinError, Mode, OpenErrorKind, OpenOptions, RecvError,
+    SendError, SlotKind, Start, SubscribeError, WaitStrategy,
+};
+
+fn small(mode: Mode) -> BusOptions {
+    BusOptions::new()
+        .capacity(64 * 1024)
+        .max_message(4096)
+        .mode(mode)
+}
+
+fn dir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+#[test]
+fn create_then_open_sees_the_same_bus() {
+    let d = dir();
+    let path = d.path().join("a.bus");
+    let bus = Bus::create(&path, &small(Mode::Lossy)).unwrap();
+    assert_eq!(bus.mode(), Mode::Lossy);
+    let again = Bus::open(&path).unwrap();
+    assert_eq!(again.config(), bus.config());
+    let err = Bus::create(&path, &small(Mode::Reliable)).unwrap_err();
+    assert_eq!(err.kind, OpenErrorKind::AlreadyExists);
+    assert_eq!(err.path, path);
+    assert!(err.to_string().contains("a.bus"), "{err}");
+}
+
+#[test]
+fn files_are_created_0600_and_honour_the_umask_and_file_mode() {
+    let d = dir();
+    let p = d.path().join("m.bus");
+    Bus::create(&p, &small(Mode::Reliable)).unwrap();
+    assert_eq!(
+        std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let q = d.path().join("g.bus");
+    Bus::create(&q, &small(Mode::Reliable).file_mode(0o640)).unwrap();
+    let mode = std::fs::metadata(&q).unwrap().permissions().mode() & 0o777;
+    // The umask can only remove bits.
+    assert_eq!(mode & !0o640, 0);
+    assert_eq!(mode & 0o600, 0o600);
+}
+
+#[test]
+fn racing_creators_end_on_one_file() {
+    let d = dir();
+    let path = d.path().join("race.bus");
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            let path = path.clone();
+            std::thread::spawn(move || Bus::open_or_create(&path, &small(Mode::Reliable)).unwrap())
+        })
+        .collect();
+    let buses: Vec<Bus> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let created = buses[0].config().created_unix_ns;
+    assert!(buses.iter().all(|b| b.config().created_unix_ns == created));
+    // One file, no temporary leftovers.
+    let names: Vec<_> = std::fs::read_dir(d.path()).unwrap().collect();
+    assert_eq!(names.len(), 1);
+}
+
+#[test]
+fn open_errors_name_the_problem() {
+    let d = dir();
+    let missing = d.path().join("missing.bus");
+    assert_eq!(
+        Bus::open(&missing).unwrap_err().kind,
+        OpenErrorKind::NotFound
+    );
+
+    let sub = d.path().join("adir");
+    std::fs::create_dir(&sub).unwrap();
+    assert_eq!(
+        Bus::open(&sub).unwrap_err().kind,
+        OpenErrorKind::NotARegularFile {
+            kind: FileKind::Directory
+        }
+    );
+
+    let fifo = d.path().join("fifo");
+    rustix_mkfifo(&fifo);
+    assert_eq!(
+        Bus::open(&fifo).unwrap_err().kind,
+        OpenErrorKind::NotARegularFile {
+            kind: FileKind::Fifo
+        }
+    );
+
+    let empty = d.path().join("empty.bus");
+    std::fs::write(&empty, b"").unwrap();
+    assert!(matches!(
+        Bus::open(&empty).unwrap_err().kind,
+        OpenErrorKind::Header(HeaderError::FileTooSmall { size: 0, .. })
+    ));
+
+    let garbage = d.path().join("garbage.bus");
+    std::fs::write(&garbage, vec![0xa5u8; 8192]).unwrap();
+    assert!(matches!(
+        Bus::open(&garbage).unwrap_err().kind,
+        OpenErrorKind::Header(HeaderError::BadMagic { .. })
+    ));
+
+    let real = d.path().join("real.bus");
+    Bus::create(&real, &small(Mode::Reliable)).unwrap();
+    let link = d.path().join("link.bus");
+    symlink(&real, &link).unwrap();
+    assert_eq!(
+        Bus::open(&link).unwrap_err().kind,
+        OpenErrorKind::SymbolicLink
+    );
+    Bus::open_with(&link, &OpenOptions::new().follow_symlinks(true)).unwrap();
+
+    // A header from a future version.
+    let future = d.path().join("future.bus");
+    std::fs::copy(&real, &future).unwrap();
+    patch(
+        &future,
+        8,
+        &(bus_core::layout::FORMAT_VERSION + 1).to_ne_bytes(),
+    );
+    assert!(matches!(
+        Bus::open(&future).unwrap_err().kind,
+        OpenErrorKind::Header(HeaderError::UnsupportedVersion { .. })
+    ));
+
+    // Truncated by a page.
+    let short = d.path().join("short.bus");
+    std::fs::copy(&real, &short).unwrap();
+    let len = std::fs::metadata(&short).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&short)
+        .unwrap()
+        .set_len(len - 4096)
+        .unwrap();
+    assert!(matches!(
+        Bus::open(&short).unwrap_err().kind,
+        OpenErrorKind::Header(HeaderError::SizeMismatch { .. })
+    ));
+
+    // Ring positions that cannot be (head after tail).
+    let bad = d.path().join("badring.bus");
+    std::fs::copy(&real, &bad).unwrap();
+    patch(&bad, 256, &1_000_000u64.to_ne_bytes());
+    assert!(matches!(
+        Bus::open(&bad).unwrap_err().kind,
+        OpenErrorKind::RingStateCorrupt { .. }
+    ));
+
+    // Invalid options are refused before any file appears.
+    let opts = BusOptions::new().capacity(3000);
+    assert!(matches!(
+        Bus::create(d.path().join("x.bus"), &opts).unwrap_err().kind,
+        OpenErrorKind::InvalidOptions(_)
+    ));
+    assert!(!d.path().join("x.bus").exists());
+    assert_eq!(
+        Bus::create(d.path().join("nodir/x.bus"), &small(Mode::Lossy))
+            .unwrap_err()
+            .kind,
+        OpenErrorKind::DirectoryNotFound
+    );
+}
+
+fn patch(path: &std::path::Path, offset: u64, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(bytes, offset).unwrap();
+}
+
+fn rustix_mkfifo(path: &std::path::Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc_mkfifo(c.as_ptr(), 0o600) }, 0);
+}
+
+extern "C" {
+    #[link_name = "mkfifo"]
+    fn libc_mkfifo(path: *const std::ffi::c_char, mode: u32) -> i32;
+}
+
+#[test]
+fn send_and_receive_in_order_with_sequences() {
+    let d = dir();
+    let bus = Bus::create(d.path().join("b.bus"), &small(Mode::Reliable)).unwrap();
+    let mut sub = bus.subscribe(Start::Latest).unwrap();
+    let mut publ = bus.publisher().unwrap();
+    let mut buf = Vec::new();
+    assert_eq!(sub.try_recv(&mut buf), Err(RecvError::Empty));
+    for i in 0..1000u32 {
+        let sent = publ
+            .send(&i.to_le_bytes().repeat(1 + (i % 7) as usize))
+            .unwrap();
+        assert_eq!(sent.seq, i as u64);
+    }
+    for i in 0..1000u32 {
+        let m = sub.recv(&mut buf).unwrap();
+        assert_eq!(m.seq, i as u64);
+        assert_eq!(buf, i.to_le_bytes().repeat(1 + (i % 7) as usize));
+    }
+    assert_eq!(
+        sub.recv_timeout(&mut buf, Duration::from_millis(20)),
+        Err(RecvError::Timeout)
+    );
+    assert_eq!(
+        publ.send(&[0; 4097]),
+        Err(SendError::MessageTooLarge {
+            len: 4097,
+            max: 4096
+        })
+    );
+    // Empty messages are messages.
+    publ.send(b"").unwrap();
+    assert_eq!(sub.recv(&mut buf).unwrap().len, 0);
+}
+
+#[test]
+fn reliable_waits_for_the_slowest_subscriber() {
+    let d = dir();
+    let bus = Bus::create(d.path().join("r.bus"), &small(Mode::Reliable)).unwrap();
+    let mut fast = bus.subscribe(Start::Latest).unwrap();
+    let mut slow = bus.subscribe(Start::Latest).unwrap();
+    let mut publ = bus.publisher().unwrap();
+    let mut buf = Vec::new();
+    let mut sent = 0u64;
+    loop {
+        match publ.try_send(&[7; 1000]) {
+            Ok(_) => sent += 1,
+            Err(SendError::Full) => break,
+            Err(e) => panic!("{e}"),
+        }
+        // The fast one keeps up; it must not be what fills the ring.
+        fast.recv(&mut buf).unwrap();
+    }
+    assert!(
+        (60..=65).contains(&sent),
+        "64 KiB holds about 64 records of 1 KiB, sent {sent}"
+    );
+    assert_eq!(
+        publ.send_timeout(&[7; 1000], Duration::from_millis(30)),
+        Err(SendError::Timeout)
+    );
+    for _ in 0..sent {
+        slow.recv(&mut buf).unwrap();
+    }
+    // Caught up (and the position published): room again.
+    assert_eq!(slow.try_recv(&mut buf), Err(RecvError::Empty));
+    publ.try_send(&[8; 1000]).unwrap();
+    drop(slow);
+    // With the slow subscriber gone only the fast one counts.
+    for _ in 0..200 {
+        publ.send(&[9; 1000]).unwrap();
+        fast.recv(&mut buf).unwrap();
+    }
+}
+
+#[test]
+fn lossy_reports_exactly_what_was_lost() {
+    let d = dir();
+    let bus = Bus::create(d.path().join("l.bus"), &small(Mode::Lossy)).unwrap();
+    let mut sub = bus.subscribe(Start::Latest).unwrap();
+    let mut publ = bus.publisher().unwrap();
+    let total = 5000u64;
+    for i in 0..total {
+        publ.try_send(&i.to_le_bytes().repeat(10)).unwrap();
+    }
+    let mut buf = Vec::new();
+    let (mut delivered, mut lost, mut last) = (0u64, 0u64, None);
+    loop {
+        match sub.try_recv(&mut buf) {
+            Ok(m) => {
+                let v = u64::from_le_bytes(buf[..8].try_into().unwrap());
+                assert_eq!(v, m.seq, "payload matches its sequence");
+                assert!(last.is_none_or(|l| m.seq > l));
+                last = Some(m.seq);
+                delivered += 1;
+            }
+            Err(RecvError::Lost(n)) => lost += n,
+            Err(RecvError::Empty) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(lost > 0);
+    assert_eq!(delivered + lost, total);
+    assert_eq!(sub.lost(), lost);
+    assert_eq!(last, Some(total - 1));
+}
+
+#[test]
+fn start_oldest_and_resume_at_a_position() {
+    let d = dir();
+    let path = d.path().join("p.bus");
+    {
+        let bus = Bus::create(&path, &small(Mode::Reliable)).unwrap();
+        let mut publ = bus.publisher().unwrap();
+        for i in 0..10u8 {
+            publ.send(&[i; 100]).unwrap();
+        }
+    }
+    // Every process has let go: the messages are still in the file.
+    let bus = Bus::open(&path).unwrap();
+    let mut sub = bus.subscribe(Start::Oldest).unwrap();
+    let mut buf = Vec::new();
+    for i in 0..4u8 {
+        sub.recv(&mut buf).unwrap();
+        assert_eq!(buf, [i; 100]);
+    }
+    let saved = sub.position();
+    drop(sub);
+    let mut resumed = bus.subscribe(Start::Position(saved)).unwrap();
+    assert_eq!(resumed.recv(&mut buf).unwrap().seq, 4);
+    assert_eq!(buf, [4; 100]);
+    assert_eq!(
+        bus.subscribe(Start::Position(saved + 16)).unwrap_err(),
+        SubscribeError::NotARecord {
+            requested: saved + 16
+        }
+    );
+    assert!(matches!(
+        bus.subscribe(Start::Position(1 << 40)).unwrap_err(),
+        SubscribeError::PositionNotRetained { .. }
+    ));
+    let mut latest = bus.subscribe(Start::Latest).unwrap();
+    assert_eq!(latest.try_recv(&mut buf), Err(RecvError::Empty));
+    bus.flush().unwrap();
+}
+
+#[test]
+fn a_loan_is_committed_or_abandoned() {
+    let d = dir();
+    let bus = Bus::create(d.path().join("z.bus"), &small(Mode::Reliable)).unwrap();
+    let mut sub = bus.subscribe(Start::Latest).unwrap();
+    let mut publ = bus.publisher().unwrap();
+    let mut loan = publ.loan(5).unwrap();
+    loan.copy_from_slice(b"hello");
+    assert_eq!(loan.seq(), 0);
+    loan.commit().unwrap();
+    {
+        let mut dropped = publ.loan(3).unwrap();
+        dropped.copy_from_slice(b"bye");
+    }
+    publ.send(b"after").unwrap();
+    let s = sub.recv_ref().unwrap();
+    assert_eq!((&s[..], s.seq), (&b"hello"[..], 0));
+    let s = sub.recv_ref().unwrap();
+    assert_eq!(
+        (&s[..], s.seq),
+        (&b"after"[..], 2),
+        "the abandoned loan took seq 1"
+    );
+    assert_eq!(bus.stats().producers[0].abandoned, 1);
+}
+
+#[test]
+fn slots_run_out_and_come_back() {
+    let d = dir();
+    let bus = Bus::create(
+        d.path().join("s.bus"),
+        &small(Mode::Reliable).max_subscribers(2).max_producers(1),
+    )
+    .unwrap();
+    let a = bus.subscribe(Start::Latest).unwrap();
+    let _b = bus.subscribe(Start::Latest).unwrap();
+    assert_eq!(
+        bus.subscribe(Start::Latest).unwrap_err(),
+        SubscribeError::Join(JoinError::NoFreeSlot {
+            kind: SlotKind::Subscriber,
+            max: 2
+        })
+    );
+    let p = bus.publisher().unwrap();
+    assert!(matches!(
+        bus.publisher().unwrap_err(),
+        JoinError::NoFreeSlot { max: 1, .. }
+    ));
+    drop(a);
+    drop(p);
+    bus.subscribe(Start::Latest).unwrap();
+    bus.publisher().unwrap();
+    let st = bus.stats();
+    assert!(st
+        .subscribers
+        .iter()
+        .all(|s| s.alive && s.pid == std::process::id()));
+}
+
+#[test]
+fn a_sleeping_reader_is_woken_by_a_publish() {
+    let d = dir();
+    let bus = Bus::create(d.path().join("w.bus"), &small(Mode::Reliable)).unwrap();
+    for strategy in [
+        WaitStrategy::Block,
+        WaitStrategy::SpinThenBlock,
+        WaitStrategy::Spin,
+    ] {
+        let mut sub = bus.subscribe(Start::Latest).unwrap();
+        sub.set_wait_strategy(strategy);
+        let b2 = bus.clone();
+        let t = std::thread::spawn(move || {
+            let mut publ = b2.publisher().unwrap();
+            for i in 0..200u32 {
+                if i % 50 == 0 {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                publ.send(&i.to_le_bytes()).unwrap();
+            }
+        });
+        let mut buf = Vec::new();
+        for i in 0..200u32 {
+            sub.recv_timeout(&mut buf, Duration::from_secs(20)).unwrap();
+            assert_eq!(buf, i.to_le_bytes());
+        }
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn threads_share_one_total_order() {
+    let d = dir();
+    let bus = Bus::create(
+        d.path().join("t.bus"),
+        &BusOptions::new().capacity(1 << 16).max_message(2048),
+    )
+    .unwrap();
+    const PER: u32 = 20_000;
+    let subs: Vec<_> = (0..2)
+        .map(|_| bus.subscribe(Start::Latest).unwrap())
+        .collect();
+    let readers: Vec<_> = subs
+        .into_iter()
+        .map(|mut sub| {
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut next = [0u32; 3];
+                let mut order = Vec::with_capacity(3 * PER as usize);
+                for _ in 0..3 * PER {
+                    let m = sub.recv(&mut buf).unwrap();
+                    let (id, i) = (
+                        buf[0] as usize,
+                        u32::from_le_bytes(buf[1..5].try_into().unwrap()),
+                    );
+                    assert_eq!(i, next[id], "producer {id} in order, exactly once");
+                    assert_eq!(buf.len(), 5 + (i % 300) as usize);
+                    next[id] += 1;
+                    order.push(m.seq);
+                }
+                order
+            })
+        })
+        .collect();
+    let writers: Vec<_> = (0..3u8)
+        .map(|id| {
+            let bus = bus.clone();
+            std::thread::spawn(move || {
+                let mut publ = bus.publisher().unwrap();
+                for i in 0..PER {
+                    let mut m = vec![id];
+                    m.extend_from_slice(&i.to_le_bytes());
+                    m.resize(5 + (i % 300) as usize, 0xee);
+                    publ.send(&m).unwrap();
+                }
+            })
+        })
+        .collect();
+    writers.into_iter().for_each(|w| w.join().unwrap());
+    let orders: Vec<Vec<u64>> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+    assert_eq!(orders[0], orders[1]);
+    assert!(orders[0].iter().enumerate().all(|(i, &s)| s == i as u64));
+}
+
+#[test]
+fn stats_describe_the_bus() {
+    let d = dir();
+    let bus = Bus::create(d.path().join("st.bus"), &small(Mode::Lossy)).unwrap();
+    let mut sub = bus.subscribe(Start::Latest).unwrap();
+    let mut publ = bus.publisher().unwrap();
+    for _ in 0..3 {
+        publ.send(&[1; 10]).unwrap();
+    }
+    let st = bus.stats();
+    assert_eq!(st.tail_seq, 3);
+    assert_eq!(st.tail_position, 3 * 32);
+    assert_eq!(st.producers[0].sent, 3);
+    assert_eq!(st.subscribers[0].lag_messages, 3);
+    let mut buf = Vec::new();
+    for _ in 0..3 {
+        sub.recv(&mut buf).unwrap();
+    }
+    let _ = sub.try_recv(&mut buf);
+    let st = bus.stats();
+    assert_eq!(st.subscribers[0].lag_messages, 0);
+    assert_eq!(st.subscribers[0].delivered, 3);
+    let meta = std::fs::metadata(bus.path()).unwrap();
+    assert_eq!(meta.len(), bus.config().file_size());
+    assert!(
+        meta.blocks() * 512 >= meta.len(),
+        "blocks reserved up front"
+    );
+}
