@@ -1,0 +1,291 @@
+//! `bus-peer`: the other process in bus-core's multi-process tests. Not a user tool (that is
+//! `shmbus`); its roles produce and verify deterministic message streams.
+//!
+//! ```text
+//! bus-peer produce BUS ID COUNT MIN MAX SEED          send COUNT messages of producer ID
+//! bus-peer consume BUS TOTAL MIN MAX SEED MODE [SLOW_EVERY SLOW_US]
+//!                                                      MODE strict (reliable) or lossy;
+//!                                                      prints "ready", then "done ..."
+//! bus-peer stall BUS                                  subscribe, print "ready", never read
+//! bus-peer create-or-open BUS                         print the creation time of the bus
+//! ```
+//!
+//! A message of producer `id`, number `index`: byte 0 is `id`; if it has at least 9 bytes,
+//! bytes 1..9 are `index` (little-endian); the rest is a pseudo-random stream seeded by
+//! `(seed, id, index)`. Its length is a pseudo-random function of the same, so a consumer can
+//! check every byte and every length without any other channel. Exit status: 0 verified,
+//! 1 verification failed (reason on stderr), 2 usage, 3 timed out.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use bus_core::{Bus, RecvError, Start};
+
+const TIMEOUT: Duration = Duration::from_secs(300);
+
+fn mix(mut x: u64) -> u64 {
+    // splitmix64 finaliser
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+fn key(seed: u64, id: u8, index: u64) -> u64 {
+    mix(seed ^ mix((id as u64) << 56 ^ index))
+}
+
+/// Mostly small messages, one in 32 drawn from the whole range.
+fn size_for(seed: u64, id: u8, index: u64, min: usize, max: usize) -> usize {
+    let r = key(seed, id, index);
+    let span = (max - min + 1) as u64;
+    let span = if r % 32 == 0 { span } else { span.min(256) };
+    min + ((r >> 8) % span) as usize
+}
+
+/// Fills `out` with the stream of `(seed, id, index)`.
+fn fill(seed: u64, id: u8, index: u64, out: &mut [u8]) {
+    let mut s = key(seed, id, index) | 1;
+    for chunk in out.chunks_mut(8) {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        chunk.copy_from_slice(&s.to_le_bytes()[..chunk.len()]);
+    }
+}
+
+fn body_start(len: usize) -> usize {
+    if len >= 9 {
+        9
+    } else {
+        len.min(1)
+    }
+}
+
+fn write_message(seed: u64, id: u8, index: u64, buf: &mut [u8]) {
+    let len = buf.len();
+    if len >= 1 {
+        buf[0] = id;
+    }
+    if len >= 9 {
+        buf[1..9].copy_from_slice(&index.to_le_bytes());
+    }
+    let start = body_start(len);
+    fill(seed, id, index, &mut buf[start..]);
+}
+
+struct Spec {
+    seed: u64,
+    min: usize,
+    max: usize,
+}
+
+struct Verifier {
+    spec: Spec,
+    next: [u64; 256],
+    scratch: Vec<u8>,
+}
+
+impl Verifier {
+    /// Checks one message. `strict`: the producer's next index is implied (every message
+    /// arrives); otherwise it is read from the message and must increase.
+    fn check(&mut self, msg: &[u8], strict: bool) -> Result<(u8, u64), String> {
+        let Some(&id) = msg.first() else {
+            return Err("empty message".into());
+        };
+        let index = if msg.len() >= 9 {
+            let i = u64::from_le_bytes(msg[1..9].try_into().unwrap());
+            if strict && i != self.next[id as usize] {
+                return Err(format!(
+                    "producer {id}: got index {i}, expected {} (lost, duplicated or reordered)",
+                    self.next[id as usize]
+                ));
+            }
+            if !strict && i < self.next[id as usize] {
+                return Err(format!("producer {id}: index {i} went backwards"));
+            }
+            i
+        } else if strict {
+            self.next[id as usize]
+        } else {
+            return Err(format!(
+                "lossy test message of {} bytes has no index",
+                msg.len()
+            ));
+        };
+        let want = size_for(self.spec.seed, id, index, self.spec.min, self.spec.max);
+        if msg.len() != want {
+            return Err(format!(
+                "producer {id} index {index}: {} bytes, expected {want}",
+                msg.len()
+            ));
+        }
+        let start = body_start(msg.len());
+        self.scratch.resize(msg.len() - start, 0);
+        fill(self.spec.seed, id, index, &mut self.scratch);
+        if msg[start..] != self.scratch[..] {
+            return Err(format!(
+                "producer {id} index {index}: payload checksum mismatch"
+            ));
+        }
+        self.next[id as usize] = index + 1;
+        Ok((id, index))
+    }
+}
+
+fn arg<T: std::str::FromStr>(args: &[String], i: usize, what: &str) -> Result<T, String> {
+    args.get(i)
+        .ok_or_else(|| format!("missing {what}"))?
+        .parse()
+        .map_err(|_| format!("bad {what}: {}", args[i]))
+}
+
+fn produce(args: &[String]) -> Result<(), String> {
+    let bus = Bus::open(&args[2]).map_err(|e| e.to_string())?;
+    let id: u8 = arg(args, 3, "id")?;
+    let count: u64 = arg(args, 4, "count")?;
+    let spec = Spec {
+        min: arg(args, 5, "min")?,
+        max: arg(args, 6, "max")?,
+        seed: arg(args, 7, "seed")?,
+    };
+    let mut publ = bus.publisher().map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; spec.max];
+    for index in 0..count {
+        let len = size_for(spec.seed, id, index, spec.min, spec.max);
+        if index % 2 == 0 {
+            // Half through the zero-copy loan, half through send(&[u8]).
+            let mut loan = publ
+                .loan_timeout(len, TIMEOUT)
+                .map_err(|e| format!("loan: {e}"))?;
+            write_message(spec.seed, id, index, &mut loan);
+            loan.commit().map_err(|e| e.to_string())?;
+        } else {
+            write_message(spec.seed, id, index, &mut buf[..len]);
+            publ.send_timeout(&buf[..len], TIMEOUT)
+                .map_err(|e| format!("send: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+fn consume(args: &[String]) -> Result<(), String> {
+    let bus = Bus::open(&args[2]).map_err(|e| e.to_string())?;
+    let total: u64 = arg(args, 3, "total")?;
+    let spec = Spec {
+        min: arg(args, 4, "min")?,
+        max: arg(args, 5, "max")?,
+        seed: arg(args, 6, "seed")?,
+    };
+    let strict = match args.get(7).map(String::as_str) {
+        Some("strict") => true,
+        Some("lossy") => false,
+        other => return Err(format!("bad mode {other:?}")),
+    };
+    let slow_every: u64 = args.get(8).map_or(Ok(0), |_| arg(args, 8, "slow_every"))?;
+    let slow_us: u64 = args.get(9).map_or(Ok(0), |_| arg(args, 9, "slow_us"))?;
+    let mut sub = bus.subscribe(Start::Latest).map_err(|e| e.to_string())?;
+    println!("ready");
+    std::io::stdout().flush().ok();
+    let mut v = Verifier {
+        spec,
+        next: [0; 256],
+        scratch: Vec::new(),
+    };
+    let deadline = Instant::now() + TIMEOUT;
+    let (mut delivered, mut lost, mut expected_seq) = (0u64, 0u64, 0u64);
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut buf = Vec::new();
+    while expected_seq < total {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (seq, id, index) = if strict {
+            // Reliable: verify in place, zero copy.
+            match sub.recv_ref_timeout(left) {
+                Ok(s) => {
+                    let (id, index) = v.check(&s, true)?;
+                    (s.seq, id, index)
+                }
+                Err(RecvError::Timeout) => std::process::exit(3),
+                Err(e) => return Err(format!("recv at seq {expected_seq}: {e}")),
+            }
+        } else {
+            match sub.recv_timeout(&mut buf, left) {
+                Ok(m) => {
+                    let (id, index) = v.check(&buf, false)?;
+                    (m.seq, id, index)
+                }
+                Err(RecvError::Lost(n)) => {
+                    lost += n;
+                    expected_seq += n;
+                    continue;
+                }
+                Err(RecvError::Timeout) => std::process::exit(3),
+                Err(e) => return Err(format!("recv at seq {expected_seq}: {e}")),
+            }
+        };
+        if seq != expected_seq {
+            return Err(format!("got seq {seq}, expected {expected_seq}"));
+        }
+        for x in [seq, id as u64, index] {
+            hash = (hash ^ x).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        expected_seq += 1;
+        delivered += 1;
+        if slow_every > 0 && delivered % slow_every == 0 {
+            std::thread::sleep(Duration::from_micros(slow_us));
+        }
+    }
+    if delivered + lost != total {
+        return Err(format!("delivered {delivered} + lost {lost} != {total}"));
+    }
+    if sub.lost() != lost {
+        return Err(format!(
+            "subscriber counted {} lost, events said {lost}",
+            sub.lost()
+        ));
+    }
+    println!("done delivered={delivered} lost={lost} hash={hash:016x}");
+    Ok(())
+}
+
+fn create_or_open(args: &[String]) -> Result<(), String> {
+    let opts = bus_core::BusOptions::new().capacity(1 << 16);
+    let bus = Bus::open_or_create(&args[2], &opts).map_err(|e| e.to_string())?;
+    println!("created_unix_ns={}", bus.config().created_unix_ns);
+    Ok(())
+}
+
+fn stall(args: &[String]) -> Result<(), String> {
+    let bus = Bus::open(&args[2]).map_err(|e| e.to_string())?;
+    let _sub = bus.subscribe(Start::Latest).map_err(|e| e.to_string())?;
+    println!("ready");
+    std::io::stdout().flush().ok();
+    std::thread::sleep(TIMEOUT);
+    std::process::exit(3);
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() < 3 {
+        eprintln!("usage: bus-peer produce|consume|stall BUS ...");
+        return ExitCode::from(2);
+    }
+    let r = match args[1].as_str() {
+        "produce" => produce(&args),
+        "consume" => consume(&args),
+        "stall" => stall(&args),
+        "create-or-open" => create_or_open(&args),
+        other => {
+            eprintln!("unknown role {other}");
+            return ExitCode::from(2);
+        }
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bus-peer {}: {e}", args[1]);
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! The file: rings larger than memory on a sparse disk file, and persistence across opens.
+
+use bus_core::{Bus, BusOptions, Start};
+
+/// Resident set size of this process, from /proc/self/status.
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        * 1024
+}
+
+#[test]
+fn a_sparse_ring_larger_than_memory_is_written_at_both_ends() {
+    use std::os::unix::fs::MetadataExt;
+    // On disk (the target directory), not tmpfs: a sparse 32 GiB file costs nothing there.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let path = dir.path().join("huge.bus");
+    let capacity = 32u64 << 30;
+    // Start 64 KiB before the end of the region: the messages run off its end and on at
+    // its start.
+    let start = capacity - 64 * 1024;
+    let rss_before = rss_bytes();
+    {
+        let bus = Bus::create(
+            &path,
+            &BusOptions::new()
+                .capacity(capacity)
+                .max_message(4096)
+                .sparse(true)
+                .initial_position(start),
+        )
+        .unwrap();
+        let mut publ = bus.publisher().unwrap();
+        for i in 0..100u32 {
+            let msg = vec![(i % 251) as u8; 1000 + i as usize];
+            publ.send(&msg).unwrap();
+        }
+        let st = bus.stats();
+        assert!(
+            st.tail_position > capacity,
+            "the tail passed the end of the region"
+        );
+        bus.flush().unwrap();
+    }
+    let meta = std::fs::metadata(&path).unwrap();
+    assert!(meta.len() > capacity);
+    let allocated = meta.blocks() * 512;
+    assert!(allocated < 16 << 20, "sparse: {allocated} bytes allocated");
+    let bus = Bus::open(&path).unwrap();
+    let mut sub = bus.subscribe(Start::Oldest).unwrap();
+    let mut buf = Vec::new();
+    for i in 0..100u32 {
+        let m = sub.recv(&mut buf).unwrap();
+        assert_eq!(m.seq, i as u64);
+        assert_eq!(buf, vec![(i % 251) as u8; 1000 + i as usize]);
+    }
+    let grown = rss_bytes().saturating_sub(rss_before);
+    println!(
+        "32 GiB ring: {allocated} bytes allocated on disk, resident memory grew {grown} bytes"
+    );
+    assert!(
+        grown < 64 << 20,
+        "resident memory stayed small (grew {grown} bytes)"
+    );
+}

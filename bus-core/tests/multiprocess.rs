@@ -1,0 +1,199 @@
+//! Real processes on one bus: the guarantees of each mode, checked message by message by
+//! `bus-peer` (see its module doc for the message format it verifies).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bus_core::{Bus, BusOptions, Mode};
+use common::{eventually, Procs};
+
+const PEER: &str = env!("CARGO_BIN_EXE_bus-peer");
+
+/// `done delivered=D lost=L hash=H` -> (D, L, H)
+fn parse_done(line: &str) -> (u64, u64, String) {
+    let mut d = 0;
+    let mut l = 0;
+    let mut h = String::new();
+    for kv in line.split_whitespace().skip(1) {
+        let (k, v) = kv.split_once('=').unwrap();
+        match k {
+            "delivered" => d = v.parse().unwrap(),
+            "lost" => l = v.parse().unwrap(),
+            "hash" => h = v.to_string(),
+            _ => {}
+        }
+    }
+    (d, l, h)
+}
+
+fn run_producers_and_consumers(
+    mode: Mode,
+    capacity: u64,
+    per_producer: u64,
+    (min, max): (usize, usize),
+    consumers: &[&[&str]],
+    limit: Duration,
+) -> Vec<(u64, u64, String)> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mp.bus");
+    Bus::create(
+        &path,
+        &BusOptions::new()
+            .capacity(capacity)
+            .max_message(max as u32)
+            .mode(mode),
+    )
+    .unwrap();
+    let path = path.to_str().unwrap().to_string();
+    let total = (3 * per_producer).to_string();
+    let (min_s, max_s, seed) = (min.to_string(), max.to_string(), "42".to_string());
+    let mut procs = Procs::new(limit);
+    let subs: Vec<usize> = consumers
+        .iter()
+        .enumerate()
+        .map(|(i, extra)| {
+            let mut args = vec!["consume", &path, &total, &min_s, &max_s, &seed];
+            args.extend_from_slice(extra);
+            procs.spawn(&format!("consumer {i}"), PEER, &args)
+        })
+        .collect();
+    for &s in &subs {
+        procs.expect_line(s, "ready");
+    }
+    let count = per_producer.to_string();
+    let prods: Vec<usize> = (0..3)
+        .map(|id| {
+            let id = id.to_string();
+            procs.spawn(
+                &format!("producer {id}"),
+                PEER,
+                &["produce", &path, &id, &count, &min_s, &max_s, &seed],
+            )
+        })
+        .collect();
+    for p in prods {
+        procs.success(p);
+    }
+    subs.into_iter()
+        .map(|s| {
+            let line = procs.expect_line(s, "done");
+            println!("consumer: {line}");
+            procs.success(s);
+            parse_done(&line)
+        })
+        .collect()
+}
+
+#[test]
+fn reliable_three_producers_three_subscribers_a_million_messages() {
+    // 3 x 333,334 messages of 1 byte to 64 KiB through a 1 MiB ring: producers spend most
+    // of their time waiting for the slowest subscriber.
+    let per = 333_334;
+    let results = run_producers_and_consumers(
+        Mode::Reliable,
+        1 << 20,
+        per,
+        (1, 64 * 1024),
+        &[&["strict"], &["strict"], &["strict"]],
+        Duration::from_secs(600),
+    );
+    for (delivered, lost, _) in &results {
+        assert_eq!(*delivered, 3 * per, "every message exactly once");
+        assert_eq!(*lost, 0);
+    }
+    assert!(
+        results.iter().all(|r| r.2 == results[0].2),
+        "all subscribers saw the same total order: {results:?}"
+    );
+}
+
+#[test]
+fn lossy_with_a_slow_subscriber_accounts_for_every_message() {
+    let per = 100_000;
+    let results = run_producers_and_consumers(
+        Mode::Lossy,
+        256 * 1024,
+        per,
+        (9, 2048),
+        // A subscriber that keeps up as best it can, and one that naps 2 ms every 500.
+        &[&["lossy"], &["lossy", "500", "2000"]],
+        Duration::from_secs(300),
+    );
+    for (delivered, lost, _) in &results {
+        assert_eq!(delivered + lost, 3 * per, "delivered + lost == published");
+    }
+    assert!(
+        results[1].1 > 0,
+        "the slow subscriber was lapped: {results:?}"
+    );
+}
+
+#[test]
+fn a_killed_subscriber_unblocks_a_waiting_producer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.bus");
+    let bus = Bus::create(
+        &path,
+        &BusOptions::new().capacity(64 * 1024).max_message(1024),
+    )
+    .unwrap();
+    let p = path.to_str().unwrap();
+    let mut procs = Procs::new(Duration::from_secs(120));
+    let stalled = procs.spawn("stalled subscriber", PEER, &["stall", p]);
+    procs.expect_line(stalled, "ready");
+    // Far more than the ring holds.
+    let producer = procs.spawn(
+        "producer",
+        PEER,
+        &["produce", p, "0", "2000", "100", "1000", "7"],
+    );
+    assert!(
+        eventually(Duration::from_secs(60), || bus.stats().producers_waiting
+            > 0),
+        "the producer should block on the full ring"
+    );
+    let tail = bus.stats().tail_seq;
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        procs.is_running(producer),
+        "blocked while the subscriber lives"
+    );
+    assert_eq!(
+        bus.stats().tail_seq,
+        tail,
+        "no progress while the subscriber lives"
+    );
+
+    let killed = Instant::now();
+    procs.signal(stalled, libc::SIGKILL);
+    procs.success(producer);
+    let resumed_after = killed.elapsed();
+    println!("producer finished {resumed_after:?} after the subscriber was killed");
+    let st = bus.stats();
+    assert_eq!(st.tail_seq, 2000);
+    assert!(st.evicted >= 1);
+    assert!(st.subscribers.is_empty());
+    assert_eq!(
+        st.producers_waiting, 0,
+        "the dead sleeper's count was given back"
+    );
+}
+
+#[test]
+fn processes_racing_to_create_share_one_bus() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("race.bus");
+    let p = path.to_str().unwrap();
+    let mut procs = Procs::new(Duration::from_secs(60));
+    // Each consumer opens; the bus is created by the first of several racing creators.
+    let creators: Vec<usize> = (0..4)
+        .map(|i| procs.spawn(&format!("creator {i}"), PEER, &["create-or-open", p]))
+        .collect();
+    let created: Vec<String> = creators
+        .into_iter()
+        .map(|c| procs.expect_line(c, "created_unix_ns="))
+        .collect();
+    assert!(created.iter().all(|c| c == &created[0]), "{created:?}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
