@@ -190,9 +190,9 @@ pub(crate) const SUB_LOST: usize = 40;
 /// Subscriber: records skipped because their producer died (unblocked).
 pub(crate) const SUB_UNBLOCKED: usize = 48;
 
-/// Producer: 0 when idle, else 1 + the sequence this producer is trying to claim. Set before
-/// the claim CAS and cleared once the record header is written, so that a repairer knows
-/// which dead producers may own a claim whose header was never written.
+/// Producer: 0 when idle, else 1 + the sequence this producer is claiming. Set before the
+/// claim CAS and cleared once the record is committed or abandoned (or the ring was full), so
+/// that a repairer knows which producers may own a stuck record.
 pub(crate) const PROD_CLAIMING: usize = 16;
 /// Producer: messages committed.
 pub(crate) const PROD_SENT: usize = 24;
@@ -268,7 +268,6 @@ pub(crate) fn unpack_word1(w: u64) -> (u32, u32) {
 }
 
 /// word1 of a GAP record: `{ units, count: 16, check: 16 }`.
-#[cfg_attr(not(test), allow(dead_code))] // written by the repairer (crash-safety work)
 #[inline]
 pub(crate) fn pack_gap_word1(units: u32, count: u16, check: u32) -> u64 {
     (units as u64) | ((count as u64) << 32) | (((check & 0xFFFF) as u64) << 48)

@@ -48,6 +48,8 @@ mod publisher;
 #[cfg(not(loom))]
 mod registry;
 #[cfg(not(loom))]
+mod repair;
+#[cfg(not(loom))]
 mod subscriber;
 #[cfg(not(loom))]
 mod typed;

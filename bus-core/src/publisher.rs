@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::layout::{Mode, PROD_ABANDONED, PROD_BYTES, PROD_CLAIMING, PROD_SENT, SLOT_SLEEPING};
 use crate::registry::{self, JoinError, Slot, SlotKind, Subscribers};
+use crate::repair;
 use crate::ring::{self, Claim, ProducerCursor, Region};
 use crate::sync::Ordering;
 use crate::wait::{self, Backoff, Deadline};
@@ -51,6 +52,29 @@ pub enum SendError {
 /// How often a publisher blocked on a full ring probes the subscribers' liveness locks.
 const EVICT_INTERVAL: Duration = Duration::from_millis(10);
 
+/// Tracks an uncommitted record that keeps `head` from moving; once it has stayed for the
+/// unblock timeout, asks the repairer whether its producer died.
+fn watch_stall(
+    shared: &Shared,
+    stall: &mut Option<(Instant, (u64, u64))>,
+    stalled_at: Option<(u64, u64)>,
+) {
+    let Some(at) = stalled_at else {
+        *stall = None;
+        return;
+    };
+    match *stall {
+        Some((since, prev)) if prev == at => {
+            let timeout = Duration::from_nanos(shared.seg.config.unblock_timeout_ns);
+            if since.elapsed() >= timeout {
+                repair::unblock(shared, at.0, at.1);
+                *stall = Some((Instant::now(), at));
+            }
+        }
+        _ => *stall = Some((Instant::now(), at)),
+    }
+}
+
 /// Publishes messages on a bus. Made by [`crate::Bus::publisher`]; holds a producer slot
 /// until dropped.
 ///
@@ -63,6 +87,9 @@ pub struct Publisher {
     sent: u64,
     bytes: u64,
     abandoned: u64,
+    /// Where the walk of `head` has been stopped by an uncommitted record, and since when:
+    /// after the unblock timeout we ask whether its producer died (see `repair`).
+    stall: Option<(Instant, (u64, u64))>,
     _not_sync: PhantomData<Cell<()>>,
 }
 
@@ -86,6 +113,7 @@ impl Publisher {
             sent: 0,
             bytes: 0,
             abandoned: 0,
+            stall: None,
             _not_sync: PhantomData,
         })
     }
@@ -123,9 +151,13 @@ impl Publisher {
         let backoff = Backoff::new();
         let mut last_evict = Instant::now();
         loop {
-            if let Ok(c) = ring::try_claim(seg, &subs, params, &mut self.cursor, claiming, len) {
-                ring::write_claimed(seg, params, &c, claiming);
-                return Ok(c);
+            match ring::try_claim(seg, &subs, params, &mut self.cursor, claiming, len) {
+                Ok(c) => {
+                    ring::write_claimed(seg, params, &c);
+                    self.stall = None;
+                    return Ok(c);
+                }
+                Err(full) => watch_stall(shared, &mut self.stall, full.stalled_at),
             }
             let Some(deadline) = deadline else {
                 return Err(SendError::Full);
@@ -165,7 +197,8 @@ impl Publisher {
     /// Commits `c` and wakes sleeping readers.
     fn finish(&mut self, c: &Claim) -> Result<Sent, SendError> {
         let seg = &self.shared.seg;
-        ring::commit(seg, &self.shared.params, c).map_err(|_| SendError::Unblocked)?;
+        let claiming = seg.slot64(self.slot_offset(), PROD_CLAIMING);
+        ring::commit(seg, &self.shared.params, c, claiming).map_err(|_| SendError::Unblocked)?;
         self.sent += 1;
         self.bytes += c.len as u64;
         let offset = self.slot_offset();
@@ -347,9 +380,10 @@ impl Drop for Loan<'_> {
         }
         let publ = &mut *self.publisher;
         let seg = &publ.shared.seg;
-        if ring::abandon(seg, &publ.shared.params, &self.claim).is_ok() {
+        let offset = publ.slot_offset();
+        let claiming = seg.slot64(offset, PROD_CLAIMING);
+        if ring::abandon(seg, &publ.shared.params, &self.claim, claiming).is_ok() {
             publ.abandoned += 1;
-            let offset = publ.slot_offset();
             seg.slot64(offset, PROD_ABANDONED)
                 .store(publ.abandoned, Ordering::Relaxed);
             // Readers waiting at this record must move past it.

@@ -15,8 +15,10 @@
 //! * **Claim.** A producer reads `tail = { position, sequence }`, computes the record's
 //!   extent (plus a WRAP padding record when it would straddle the end of the region), and
 //!   replaces `tail` with `{ position + bytes, sequence + 1 }` by one 16-byte CAS. Before the
-//!   CAS it stores `sequence + 1` in its slot's *claiming* word; after writing the CLAIMED
-//!   header it clears it (see `PROD_CLAIMING` in `layout`).
+//!   CAS it stores `sequence + 1` in its slot's *claiming* word and clears it once the record
+//!   is committed or abandoned, or when it gives up on a full ring (see `PROD_CLAIMING` in
+//!   `layout`). A repairer (design question 2) thus knows which producers may own a record
+//!   that is stuck, and repairs only when every one of them is dead.
 //! * **Head before claim** (design question 1). `head = { position, sequence }` is the oldest
 //!   retained record. A claim may end at most `capacity` bytes after `head`; a producer that
 //!   needs more first walks `head` forward over *committed* records with a CAS. Hence
@@ -39,9 +41,9 @@
 //! production and on heap memory with loom's atomics in `tests/loom_ring.rs`.
 
 use crate::layout::{
-    pack_word0, pack_word1, record_check, record_extent, unpack_word0, unpack_word1, Mode,
-    RECORD_ALIGN, RECORD_HEADER, SEQ_MASK, STATE_ABANDONED, STATE_CLAIMED, STATE_DATA, STATE_EMPTY,
-    STATE_GAP, STATE_REPAIRED, STATE_WRAP,
+    pack_gap_word1, pack_word0, pack_word1, record_check, record_extent, unpack_word0,
+    unpack_word1, Mode, RECORD_ALIGN, RECORD_HEADER, SEQ_MASK, STATE_ABANDONED, STATE_CLAIMED,
+    STATE_DATA, STATE_EMPTY, STATE_GAP, STATE_REPAIRED, STATE_WRAP,
 };
 use crate::sync::{fence, AtomicU64, Ordering, Pair};
 
@@ -129,7 +131,11 @@ impl Claim {
 /// A claim failed: no room until `head` can move (subscribers read on, or a producer a lap
 /// behind commits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Full;
+pub(crate) struct Full {
+    /// `{ position, sequence }` of an uncommitted record that stopped `head` short of what
+    /// the claim needs, if that is why: its producer may have died (see [`unheadered_end`]).
+    pub stalled_at: Option<(u64, u64)>,
+}
 
 /// Producer-local state: the position up to which this producer may claim without looking
 /// at `head` or the subscribers again. May be stale (too low), never too high.
@@ -162,9 +168,13 @@ pub(crate) fn try_claim<R: Region, S: Subscribers>(
         };
         let end = t.0 + pad + extent;
         if end > cursor.limit {
-            cursor.limit = refresh_limit(r, subs, p, end);
+            let (limit, stalled_at) = refresh_limit(r, subs, p, end);
+            cursor.limit = limit;
             if end > cursor.limit {
-                return Err(Full);
+                // ORDERING: Relaxed: a producer that waits owns no claim; say so, so that
+                // a repairer does not wait for us.
+                claiming.store(0, Ordering::Relaxed);
+                return Err(Full { stalled_at });
             }
         }
         // ORDERING: Relaxed: published by the Release of the CAS below; a repairer that
@@ -189,8 +199,8 @@ pub(crate) fn try_claim<R: Region, S: Subscribers>(
     }
 }
 
-/// Writes the WRAP padding (if any) and the CLAIMED header of `c`, then clears `claiming`.
-pub(crate) fn write_claimed<R: Region>(r: &R, p: &Params, c: &Claim, claiming: &AtomicU64) {
+/// Writes the WRAP padding (if any) and the CLAIMED header of `c`.
+pub(crate) fn write_claimed<R: Region>(r: &R, p: &Params, c: &Claim) {
     let mask = p.mask();
     if c.pad > 0 {
         let at = c.start & mask;
@@ -212,8 +222,6 @@ pub(crate) fn write_claimed<R: Region>(r: &R, p: &Params, c: &Claim, claiming: &
     // ORDERING: Release: a repairer that Acquires CLAIMED sees the length in word1.
     r.word(at)
         .store(pack_word0(c.seq, STATE_CLAIMED), Ordering::Release);
-    // ORDERING: Release: a repairer that Acquires 0 here sees the header just written.
-    claiming.store(0, Ordering::Release);
     // ORDERING: a lossy reader validates a copy by re-reading head after an Acquire fence;
     // this Release fence orders the head we advanced (or Acquired from another producer)
     // before the payload bytes we are about to write (the seqlock writer's fence).
@@ -224,19 +232,43 @@ pub(crate) fn write_claimed<R: Region>(r: &R, p: &Params, c: &Claim, claiming: &
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Unblocked;
 
-/// Publishes a claimed record: CLAIMED -> DATA.
+/// Publishes a claimed record: CLAIMED -> DATA, then clears `claiming`.
 ///
 /// Fails only if a repairer judged this producer dead and turned the record into padding.
-pub(crate) fn commit<R: Region>(r: &R, p: &Params, c: &Claim) -> Result<(), Unblocked> {
-    finish(r, p, c, STATE_DATA)
+pub(crate) fn commit<R: Region>(
+    r: &R,
+    p: &Params,
+    c: &Claim,
+    claiming: &AtomicU64,
+) -> Result<(), Unblocked> {
+    finish(r, p, c, claiming, STATE_DATA)
 }
 
-/// Gives a claimed record up: CLAIMED -> ABANDONED (consumes its sequence, delivers nothing).
-pub(crate) fn abandon<R: Region>(r: &R, p: &Params, c: &Claim) -> Result<(), Unblocked> {
-    finish(r, p, c, STATE_ABANDONED)
+/// Gives a claimed record up: CLAIMED -> ABANDONED (consumes its sequence, delivers
+/// nothing), then clears `claiming`.
+pub(crate) fn abandon<R: Region>(
+    r: &R,
+    p: &Params,
+    c: &Claim,
+    claiming: &AtomicU64,
+) -> Result<(), Unblocked> {
+    finish(r, p, c, claiming, STATE_ABANDONED)
 }
 
-fn finish<R: Region>(r: &R, p: &Params, c: &Claim, state: u64) -> Result<(), Unblocked> {
+fn finish<R: Region>(
+    r: &R,
+    p: &Params,
+    c: &Claim,
+    claiming: &AtomicU64,
+    state: u64,
+) -> Result<(), Unblocked> {
+    let result = finish_word(r, p, c, state);
+    // ORDERING: Release: a repairer that sees 0 here sees the record's final state.
+    claiming.store(0, Ordering::Release);
+    result
+}
+
+fn finish_word<R: Region>(r: &R, p: &Params, c: &Claim, state: u64) -> Result<(), Unblocked> {
     let at = c.position() & p.mask();
     // ORDERING: SeqCst. Release so that a reader whose Acquire load sees the new state sees
     // the payload; SeqCst because the caller next loads the readers-waiting count, and a
@@ -254,13 +286,19 @@ fn finish<R: Region>(r: &R, p: &Params, c: &Claim, state: u64) -> Result<(), Unb
 }
 
 /// Computes a new claim limit for a claim ending at `end`, moving `head` forward if needed.
-fn refresh_limit<R: Region, S: Subscribers>(r: &R, subs: &S, p: &Params, end: u64) -> u64 {
+/// Also returns where the walk of `head` stopped at an uncommitted record, if it did.
+fn refresh_limit<R: Region, S: Subscribers>(
+    r: &R,
+    subs: &S,
+    p: &Params,
+    end: u64,
+) -> (u64, Option<(u64, u64)>) {
     let target = end.saturating_sub(p.capacity);
     loop {
         // ORDERING: SeqCst: part of the join protocol, see `limit_after_head`.
         let h = r.head().load(Ordering::SeqCst);
         if h.0 >= target {
-            return limit_after_head(subs, p, h.0);
+            return (limit_after_head(subs, p, h.0), None);
         }
         // Bytes up to `bound` may be discarded: everything, in lossy mode; what every
         // subscriber has read, in reliable mode.
@@ -272,9 +310,10 @@ fn refresh_limit<R: Region, S: Subscribers>(r: &R, subs: &S, p: &Params, end: u6
             Mode::Reliable => subs.min_position().map_or(tail, |m| m.min(tail)),
         };
         let goal = (target + p.head_chunk()).min(bound).max(target);
-        let next = walk(r, p, h, goal, bound);
+        let (next, stalled) = walk(r, p, h, goal, bound);
+        let stalled_at = (stalled && next.0 < target).then_some(next);
         if next.0 == h.0 {
-            return limit_after_head(subs, p, h.0);
+            return (limit_after_head(subs, p, h.0), stalled_at);
         }
         // ORDERING: SeqCst: the join protocol (`limit_after_head`) and lossy readers' torn-copy
         // check both order themselves against this update of head.
@@ -283,7 +322,7 @@ fn refresh_limit<R: Region, S: Subscribers>(r: &R, subs: &S, p: &Params, end: u6
             .is_ok()
             && next.0 < target
         {
-            return limit_after_head(subs, p, next.0);
+            return (limit_after_head(subs, p, next.0), stalled_at);
         }
     }
 }
@@ -309,9 +348,16 @@ fn limit_after_head<S: Subscribers>(subs: &S, p: &Params, head: u64) -> u64 {
 }
 
 /// Walks from `from` over committed records while below `goal` and `bound`; returns the first
-/// boundary reached. Stops early at a record that is not committed (or not valid), which a
-/// producer a lap behind is still writing.
-fn walk<R: Region>(r: &R, p: &Params, from: (u64, u64), goal: u64, bound: u64) -> (u64, u64) {
+/// boundary reached, and whether the walk stopped early at a record that is not committed (or
+/// not valid): one that a producer a lap behind is still writing, or that a dead producer
+/// left behind.
+fn walk<R: Region>(
+    r: &R,
+    p: &Params,
+    from: (u64, u64),
+    goal: u64,
+    bound: u64,
+) -> ((u64, u64), bool) {
     let (mut pos, mut seq) = from;
     while pos < goal && pos < bound {
         match peek(r, p, pos, seq) {
@@ -323,14 +369,14 @@ fn walk<R: Region>(r: &R, p: &Params, from: (u64, u64), goal: u64, bound: u64) -
                 pos += extent;
                 seq += seqs;
             }
-            Peek::NotReady | Peek::Corrupt(_) => break,
+            Peek::NotReady | Peek::Corrupt(_) => return ((pos, seq), true),
         }
         if pos > bound {
             // A record crossing the bound cannot be: the bound is a boundary. Do not move.
-            return from;
+            return (from, false);
         }
     }
-    (pos, seq)
+    ((pos, seq), false)
 }
 
 /// Why a record header cannot be trusted. Carried by `Corrupt` errors of the subscriber.
@@ -581,6 +627,152 @@ pub(crate) fn sequence_at<R: Region>(r: &R, p: &Params, pos: u64) -> Result<u64,
     Ok(seq)
 }
 
+// ---- repairing the records of dead producers (design question 2) -------------------------
+
+/// What holds a reader (or a walk of `head`) at `{ pos, seq }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stuck {
+    /// Nothing: the tail has not passed `pos`, or the record is committed by now.
+    No,
+    /// A CLAIMED header: its producer wrote the header and has not committed.
+    Claimed,
+    /// Claims without headers: `[pos, end)` holds the claims of sequences `[seq, end_seq)`,
+    /// none of which wrote a header yet.
+    Unheadered { end: u64, end_seq: u64 },
+}
+
+/// Looks at the record at `{ pos, seq }`.
+///
+/// A claim whose producer died before writing its header has no length anywhere. Its
+/// length is recovered from what follows (design question 2): claims are contiguous and in
+/// sequence order, so the claims of `seq..s` fill `[pos, q)` exactly, where `q` is the first
+/// position after `pos` holding a valid header of a later sequence `s` (a header carries the
+/// 32-bit check of its own position and sequence, so stale or payload bytes do not pass), or
+/// the tail if there is none. Which producers may own those claims is in their slots'
+/// *claiming* words; the caller repairs only if none of them is alive.
+pub(crate) fn inspect_stuck<R: Region>(r: &R, p: &Params, pos: u64, seq: u64) -> Stuck {
+    let tail = latest(r);
+    if tail.0 <= pos {
+        return Stuck::No;
+    }
+    // ORDERING: Acquire, as in `peek`.
+    let (found, state) = unpack_word0(r.word(pos & p.mask()).load(Ordering::Acquire));
+    if found == seq & SEQ_MASK {
+        match state {
+            STATE_CLAIMED => return Stuck::Claimed,
+            STATE_EMPTY => {}
+            _ => return Stuck::No,
+        }
+    }
+    let mut q = pos + RECORD_ALIGN;
+    while q < tail.0 {
+        if let Some(s) = header_seq_at(r, p, q, seq, tail.1) {
+            return Stuck::Unheadered { end: q, end_seq: s };
+        }
+        q += RECORD_ALIGN;
+    }
+    Stuck::Unheadered {
+        end: tail.0,
+        end_seq: tail.1,
+    }
+}
+
+/// The sequence of a valid record header at `q` whose sequence lies in `(after, before)`.
+fn header_seq_at<R: Region>(r: &R, p: &Params, q: u64, after: u64, before: u64) -> Option<u64> {
+    let at = q & p.mask();
+    // ORDERING: Acquire, as in `peek`.
+    let (found, state) = unpack_word0(r.word(at).load(Ordering::Acquire));
+    let s = after + (found.wrapping_sub(after) & SEQ_MASK);
+    if s <= after || s >= before {
+        return None;
+    }
+    let (_, high) = unpack_word1(r.word(at + 8).load(Ordering::Relaxed));
+    let check = record_check(q, s);
+    let valid = match state {
+        STATE_CLAIMED | STATE_DATA | STATE_ABANDONED | STATE_REPAIRED | STATE_WRAP => high == check,
+        STATE_GAP => high >> 16 == check & 0xFFFF,
+        _ => false,
+    };
+    valid.then_some(s)
+}
+
+/// Turns a CLAIMED record whose producer is dead into padding: CLAIMED -> REPAIRED, by CAS so
+/// that a late commit and the repair cannot both win. False if the record changed meanwhile.
+pub(crate) fn repair_claimed<R: Region>(r: &R, p: &Params, pos: u64, seq: u64) -> bool {
+    // ORDERING: SeqCst: pairs with readers' Acquire (and sleeping readers' SeqCst re-check).
+    r.word(pos & p.mask())
+        .compare_exchange(
+            pack_word0(seq, STATE_CLAIMED),
+            pack_word0(seq, STATE_REPAIRED),
+            Ordering::SeqCst,
+            Ordering::Relaxed,
+        )
+        .is_ok()
+}
+
+/// Turns `[pos, end)`, the claims of sequences `[seq, seq + count)` whose producers all died
+/// before writing a header, into GAP records. False if a header appeared at `pos` meanwhile.
+///
+/// The region is cut at the end of the ring and into pieces a GAP header can describe; the
+/// first piece consumes all `count` sequences, the others none. The first piece's word0 is
+/// the commit point (a CAS from the value found): readers that see it find the rest written
+/// before they reach it, or wait at it until it is.
+pub(crate) fn write_gap<R: Region>(
+    r: &R,
+    p: &Params,
+    pos: u64,
+    seq: u64,
+    end: u64,
+    count: u16,
+) -> bool {
+    const MAX_PIECE: u64 = u32::MAX as u64 * RECORD_ALIGN;
+    let piece = |at_pos: u64| -> u64 {
+        (end - at_pos)
+            .min(p.capacity - (at_pos & p.mask()))
+            .min(MAX_PIECE)
+    };
+    let at = pos & p.mask();
+    // ORDERING: Acquire: the value we replace; the CAS fails if it changed.
+    let w0 = r.word(at).load(Ordering::Acquire);
+    let (found, state) = unpack_word0(w0);
+    if found == seq & SEQ_MASK && state != STATE_EMPTY {
+        return false;
+    }
+    let first = piece(pos);
+    r.word(at + 8).store(
+        pack_gap_word1((first / RECORD_ALIGN) as u32, count, record_check(pos, seq)),
+        Ordering::Relaxed,
+    );
+    // ORDERING: SeqCst: the commit point; Release for the word1 above, SeqCst against
+    // sleeping readers' re-check.
+    if r.word(at)
+        .compare_exchange(
+            w0,
+            pack_word0(seq, STATE_GAP),
+            Ordering::SeqCst,
+            Ordering::Relaxed,
+        )
+        .is_err()
+    {
+        return false;
+    }
+    let next_seq = seq + count as u64;
+    let mut q = pos + first;
+    while q < end {
+        let len = piece(q);
+        let at = q & p.mask();
+        r.word(at + 8).store(
+            pack_gap_word1((len / RECORD_ALIGN) as u32, 0, record_check(q, next_seq)),
+            Ordering::Relaxed,
+        );
+        // ORDERING: Release: readers Acquire word0, then read word1.
+        r.word(at)
+            .store(pack_word0(next_seq, STATE_GAP), Ordering::Release);
+        q += len;
+    }
+    true
+}
+
 #[cfg(test)]
 pub(crate) mod heap {
     //! A ring on heap memory, for unit tests, loom models (and Miri).
@@ -665,10 +857,10 @@ mod tests {
     ) -> Result<Claim, Full> {
         let claiming = AtomicU64::new(0);
         let claim = try_claim(r, s, p, c, &claiming, data.len() as u32)?;
-        write_claimed(r, p, &claim, &claiming);
+        write_claimed(r, p, &claim);
         // SAFETY: the claim owns `len` bytes at its payload offset.
         unsafe { r.write_bytes(claim.payload_offset(p), data) };
-        commit(r, p, &claim).unwrap();
+        commit(r, p, &claim, &claiming).unwrap();
         Ok(claim)
     }
 
@@ -757,10 +949,12 @@ mod tests {
         let mut c = ProducerCursor::default();
         let claiming = AtomicU64::new(0);
         let claim = try_claim(&r, &NoSubs, &p, &mut c, &claiming, 10).unwrap();
-        write_claimed(&r, &p, &claim, &claiming);
+        write_claimed(&r, &p, &claim);
         assert_eq!(peek(&r, &p, 0, 0), Peek::NotReady);
-        abandon(&r, &p, &claim).unwrap();
-        assert_eq!(commit(&r, &p, &claim), Err(Unblocked));
+        assert_eq!(claiming.load(Ordering::Relaxed), 1, "claiming until commit");
+        abandon(&r, &p, &claim, &claiming).unwrap();
+        assert_eq!(claiming.load(Ordering::Relaxed), 0);
+        assert_eq!(commit(&r, &p, &claim, &claiming), Err(Unblocked));
         send(&r, &NoSubs, &p, &mut c, b"after").unwrap();
         let (msgs, _, seq) = drain(&r, &p, 0, 0);
         assert_eq!(msgs, vec![b"after".to_vec()]);
@@ -798,7 +992,6 @@ mod tests {
 
     #[test]
     fn a_gap_skips_its_sequences() {
-        use crate::layout::pack_gap_word1;
         let p = params(1024, Mode::Reliable);
         let r = HeapRegion::new(1024, 0);
         r.word(8)
@@ -818,6 +1011,80 @@ mod tests {
         assert!(matches!(
             peek(&r, &p, 0, 0),
             Peek::Corrupt(RecordProblem::PastEnd { .. })
+        ));
+    }
+
+    /// A claim whose producer "died" right after the CAS: no header at all.
+    fn dead_claim(r: &HeapRegion, p: &Params, c: &mut ProducerCursor, len: u32) -> Claim {
+        let claiming = AtomicU64::new(0);
+        try_claim(r, &NoSubs, p, c, &claiming, len).unwrap()
+    }
+
+    #[test]
+    fn a_dead_unheadered_claim_becomes_a_gap_sized_by_the_next_header() {
+        let p = params(1024, Mode::Reliable);
+        let r = HeapRegion::new(1024, 0);
+        let mut c = ProducerCursor::default();
+        let dead = dead_claim(&r, &p, &mut c, 40);
+        let live = send(&r, &NoSubs, &p, &mut c, b"after").unwrap();
+        assert_eq!(peek(&r, &p, 0, 0), Peek::NotReady, "the reader is stuck");
+        assert_eq!(
+            inspect_stuck(&r, &p, dead.position(), 0),
+            Stuck::Unheadered {
+                end: live.position(),
+                end_seq: 1
+            }
+        );
+        assert!(write_gap(&r, &p, 0, 0, live.position(), 1));
+        let (msgs, _, seq) = drain(&r, &p, 0, 0);
+        assert_eq!(msgs, vec![b"after".to_vec()]);
+        assert_eq!(seq, 2);
+        assert_eq!(inspect_stuck(&r, &p, 0, 0), Stuck::No);
+    }
+
+    #[test]
+    fn dead_claims_at_the_tail_and_across_the_end_of_the_ring() {
+        let p = params(256, Mode::Reliable);
+        // The dead claims need padding at the end of the ring: the gap must be cut there.
+        let r = HeapRegion::new(256, 256 - 32);
+        let mut c = ProducerCursor::default();
+        dead_claim(&r, &p, &mut c, 40);
+        dead_claim(&r, &p, &mut c, 8);
+        let tail = latest(&r);
+        assert_eq!(
+            inspect_stuck(&r, &p, 256 - 32, 0),
+            Stuck::Unheadered {
+                end: tail.0,
+                end_seq: 2
+            }
+        );
+        assert!(write_gap(&r, &p, 256 - 32, 0, tail.0, 2));
+        send(&r, &NoSubs, &p, &mut c, b"next").unwrap();
+        let (msgs, pos, seq) = drain(&r, &p, 256 - 32, 0);
+        assert_eq!(msgs, vec![b"next".to_vec()]);
+        assert_eq!((pos, seq), (latest(&r).0, 3));
+    }
+
+    #[test]
+    fn a_dead_claimed_record_is_repaired_once() {
+        let p = params(1024, Mode::Reliable);
+        let r = HeapRegion::new(1024, 0);
+        let mut c = ProducerCursor::default();
+        let claiming = AtomicU64::new(0);
+        let claim = try_claim(&r, &NoSubs, &p, &mut c, &claiming, 10).unwrap();
+        write_claimed(&r, &p, &claim);
+        assert_eq!(inspect_stuck(&r, &p, 0, 0), Stuck::Claimed);
+        assert!(repair_claimed(&r, &p, 0, 0));
+        assert!(!repair_claimed(&r, &p, 0, 0));
+        // The late commit loses: it cannot also win.
+        assert_eq!(commit(&r, &p, &claim, &claiming), Err(Unblocked));
+        assert!(matches!(
+            peek(&r, &p, 0, 0),
+            Peek::Skip {
+                kind: SkipKind::Repaired,
+                seqs: 1,
+                ..
+            }
         ));
     }
 

@@ -10,14 +10,20 @@ use crate::layout::{
     Mode, SLOT_SLEEPING, SUB_DELIVERED, SUB_LOST, SUB_POSITION, SUB_SEQ, SUB_UNBLOCKED,
 };
 use crate::registry::{self, JoinError, Slot, SlotKind};
+use crate::repair;
 use crate::ring::{self, Peek, PositionError, RecordProblem, SkipKind};
 use crate::sync::Ordering;
 use crate::wait::{self, Backoff, Deadline, WaitStrategy};
 use crate::{Shared, Start};
 
 /// How long a sleeping reader sleeps before it looks again on its own (it is woken at once
-/// by a publish; this only bounds how stale its view of a dead producer can get).
+/// by a publish; this only bounds how late it notices a dead producer). At most a quarter of
+/// the unblock timeout.
 const SLEEP_SLICE: Duration = Duration::from_millis(100);
+
+/// A reader that keeps finding nothing looks for a stuck record every this many polls (and
+/// before every sleep).
+const STUCK_CHECK_EVERY: u32 = 256;
 
 /// A subscriber could not be made. Returned by [`crate::Bus::subscribe`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -155,6 +161,10 @@ pub struct Subscriber {
     unblocked: u64,
     /// Lossy-mode copies for `recv_ref`.
     scratch: Vec<u8>,
+    /// Since when the record at this position has been claimed but not committed.
+    stuck_since: Option<(std::time::Instant, u64)>,
+    empty_polls: u32,
+    unblock_timeout: Duration,
     _not_sync: PhantomData<Cell<()>>,
 }
 
@@ -186,6 +196,7 @@ impl Subscriber {
             seg.slot64(off, SUB_SEQ).store(seq, Ordering::Relaxed);
             seg.slot64(off, SUB_POSITION).store(pos, Ordering::SeqCst);
         })?;
+        let unblock_timeout = Duration::from_nanos(shared.seg.config.unblock_timeout_ns);
         let mut sub = Subscriber {
             publish_every: (shared.params.capacity / 8).max(1),
             shared,
@@ -198,6 +209,9 @@ impl Subscriber {
             lost: 0,
             unblocked: 0,
             scratch: Vec::new(),
+            stuck_since: None,
+            empty_polls: 0,
+            unblock_timeout,
             _not_sync: PhantomData,
         };
         // The join protocol (ring::limit_after_head): with our start stored, a head that is
@@ -295,6 +309,26 @@ impl Subscriber {
         Polled::Lost(n)
     }
 
+    /// Nothing at our position: if something is claimed there (the tail is past it) and has
+    /// stayed uncommitted for the unblock timeout, ask the repairer whether its producer died.
+    fn check_stuck(&mut self) {
+        let tail = ring::latest(&self.shared.seg);
+        if tail.0 <= self.pos {
+            self.stuck_since = None;
+            return;
+        }
+        let now = std::time::Instant::now();
+        match self.stuck_since {
+            Some((since, pos)) if pos == self.pos => {
+                if now.duration_since(since) >= self.unblock_timeout {
+                    repair::unblock(&self.shared, self.pos, self.seq);
+                    self.stuck_since = Some((now, self.pos));
+                }
+            }
+            _ => self.stuck_since = Some((now, self.pos)),
+        }
+    }
+
     fn poll(&mut self) -> Polled {
         let lossy = self.shared.params.mode == Mode::Lossy;
         loop {
@@ -360,6 +394,10 @@ impl Subscriber {
             if self.published != self.pos {
                 self.publish();
             }
+            self.empty_polls = self.empty_polls.wrapping_add(1);
+            if self.empty_polls % STUCK_CHECK_EVERY == 0 {
+                self.check_stuck();
+            }
             let Some(deadline) = deadline else {
                 return Err(RecvError::Empty);
             };
@@ -379,6 +417,7 @@ impl Subscriber {
                 }
                 _ => {}
             }
+            self.check_stuck();
             let seg = &self.shared.seg;
             let params = self.shared.params;
             let (pos, seq) = (self.pos, self.seq);
@@ -386,7 +425,7 @@ impl Subscriber {
                 seg.readers_waiting(),
                 seg.slot32(self.slot_offset(), SLOT_SLEEPING),
                 seg.notify(),
-                deadline.slice(SLEEP_SLICE),
+                deadline.slice(SLEEP_SLICE.min(self.unblock_timeout / 4)),
                 || ring::is_ready(seg, &params, pos, seq),
             );
         }

@@ -197,3 +197,67 @@ fn processes_racing_to_create_share_one_bus() {
     assert!(created.iter().all(|c| c == &created[0]), "{created:?}");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }
+
+/// A producer holding a claim: stopped, it is waited for; killed, its record is skipped.
+fn a_dead_producers_claim_is_unblocked(mode: Mode) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("u.bus");
+    let bus = Bus::create(
+        &path,
+        &BusOptions::new()
+            .capacity(64 * 1024)
+            .mode(mode)
+            .unblock_timeout(Duration::from_millis(100)),
+    )
+    .unwrap();
+    let mut sub = bus.subscribe(bus_core::Start::Latest).unwrap();
+    let mut procs = Procs::new(Duration::from_secs(60));
+    let hung = procs.spawn(
+        "producer in a loan",
+        PEER,
+        &["hang-in-loan", path.to_str().unwrap()],
+    );
+    procs.expect_line(hung, "loaned seq=0");
+    let mut publ = bus.publisher().unwrap();
+    publ.send(b"after").unwrap();
+    let mut buf = Vec::new();
+    // Alive, then stopped (SIGSTOP): liveness decides, not time, so nobody unblocks it.
+    assert_eq!(
+        sub.recv_timeout(&mut buf, Duration::from_millis(400)),
+        Err(bus_core::RecvError::Timeout)
+    );
+    procs.signal(hung, libc::SIGSTOP);
+    assert_eq!(
+        sub.recv_timeout(&mut buf, Duration::from_millis(400)),
+        Err(bus_core::RecvError::Timeout)
+    );
+    assert_eq!(bus.stats().unblocked, 0);
+
+    let killed = Instant::now();
+    procs.signal(hung, libc::SIGKILL);
+    let first = sub.recv_timeout(&mut buf, Duration::from_secs(10));
+    let m = match mode {
+        Mode::Reliable => first.unwrap(),
+        Mode::Lossy => {
+            assert_eq!(first, Err(bus_core::RecvError::Lost(1)), "counted as lost");
+            sub.recv_timeout(&mut buf, Duration::from_secs(10)).unwrap()
+        }
+    };
+    println!(
+        "{mode}: reader went on {:?} after the producer was killed",
+        killed.elapsed()
+    );
+    assert_eq!((m.seq, &buf[..]), (1, &b"after"[..]));
+    assert_eq!(sub.unblocked(), 1);
+    assert_eq!(bus.stats().unblocked, 1);
+}
+
+#[test]
+fn a_dead_producers_claim_is_unblocked_reliable() {
+    a_dead_producers_claim_is_unblocked(Mode::Reliable);
+}
+
+#[test]
+fn a_dead_producers_claim_is_unblocked_lossy() {
+    a_dead_producers_claim_is_unblocked(Mode::Lossy);
+}

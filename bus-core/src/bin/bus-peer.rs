@@ -8,6 +8,7 @@
 //!                                                      prints "ready", then "done ..."
 //! bus-peer stall BUS                                  subscribe, print "ready", never read
 //! bus-peer create-or-open BUS                         print the creation time of the bus
+//! bus-peer hang-in-loan BUS                           take a loan, print "loaned", hang
 //! ```
 //!
 //! A message of producer `id`, number `index`: byte 0 is `id`; if it has at least 9 bytes,
@@ -256,6 +257,17 @@ fn create_or_open(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+fn hang_in_loan(args: &[String]) -> Result<(), String> {
+    let bus = Bus::open(&args[2]).map_err(|e| e.to_string())?;
+    let mut publ = bus.publisher().map_err(|e| e.to_string())?;
+    let loan = publ.loan(100).map_err(|e| e.to_string())?;
+    println!("loaned seq={}", loan.seq());
+    std::io::stdout().flush().ok();
+    std::thread::sleep(TIMEOUT);
+    drop(loan);
+    std::process::exit(3);
+}
+
 fn stall(args: &[String]) -> Result<(), String> {
     let bus = Bus::open(&args[2]).map_err(|e| e.to_string())?;
     let _sub = bus.subscribe(Start::Latest).map_err(|e| e.to_string())?;
@@ -276,6 +288,7 @@ fn main() -> ExitCode {
         "consume" => consume(&args),
         "stall" => stall(&args),
         "create-or-open" => create_or_open(&args),
+        "hang-in-loan" => hang_in_loan(&args),
         other => {
             eprintln!("unknown role {other}");
             return ExitCode::from(2);

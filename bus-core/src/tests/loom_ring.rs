@@ -285,8 +285,8 @@ fn loom_an_abandoned_claim_is_skipped() {
             let mut c = ProducerCursor::default();
             let claiming = AtomicU64::new(0);
             let claim = try_claim(&s2.region, &s2.slot, &p, &mut c, &claiming, 8).unwrap();
-            write_claimed(&s2.region, &p, &claim, &claiming);
-            abandon(&s2.region, &p, &claim).unwrap();
+            write_claimed(&s2.region, &p, &claim);
+            abandon(&s2.region, &p, &claim, &claiming).unwrap();
             send(&s2, &p, &mut c, 9, 8);
         });
         let (mut pos, mut seq) = (0, 0);

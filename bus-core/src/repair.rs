@@ -1,0 +1,91 @@
+//! Unblocking the records of producers that died between claim and commit.
+//!
+//! Aeron's answer, made liveness-based: a reader (or a producer whose walk of `head` is
+//! stopped) that has found the same record uncommitted for the bus's *unblock timeout*
+//! calls [`unblock`]. Under the control lock (one repairer at a time) it re-inspects the
+//! record ([`ring::inspect_stuck`]), asks the producer slots which producers may own it (their
+//! *claiming* words), and repairs only if every one of those is dead (its liveness lock is
+//! gone). A live producer, even one stopped with SIGSTOP for an hour, is never unblocked over:
+//! liveness decides, not time alone; the timeout only says when to look.
+
+use crate::layout::{PROD_CLAIMING, SLOT_ACTIVE, SLOT_STATE};
+use crate::lock::LOCK_TIMEOUT;
+use crate::mapping::Segment;
+use crate::registry;
+use crate::ring::{self, Stuck};
+use crate::sync::Ordering;
+use crate::wait;
+use crate::Shared;
+
+/// What [`unblock`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unblock {
+    /// The record (or the run of records) is padding now; `seqs` sequences were skipped.
+    Repaired { seqs: u64 },
+    /// A live producer may still commit it: keep waiting.
+    OwnerAlive,
+    /// Nothing to repair (committed meanwhile, or not claimed yet).
+    NotStuck,
+    /// What is there is not explainable by dead producers (more unheadered claims than
+    /// producer slots): corruption, left for the reader to report.
+    Implausible,
+}
+
+/// Whether a live producer may own a claim of a sequence in `[from, to)`.
+fn live_claimant(seg: &Segment, from: u64, to: u64) -> bool {
+    (0..seg.config.max_producers).any(|i| {
+        let off = seg.config.producer_slot_offset(i);
+        // ORDERING: Acquire: pairs with the Release of the producer's claim CAS (which
+        // publishes its claiming word) and of its clearing after commit.
+        let claiming = seg.slot64(off, PROD_CLAIMING).load(Ordering::Acquire);
+        claiming != 0
+            && (from..to).contains(&(claiming - 1))
+            && seg.slot32(off, SLOT_STATE).load(Ordering::Acquire) == SLOT_ACTIVE
+            && registry::is_alive(seg, off)
+    })
+}
+
+/// Repairs the record at `{ pos, seq }` if its producer(s) died. See the module doc.
+pub(crate) fn unblock(shared: &Shared, pos: u64, seq: u64) -> Unblock {
+    let seg = &shared.seg;
+    let p = &shared.params;
+    let Ok(guard) = shared.lock.lock(seg, LOCK_TIMEOUT) else {
+        // Another repairer (or a joiner) holds the lock for long: try again later.
+        return Unblock::OwnerAlive;
+    };
+    if guard.recovered {
+        registry::sweep(seg);
+    }
+    let outcome = match ring::inspect_stuck(seg, p, pos, seq) {
+        Stuck::No => Unblock::NotStuck,
+        Stuck::Claimed => {
+            if live_claimant(seg, seq, seq + 1) {
+                Unblock::OwnerAlive
+            } else if ring::repair_claimed(seg, p, pos, seq) {
+                Unblock::Repaired { seqs: 1 }
+            } else {
+                Unblock::NotStuck
+            }
+        }
+        Stuck::Unheadered { end, end_seq } => {
+            let count = end_seq - seq;
+            // Each unheadered claim belongs to a different producer (a publisher has one
+            // claim at a time), so more of them than slots is not a crash: it is corruption.
+            if count == 0 || count > seg.config.max_producers as u64 {
+                Unblock::Implausible
+            } else if live_claimant(seg, seq, end_seq) {
+                Unblock::OwnerAlive
+            } else if ring::write_gap(seg, p, pos, seq, end, count as u16) {
+                Unblock::Repaired { seqs: count }
+            } else {
+                Unblock::NotStuck
+            }
+        }
+    };
+    if let Unblock::Repaired { seqs } = outcome {
+        seg.unblocked().fetch_add(seqs, Ordering::Relaxed);
+        // Readers asleep at this record (in any process) may go on.
+        wait::futex_wake_all(seg.notify());
+    }
+    outcome
+}
