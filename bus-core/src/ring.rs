@@ -40,6 +40,9 @@
 //! The region is abstract ([`Region`]) so that the same code runs on the mapping in
 //! production and on heap memory with loom's atomics in `tests/loom_ring.rs`.
 
+// Under loom only the parts the models exercise are used.
+#![cfg_attr(loom, allow(dead_code))]
+
 use crate::layout::{
     pack_gap_word1, pack_word0, pack_word1, record_check, record_extent, unpack_word0,
     unpack_word1, Mode, RECORD_ALIGN, RECORD_HEADER, SEQ_MASK, STATE_ABANDONED, STATE_CLAIMED,

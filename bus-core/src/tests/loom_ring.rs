@@ -11,8 +11,8 @@ use loom::thread;
 use crate::layout::Mode;
 use crate::ring::heap::HeapRegion;
 use crate::ring::{
-    abandon, commit, latest, oldest, peek, still_retained, try_claim, write_claimed, Params, Peek,
-    ProducerCursor, Region, SkipKind, Subscribers,
+    abandon, commit, latest, oldest, peek, repair_claimed, still_retained, try_claim,
+    write_claimed, Params, Peek, ProducerCursor, Region, Subscribers,
 };
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
@@ -66,13 +66,13 @@ fn send(s: &Shared, p: &Params, cursor: &mut ProducerCursor, byte: u8, len: usiz
             Err(_) => thread::yield_now(),
         }
     };
-    write_claimed(&s.region, p, &claim, &claiming);
+    write_claimed(&s.region, p, &claim);
     // SAFETY: the claim owns `len` payload bytes at its payload offset.
     unsafe {
         s.region
             .write_bytes(claim.payload_offset(p), &vec![byte; len])
     };
-    commit(&s.region, p, &claim).unwrap();
+    commit(&s.region, p, &claim, &claiming).unwrap();
     claim.seq
 }
 
@@ -116,8 +116,7 @@ fn read_one(s: &Shared, p: &Params, pos: &mut u64, seq: &mut u64) -> Option<Got>
                 *seq += 1;
                 return Some(got);
             }
-            Peek::Skip { extent, seqs, kind } => {
-                assert_ne!(kind, SkipKind::Repaired);
+            Peek::Skip { extent, seqs, .. } => {
                 *pos += extent;
                 *seq += seqs;
             }
@@ -301,5 +300,38 @@ fn loom_an_abandoned_claim_is_skipped() {
             }
         }
         producer.join().unwrap();
+    });
+}
+
+#[test]
+fn loom_a_late_commit_and_a_repair_cannot_both_win() {
+    loom::model(|| {
+        let p = params(Mode::Reliable);
+        let s = shared(0, true);
+        let claiming = Arc::new(AtomicU64::new(0));
+        let claim = try_claim(
+            &s.region,
+            &s.slot,
+            &p,
+            &mut ProducerCursor::default(),
+            &claiming,
+            8,
+        )
+        .unwrap();
+        write_claimed(&s.region, &p, &claim);
+        let (s2, c2) = (s.clone(), claiming.clone());
+        let producer = thread::spawn(move || commit(&s2.region, &p, &claim, &c2).is_ok());
+        let repaired = repair_claimed(&s.region, &p, 0, 0);
+        let committed = producer.join().unwrap();
+        assert!(
+            committed != repaired,
+            "exactly one of commit and repair wins"
+        );
+        let (mut pos, mut seq) = (0, 0);
+        match read_one(&s, &p, &mut pos, &mut seq) {
+            Some(Got::Msg(0, _)) => assert!(committed),
+            None => assert!(repaired && seq == 1, "skipped as repaired"),
+            other => panic!("unexpected {other:?}"),
+        }
     });
 }
