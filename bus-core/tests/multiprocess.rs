@@ -1,12 +1,10 @@
 //! Real processes on one bus: the guarantees of each mode, checked message by message by
 //! `bus-peer` (see its module doc for the message format it verifies).
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use bus_core::{Bus, BusOptions, Mode};
-use common::{eventually, Procs};
+use testkit::{eventually, Procs};
 
 const PEER: &str = env!("CARGO_BIN_EXE_bus-peer");
 

@@ -1,7 +1,6 @@
-//! Child processes with a watchdog: every multi-process test bounds its own time, kills its
-//! children when it ends (or panics), and children die with the test process.
-
-#![allow(dead_code)] // each test file uses a different part
+//! Child processes with a watchdog, for the workspace's multi-process tests: every test
+//! bounds its own time, kills its children when it ends (or panics), and children die with
+//! the test process (PR_SET_PDEATHSIG), so a bug fails a test instead of hanging CI.
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
@@ -37,9 +36,13 @@ impl Procs {
     /// Starts `program args...` with stdout captured line by line; returns its index.
     pub fn spawn(&mut self, name: &str, program: &str, args: &[&str]) -> usize {
         let mut cmd = Command::new(program);
-        cmd.args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+        cmd.args(args);
+        self.spawn_command(name, cmd)
+    }
+
+    /// Starts a prepared command (stdin as the caller set it, stdout captured line by line).
+    pub fn spawn_command(&mut self, name: &str, mut cmd: Command) -> usize {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
         // SAFETY: prctl is async-signal-safe; it only asks the kernel to SIGKILL the child
         // when this process dies, so no child outlives a crashed test.
         unsafe {
@@ -48,9 +51,7 @@ impl Procs {
                 Ok(())
             });
         }
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
         let out = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -127,6 +128,11 @@ impl Procs {
             self.procs[i].name
         );
         out
+    }
+
+    /// The child itself (to write to its stdin, say).
+    pub fn child(&mut self, i: usize) -> &mut Child {
+        &mut self.procs[i].child
     }
 
     pub fn pid(&self, i: usize) -> i32 {

@@ -1,0 +1,253 @@
+//! The command line, as clap sees it. This module only parses and validates; `main` turns
+//! the result into bus-core calls.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// shmbus: a publish/subscribe bus in a shared file. BUS is a name (a file
+/// `$SHMBUS_DIR/NAME.bus`, `$SHMBUS_DIR` defaulting to /dev/shm/shmbus) or a path containing a
+/// slash (./x.bus, /var/lib/app/events.bus), used as given.
+#[derive(Debug, Parser)]
+#[command(
+    name = "shmbus",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+#[command(
+    after_help = "Exit codes: 0 success, 1 runtime error, 2 usage error, 124 `sub --timeout` ran out."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a bus.
+    Create(CreateArgs),
+    /// Publish messages: the MESSAGE arguments, generated ones, or standard input.
+    Pub(PubArgs),
+    /// Print messages as they arrive, like `tail -f`.
+    Sub(SubArgs),
+    /// Show a bus: header, positions, every subscriber and producer.
+    Stat(StatArgs),
+    /// Remove a bus file (refused while live subscribers are attached).
+    Rm(RmArgs),
+    /// Print a shell completion script.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// The creation parameters shared by `create` and `pub --create`.
+#[derive(Debug, Args, Clone)]
+pub struct CreateOpts {
+    /// Ring size: a power of two (4096, 64KiB, 16MiB, 1GiB; K, KB and KiB all mean 1024).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "64MiB")]
+    pub capacity: u64,
+    /// Largest message [default: capacity/8, at most 16MiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_message: Option<u64>,
+    /// Delivery mode.
+    #[arg(long, value_enum, default_value_t = ModeArg::Reliable)]
+    pub mode: ModeArg,
+    /// Subscriber slots.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub max_subscribers: u32,
+    /// Producer slots.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub max_producers: u32,
+    /// Permission bits of the file (the umask applies).
+    #[arg(long, value_name = "OCTAL", value_parser = parse_octal, default_value = "600")]
+    pub file_mode: u32,
+    /// Do not reserve the file's blocks (for rings larger than memory, on disk).
+    #[arg(long)]
+    pub sparse: bool,
+    /// How long a dead producer's unfinished message may block readers.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "200ms")]
+    pub unblock_timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Bus name or path.
+    pub bus: String,
+    #[command(flatten)]
+    pub opts: CreateOpts,
+    /// Replace an existing file at that path.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    /// Producers wait for the slowest subscriber; nothing is lost.
+    Reliable,
+    /// Producers never wait; a subscriber that falls a ring behind loses messages, counted.
+    Lossy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InputFormat {
+    /// Each line is a message, without its newline.
+    Lines,
+    /// All of standard input is one message.
+    Raw,
+    /// Frames: a u32 little-endian length, then that many bytes.
+    Len,
+}
+
+#[derive(Debug, Args)]
+pub struct PubArgs {
+    /// Bus name or path.
+    pub bus: String,
+    /// Messages to publish, one per argument. Without any (and without --count), standard
+    /// input is read.
+    pub messages: Vec<String>,
+    /// Create the bus (with the default parameters) if it does not exist.
+    #[arg(long)]
+    pub create: bool,
+    /// How standard input becomes messages.
+    #[arg(long, value_enum, default_value_t = InputFormat::Lines)]
+    pub input: InputFormat,
+    /// Publish N generated messages (needs --size); the first 8 bytes of each are its number
+    /// 0..N-1, little-endian.
+    #[arg(long, value_name = "N", requires = "size", conflicts_with = "messages")]
+    pub count: Option<u64>,
+    /// Size of each generated message (at least 8).
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, requires = "count")]
+    pub size: Option<u64>,
+    /// Wait at most DUR for room in a full ring (reliable mode) before failing.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// The payload, then a newline.
+    Text,
+    /// One JSON object a line: {"seq","position","len","data" or "data_b64"}.
+    Json,
+    /// The payload in hex, then a newline.
+    Hex,
+    /// Payloads back to back.
+    Raw,
+    /// Frames as `pub --input len` reads them.
+    Len,
+}
+
+/// Where `sub` starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum From {
+    Latest,
+    Oldest,
+    Position(u64),
+}
+
+#[derive(Debug, Args)]
+pub struct SubArgs {
+    /// Bus name or path.
+    pub bus: String,
+    /// Where to start: latest (only new messages), oldest (everything retained), or a
+    /// position printed earlier (json "position").
+    #[arg(long, value_name = "latest|oldest|POSITION", value_parser = parse_from, default_value = "latest")]
+    pub from: From,
+    /// Exit 0 after N messages.
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+    /// Exit 124 if DUR passes before --count messages arrived.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+    /// Busy-poll instead of sleeping on the futex (one core, lowest latency).
+    #[arg(long)]
+    pub spin: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatArgs {
+    /// Bus name or path.
+    pub bus: String,
+    /// One JSON object (per refresh with --watch).
+    #[arg(long)]
+    pub json: bool,
+    /// Refresh every DUR, with rates, until interrupted.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub watch: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Bus name or path.
+    pub bus: String,
+    /// Remove even with live subscribers attached, or if the file is not a valid bus.
+    #[arg(long)]
+    pub force: bool,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    parse_size::Config::new()
+        .with_binary()
+        .parse_size(s)
+        .map_err(|e| format!("{e} (examples: 4096, 64KiB, 16MiB, 1GiB)"))
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 5s, 2m)"))
+}
+
+fn parse_octal(s: &str) -> Result<u32, String> {
+    let digits = s.trim_start_matches("0o");
+    match u32::from_str_radix(digits, 8) {
+        Ok(m) if m <= 0o7777 => Ok(m),
+        _ => Err(format!(
+            "{s:?} is not an octal file mode (examples: 600, 0640)"
+        )),
+    }
+}
+
+fn parse_from(s: &str) -> Result<From, String> {
+    match s {
+        "latest" => Ok(From::Latest),
+        "oldest" => Ok(From::Oldest),
+        p => p
+            .parse()
+            .map(From::Position)
+            .map_err(|_| format!("{s:?} is not latest, oldest or a position")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_durations_modes_and_positions_parse() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64KiB"), Ok(65536));
+        assert_eq!(parse_size("16MiB"), Ok(16 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("64K"), Ok(65536));
+        assert!(parse_size("lots").is_err());
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert!(parse_duration("soon").is_err());
+        assert_eq!(parse_octal("640"), Ok(0o640));
+        assert_eq!(parse_octal("0o600"), Ok(0o600));
+        assert!(parse_octal("9").is_err());
+        assert!(parse_octal("17777").is_err());
+        assert_eq!(parse_from("oldest"), Ok(From::Oldest));
+        assert_eq!(parse_from("4096"), Ok(From::Position(4096)));
+        assert!(parse_from("yesterday").is_err());
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,399 @@
+//! `create`, `stat` and `rm`: the bus as a file.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use anyhow::bail;
+use bus_core::{Bus, BusStats, OpenErrorKind};
+use serde::Serialize;
+
+use crate::flags::{CreateArgs, RmArgs, StatArgs};
+use crate::{bus_options, bus_path, ensure_parent, open};
+
+pub fn create(args: &CreateArgs) -> anyhow::Result<ExitCode> {
+    ensure_parent(&args.bus)?;
+    let path = bus_path(&args.bus);
+    let opts = bus_options(&args.opts)?;
+    if args.force {
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => bail!(
+                "bus {}: cannot remove the existing file: {e}",
+                path.display()
+            ),
+        }
+    }
+    let bus = match Bus::create(&path, &opts) {
+        Err(e) if e.kind == OpenErrorKind::AlreadyExists => {
+            bail!("{e} (use --force to replace it)")
+        }
+        other => other?,
+    };
+    let c = bus.config();
+    println!(
+        "created {}: {} mode, capacity {}, max message {}",
+        path.display(),
+        c.mode,
+        bytes(c.capacity),
+        bytes(c.max_message as u64)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn rm(args: &RmArgs) -> anyhow::Result<ExitCode> {
+    let path = bus_path(&args.bus);
+    match Bus::open(&path) {
+        Ok(bus) => {
+            let live: Vec<u32> = bus
+                .stats()
+                .subscribers
+                .iter()
+                .filter(|s| s.alive)
+                .map(|s| s.pid)
+                .collect();
+            if !live.is_empty() && !args.force {
+                bail!(
+                    "bus {}: {} live subscriber(s) attached (pid {}); use --force to remove it anyway",
+                    path.display(),
+                    live.len(),
+                    live.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+                );
+            }
+        }
+        Err(e) if e.kind == OpenErrorKind::NotFound => return Err(e.into()),
+        Err(e) if !args.force => bail!("{e}; not removed (use --force to remove it anyway)"),
+        Err(_) => {}
+    }
+    std::fs::remove_file(&path)
+        .map_err(|e| anyhow::anyhow!("bus {}: cannot remove: {e}", path.display()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `stat --json`: one object per snapshot.
+#[derive(Serialize)]
+struct StatJson<'a> {
+    path: String,
+    version: u32,
+    mode: String,
+    capacity: u64,
+    max_message: u32,
+    max_subscribers: u32,
+    max_producers: u32,
+    sparse: bool,
+    created_unix_ns: u64,
+    unblock_timeout_ns: u64,
+    tail: u64,
+    seq: u64,
+    head: u64,
+    head_seq: u64,
+    published_messages: u64,
+    published_bytes: u64,
+    retained_bytes: u64,
+    unblocked: u64,
+    evicted: u64,
+    readers_waiting: u32,
+    producers_waiting: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rate: Option<Rate>,
+    subscribers: Vec<SubJson>,
+    producers: &'a [ProdJson],
+}
+
+#[derive(Serialize, Clone, Copy)]
+struct Rate {
+    msgs_per_s: f64,
+    mb_per_s: f64,
+}
+
+#[derive(Serialize)]
+struct SubJson {
+    slot: u32,
+    pid: u32,
+    alive: bool,
+    position: u64,
+    seq: u64,
+    lag_bytes: u64,
+    lag_messages: u64,
+    delivered: u64,
+    lost: u64,
+    unblocked: u64,
+    joined_unix_ns: u64,
+}
+
+#[derive(Serialize)]
+struct ProdJson {
+    slot: u32,
+    pid: u32,
+    alive: bool,
+    sent: u64,
+    bytes: u64,
+    abandoned: u64,
+    joined_unix_ns: u64,
+}
+
+fn to_json<'a>(
+    bus: &Bus,
+    st: &BusStats,
+    rate: Option<Rate>,
+    producers: &'a [ProdJson],
+) -> StatJson<'a> {
+    let c = &st.config;
+    StatJson {
+        path: bus.path().display().to_string(),
+        version: bus_core::layout::FORMAT_VERSION,
+        mode: c.mode.to_string(),
+        capacity: c.capacity,
+        max_message: c.max_message,
+        max_subscribers: c.max_subscribers,
+        max_producers: c.max_producers,
+        sparse: c.sparse,
+        created_unix_ns: c.created_unix_ns,
+        unblock_timeout_ns: c.unblock_timeout_ns,
+        tail: st.tail_position,
+        seq: st.tail_seq,
+        head: st.head_position,
+        head_seq: st.head_seq,
+        published_messages: st.tail_seq,
+        published_bytes: st.tail_position - c.initial_position,
+        retained_bytes: st.tail_position - st.head_position,
+        unblocked: st.unblocked,
+        evicted: st.evicted,
+        readers_waiting: st.readers_waiting,
+        producers_waiting: st.producers_waiting,
+        rate,
+        subscribers: st
+            .subscribers
+            .iter()
+            .map(|s| SubJson {
+                slot: s.index,
+                pid: s.pid,
+                alive: s.alive,
+                position: s.position,
+                seq: s.seq,
+                lag_bytes: s.lag_bytes,
+                lag_messages: s.lag_messages,
+                delivered: s.delivered,
+                lost: s.lost,
+                unblocked: s.unblocked,
+                joined_unix_ns: s.joined_unix_ns,
+            })
+            .collect(),
+        producers,
+    }
+}
+
+/// 1536 -> "1.5 KiB"
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else if v.fract() == 0.0 {
+        format!("{v:.0} {}", UNITS[u])
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn time(ns: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_nanos(ns)).to_string()
+}
+
+fn yes(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "DEAD"
+    }
+}
+
+fn print_human(
+    out: &mut impl Write,
+    bus: &Bus,
+    st: &BusStats,
+    rate: Option<Rate>,
+) -> std::io::Result<()> {
+    let c = &st.config;
+    writeln!(out, "bus        {}", bus.path().display())?;
+    writeln!(
+        out,
+        "format     version {}, {} mode, capacity {}, max message {}{}",
+        bus_core::layout::FORMAT_VERSION,
+        c.mode,
+        bytes(c.capacity),
+        bytes(c.max_message as u64),
+        if c.sparse { ", sparse" } else { "" }
+    )?;
+    writeln!(
+        out,
+        "created    {}, unblock timeout {:?}",
+        time(c.created_unix_ns),
+        Duration::from_nanos(c.unblock_timeout_ns)
+    )?;
+    writeln!(
+        out,
+        "tail       position {}, seq {}   (published {} messages, {})",
+        st.tail_position,
+        st.tail_seq,
+        st.tail_seq,
+        bytes(st.tail_position - c.initial_position)
+    )?;
+    writeln!(
+        out,
+        "head       position {}, seq {}   (retained {} messages, {})",
+        st.head_position,
+        st.head_seq,
+        st.tail_seq - st.head_seq,
+        bytes(st.tail_position - st.head_position)
+    )?;
+    if let Some(r) = rate {
+        writeln!(
+            out,
+            "rate       {:.0} msgs/s, {:.1} MB/s",
+            r.msgs_per_s, r.mb_per_s
+        )?;
+    }
+    writeln!(
+        out,
+        "repairs    {} records unblocked, {} slots evicted; {} readers asleep, {} producers waiting",
+        st.unblocked, st.evicted, st.readers_waiting, st.producers_waiting
+    )?;
+    writeln!(
+        out,
+        "\nsubscribers {}/{}",
+        st.subscribers.len(),
+        c.max_subscribers
+    )?;
+    if !st.subscribers.is_empty() {
+        writeln!(
+            out,
+            "  {:>4} {:>8} {:>5} {:>14} {:>12} {:>10} {:>12} {:>10} {:>9}",
+            "slot",
+            "pid",
+            "alive",
+            "position",
+            "lag bytes",
+            "lag msgs",
+            "delivered",
+            "lost",
+            "unblocked"
+        )?;
+        for s in &st.subscribers {
+            writeln!(
+                out,
+                "  {:>4} {:>8} {:>5} {:>14} {:>12} {:>10} {:>12} {:>10} {:>9}",
+                s.index,
+                s.pid,
+                yes(s.alive),
+                s.position,
+                s.lag_bytes,
+                s.lag_messages,
+                s.delivered,
+                s.lost,
+                s.unblocked
+            )?;
+        }
+    }
+    writeln!(
+        out,
+        "producers   {}/{}",
+        st.producers.len(),
+        c.max_producers
+    )?;
+    if !st.producers.is_empty() {
+        writeln!(
+            out,
+            "  {:>4} {:>8} {:>5} {:>12} {:>14} {:>9}",
+            "slot", "pid", "alive", "sent", "bytes", "abandoned"
+        )?;
+        for p in &st.producers {
+            writeln!(
+                out,
+                "  {:>4} {:>8} {:>5} {:>12} {:>14} {:>9}",
+                p.index,
+                p.pid,
+                yes(p.alive),
+                p.sent,
+                p.bytes,
+                p.abandoned
+            )?;
+        }
+    }
+    Ok(())
+}
+
+pub fn stat(args: &StatArgs) -> anyhow::Result<ExitCode> {
+    let bus = open(&args.bus)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    if args.watch.is_some() {
+        for sig in [libc::SIGINT, libc::SIGTERM] {
+            signal_hook::flag::register(sig, stop.clone())?;
+        }
+    }
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let mut prev: Option<(Instant, u64, u64)> = None;
+    loop {
+        let st = bus.stats();
+        let now = Instant::now();
+        let rate = prev.map(|(t, seq, pos)| {
+            let dt = now.duration_since(t).as_secs_f64().max(1e-9);
+            Rate {
+                msgs_per_s: (st.tail_seq - seq) as f64 / dt,
+                mb_per_s: (st.tail_position - pos) as f64 / dt / 1e6,
+            }
+        });
+        prev = Some((now, st.tail_seq, st.tail_position));
+        let mut out = std::io::stdout().lock();
+        if args.json {
+            let producers: Vec<ProdJson> = st
+                .producers
+                .iter()
+                .map(|p| ProdJson {
+                    slot: p.index,
+                    pid: p.pid,
+                    alive: p.alive,
+                    sent: p.sent,
+                    bytes: p.bytes,
+                    abandoned: p.abandoned,
+                    joined_unix_ns: p.joined_unix_ns,
+                })
+                .collect();
+            serde_json::to_writer(&mut out, &to_json(&bus, &st, rate, &producers))?;
+            writeln!(out)?;
+        } else {
+            if tty && args.watch.is_some() {
+                // Redraw in place.
+                write!(out, "\x1b[H\x1b[2J")?;
+            }
+            print_human(&mut out, &bus, &st, rate)?;
+            if args.watch.is_some() && !tty {
+                writeln!(out)?;
+            }
+        }
+        out.flush()?;
+        drop(out);
+        let Some(every) = args.watch else {
+            return Ok(ExitCode::SUCCESS);
+        };
+        let until = Instant::now() + every;
+        while Instant::now() < until {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(ExitCode::SUCCESS);
+            }
+            std::thread::sleep(
+                until
+                    .saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(50)),
+            );
+        }
+    }
+}

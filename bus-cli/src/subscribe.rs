@@ -1,0 +1,151 @@
+//! `sub`: print messages as they arrive.
+//!
+//! Output goes through a 64 KiB buffer that is flushed whenever the subscriber has caught up
+//! (before it waits for more), and after every message when stdout is a terminal: a reader
+//! at the other end of a pipe sees each message as soon as nothing else is pending, and a
+//! busy stream is written in large blocks.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use base64::Engine;
+use bus_core::{RecvError, Sample, Start, WaitStrategy};
+
+use crate::flags::{From, OutputFormat, SubArgs};
+use crate::{bus_path, open, EXIT_TIMEOUT};
+
+/// Longest single wait, so that a signal or the deadline is noticed promptly.
+const SLICE: Duration = Duration::from_millis(50);
+
+/// One line of `--format json`.
+#[derive(serde::Serialize)]
+struct JsonMessage<'a> {
+    seq: u64,
+    position: u64,
+    len: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_b64: Option<String>,
+}
+
+struct Printer {
+    out: std::io::BufWriter<std::io::Stdout>,
+    format: OutputFormat,
+    every_message: bool,
+}
+
+impl Printer {
+    fn message(&mut self, s: &Sample<'_>) -> std::io::Result<()> {
+        let out = &mut self.out;
+        match self.format {
+            OutputFormat::Text => {
+                out.write_all(s)?;
+                out.write_all(b"\n")?;
+            }
+            OutputFormat::Raw => out.write_all(s)?,
+            OutputFormat::Len => {
+                out.write_all(&(s.len() as u32).to_le_bytes())?;
+                out.write_all(s)?;
+            }
+            OutputFormat::Hex => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                for &b in s.iter() {
+                    out.write_all(&[HEX[(b >> 4) as usize], HEX[(b & 15) as usize]])?;
+                }
+                out.write_all(b"\n")?;
+            }
+            OutputFormat::Json => {
+                let text = std::str::from_utf8(s).ok();
+                let line = JsonMessage {
+                    seq: s.seq,
+                    position: s.position,
+                    len: s.len(),
+                    data: text,
+                    data_b64: text
+                        .is_none()
+                        .then(|| base64::engine::general_purpose::STANDARD.encode(&s[..])),
+                };
+                serde_json::to_writer(&mut *out, &line)?;
+                out.write_all(b"\n")?;
+            }
+        }
+        if self.every_message {
+            out.flush()?;
+        }
+        Ok(())
+    }
+
+    fn lost(&mut self, n: u64) -> std::io::Result<()> {
+        if self.format == OutputFormat::Json {
+            writeln!(self.out, "{{\"lost\":{n}}}")?;
+        } else {
+            // Keep stdout and stderr in order for a reader of both.
+            self.out.flush()?;
+            eprintln!("shmbus: lost {n} messages");
+        }
+        Ok(())
+    }
+}
+
+pub fn run(args: &SubArgs) -> anyhow::Result<ExitCode> {
+    let bus = open(&args.bus)?;
+    let path = bus_path(&args.bus);
+    let start = match args.from {
+        From::Latest => Start::Latest,
+        From::Oldest => Start::Oldest,
+        From::Position(p) => Start::Position(p),
+    };
+    let mut sub = bus
+        .subscribe(start)
+        .with_context(|| format!("bus {}", path.display()))?;
+    if args.spin {
+        sub.set_wait_strategy(WaitStrategy::Spin);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
+    let stdout = std::io::stdout();
+    let mut printer = Printer {
+        every_message: stdout.is_terminal(),
+        out: std::io::BufWriter::with_capacity(1 << 16, stdout),
+        format: args.format,
+    };
+    let deadline = args.timeout.map(|t| Instant::now() + t);
+    let mut received = 0u64;
+    loop {
+        if args.count.is_some_and(|c| received >= c) || stop.load(Ordering::Relaxed) {
+            printer.out.flush()?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        // Take what is there without waiting; flush before waiting for more.
+        let got = match sub.try_recv_ref() {
+            Err(RecvError::Empty) => {
+                printer.out.flush()?;
+                let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+                if left == Some(Duration::ZERO) {
+                    return Ok(ExitCode::from(EXIT_TIMEOUT));
+                }
+                sub.recv_ref_timeout(left.map_or(SLICE, |l| l.min(SLICE)))
+            }
+            other => other,
+        };
+        match got {
+            Ok(sample) => {
+                printer.message(&sample)?;
+                received += 1;
+            }
+            Err(RecvError::Timeout) | Err(RecvError::Empty) => {}
+            Err(RecvError::Lost(n)) => printer.lost(n)?,
+            Err(e @ RecvError::Corrupt { .. }) => {
+                printer.out.flush()?;
+                anyhow::bail!("bus {}: {e}", path.display());
+            }
+        }
+    }
+}

@@ -1,0 +1,532 @@
+//! The `shmbus` binary in real processes: the command contract of the README.
+
+use std::io::Write;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use bus_core::Bus;
+use testkit::{eventually, Procs};
+
+const SHMBUS: &str = env!("CARGO_BIN_EXE_shmbus");
+
+/// A temporary `$SHMBUS_DIR`.
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(SHMBUS);
+        c.args(args).env("SHMBUS_DIR", self.dir.path());
+        c
+    }
+
+    /// Runs to completion (bounded by a watchdog) with `stdin`.
+    fn run(&self, args: &[&str], stdin: &[u8]) -> Output {
+        let mut c = self.cmd(args);
+        c.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        let mut input = child.stdin.take().unwrap();
+        let data = stdin.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = input.write_all(&data);
+        });
+        let pid = child.id() as i32;
+        let watchdog = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(60));
+            // SAFETY: signalling our own child; harmless if it already exited.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        });
+        let out = child.wait_with_output().unwrap();
+        drop(watchdog);
+        writer.join().unwrap();
+        assert_ne!(
+            out.status.signal(),
+            Some(libc::SIGKILL),
+            "watchdog: {args:?} hung"
+        );
+        out
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.bus"))
+    }
+
+    fn bus(&self, name: &str) -> Bus {
+        Bus::open(self.path(name)).unwrap()
+    }
+
+    fn spawn(&self, procs: &mut Procs, name: &str, args: &[&str]) -> usize {
+        procs.spawn_command(name, self.cmd(args))
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Exit status `code`, a message naming `needle`, never a panic or a signal.
+fn assert_fails(o: &Output, code: i32, needle: &str) {
+    assert_eq!(o.status.signal(), None, "killed by a signal: {o:?}");
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "stdout {} stderr {}",
+        stdout(o),
+        stderr(o)
+    );
+    assert!(
+        stderr(o).contains(needle),
+        "stderr should mention {needle:?}: {}",
+        stderr(o)
+    );
+    assert!(!stderr(o).contains("panicked"), "{}", stderr(o));
+}
+
+fn wait_subscribers(env: &Env, name: &str, n: usize) {
+    let bus = env.bus(name);
+    assert!(
+        eventually(Duration::from_secs(30), || bus.stats().subscribers.len()
+            >= n),
+        "{n} subscriber(s) should join"
+    );
+}
+
+#[test]
+fn a_subscriber_receives_the_lines_a_publisher_reads_from_stdin() {
+    let env = Env::new();
+    assert!(env
+        .run(&["create", "t", "--capacity", "1MiB"], b"")
+        .status
+        .success());
+    let mut procs = Procs::new(Duration::from_secs(60));
+    let sub = env.spawn(
+        &mut procs,
+        "sub",
+        &["sub", "t", "--count", "4", "--timeout", "30s"],
+    );
+    wait_subscribers(&env, "t", 1);
+    let lines = "first line\nsecond\n\nlast, with ünïcode\n";
+    let o = env.run(&["pub", "t"], lines.as_bytes());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = procs.success(sub);
+    assert_eq!(out, ["first line", "second", "", "last, with ünïcode"]);
+}
+
+#[test]
+fn three_publishers_two_subscribers_every_line_exactly_once_in_order() {
+    let env = Env::new();
+    // A small ring, so that publishers wait for the subscribers.
+    assert!(env
+        .run(&["create", "m", "--capacity", "64KiB"], b"")
+        .status
+        .success());
+    const N: usize = 3000;
+    let mut procs = Procs::new(Duration::from_secs(120));
+    let total = (3 * N).to_string();
+    let subs: Vec<usize> = (0..2)
+        .map(|i| {
+            env.spawn(
+                &mut procs,
+                &format!("sub {i}"),
+                &["sub", "m", "--count", &total],
+            )
+        })
+        .collect();
+    wait_subscribers(&env, "m", 2);
+    let pubs: Vec<usize> = (0..3)
+        .map(|p| {
+            let mut cmd = env.cmd(&["pub", "m"]);
+            cmd.stdin(Stdio::piped());
+            let i = procs.spawn_command(&format!("pub {p}"), cmd);
+            let mut stdin = procs.child(i).stdin.take().unwrap();
+            std::thread::spawn(move || {
+                let text: String = (0..N).map(|k| format!("p{p} {k}\n")).collect();
+                stdin.write_all(text.as_bytes()).unwrap();
+            });
+            i
+        })
+        .collect();
+    for p in pubs {
+        procs.success(p);
+    }
+    for s in subs {
+        let lines = procs.success(s);
+        assert_eq!(lines.len(), 3 * N);
+        let mut next = [0usize; 3];
+        for line in &lines {
+            let (p, k) = line[1..].split_once(' ').unwrap();
+            let (p, k): (usize, usize) = (p.parse().unwrap(), k.parse().unwrap());
+            assert_eq!(k, next[p], "publisher {p}: in order, exactly once");
+            next[p] += 1;
+        }
+        assert_eq!(next, [N; 3]);
+    }
+}
+
+#[test]
+fn a_stopped_lossy_subscriber_reports_exactly_what_it_lost() {
+    let env = Env::new();
+    assert!(env
+        .run(
+            &["create", "l", "--mode", "lossy", "--capacity", "64KiB"],
+            b""
+        )
+        .status
+        .success());
+    let mut procs = Procs::new(Duration::from_secs(120));
+    let sub = env.spawn(&mut procs, "sub", &["sub", "l", "--format", "json"]);
+    wait_subscribers(&env, "l", 1);
+    procs.signal(sub, libc::SIGSTOP);
+    const N: u64 = 20_000;
+    let o = env.run(
+        &["pub", "l", "--count", &N.to_string(), "--size", "64"],
+        b"",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    procs.signal(sub, libc::SIGCONT);
+    let bus = env.bus("l");
+    assert!(eventually(Duration::from_secs(30), || {
+        bus.stats()
+            .subscribers
+            .first()
+            .is_some_and(|s| s.lag_messages == 0)
+    }));
+    // SIGTERM: the subscriber leaves its slot and exits 0.
+    procs.signal(sub, libc::SIGTERM);
+    let lines = procs.success(sub);
+    let (mut printed, mut lost, mut last_seq) = (0u64, 0u64, None::<u64>);
+    for line in &lines {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if let Some(n) = v.get("lost") {
+            lost += n.as_u64().unwrap();
+        } else {
+            let seq = v["seq"].as_u64().unwrap();
+            assert!(last_seq.is_none_or(|l| seq > l));
+            last_seq = Some(seq);
+            assert_eq!(v["len"].as_u64(), Some(64));
+            printed += 1;
+        }
+    }
+    assert!(lost > 0, "the stopped subscriber was lapped");
+    assert_eq!(printed + lost, N, "printed + reported lost == published");
+    assert!(eventually(Duration::from_secs(5), || bus
+        .stats()
+        .subscribers
+        .is_empty()));
+}
+
+#[test]
+fn stat_json_shows_the_live_subscribers() {
+    let env = Env::new();
+    assert!(env.run(&["create", "s"], b"").status.success());
+    let mut procs = Procs::new(Duration::from_secs(60));
+    let sub = env.spawn(&mut procs, "sub", &["sub", "s", "--timeout", "30s"]);
+    wait_subscribers(&env, "s", 1);
+    assert!(env.run(&["pub", "s", "one", "two"], b"").status.success());
+    let o = env.run(&["stat", "s", "--json"], b"");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["mode"], "reliable");
+    assert_eq!(v["capacity"], 64 << 20);
+    assert_eq!(v["seq"], 2);
+    assert!(v["tail"].as_u64().unwrap() > 0);
+    assert!(v["max_message"].as_u64().unwrap() > 0);
+    let subs = v["subscribers"].as_array().unwrap();
+    assert_eq!(subs.len(), 1);
+    assert_eq!(subs[0]["pid"], procs.pid(sub));
+    assert_eq!(subs[0]["alive"], true);
+    assert!(subs[0]["lag_bytes"].is_u64());
+    let human = env.run(&["stat", "s"], b"");
+    assert!(
+        stdout(&human).contains("subscribers 1/64"),
+        "{}",
+        stdout(&human)
+    );
+    // rm refuses while the subscriber lives, and says why.
+    assert_fails(&env.run(&["rm", "s"], b""), 1, "live subscriber");
+    assert!(env.run(&["rm", "s", "--force"], b"").status.success());
+    assert!(!env.path("s").exists());
+}
+
+#[test]
+fn every_output_format() {
+    let env = Env::new();
+    assert!(env.run(&["create", "f"], b"").status.success());
+    let mut frames = Vec::new();
+    for m in [&b"\x00\xffbinary"[..], b"", b"text"] {
+        frames.extend_from_slice(&(m.len() as u32).to_le_bytes());
+        frames.extend_from_slice(m);
+    }
+    assert!(env
+        .run(&["pub", "f", "--input", "len"], &frames)
+        .status
+        .success());
+    let read = |format: &str| {
+        env.run(
+            &[
+                "sub", "f", "--from", "oldest", "--count", "3", "--format", format,
+            ],
+            b"",
+        )
+    };
+    assert_eq!(read("len").stdout, frames, "len frames round-trip");
+    assert_eq!(read("raw").stdout, b"\x00\xffbinarytext");
+    assert_eq!(stdout(&read("hex")), "00ff62696e617279\n\n74657874\n");
+    let json = stdout(&read("json"));
+    let lines: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["data_b64"], "AP9iaW5hcnk=");
+    assert_eq!(lines[2]["data"], "text");
+    assert_eq!(lines[2]["seq"], 2);
+    // Resume from a position printed earlier.
+    let pos = lines[2]["position"].as_u64().unwrap().to_string();
+    let o = env.run(&["sub", "f", "--from", &pos, "--count", "1"], b"");
+    assert_eq!(stdout(&o), "text\n");
+    // raw: all of stdin is one message.
+    assert!(env
+        .run(&["pub", "f", "--input", "raw"], b"a\nb\n")
+        .status
+        .success());
+    let o = env.run(
+        &[
+            "sub", "f", "--from", &pos, "--count", "2", "--format", "json",
+        ],
+        b"",
+    );
+    assert!(stdout(&o).contains(r#""data":"a\nb\n""#), "{}", stdout(&o));
+    // Generated messages start with their number.
+    assert!(env
+        .run(&["pub", "f", "--count", "3", "--size", "16"], b"")
+        .status
+        .success());
+    let o = env.run(
+        &[
+            "sub", "f", "--from", "oldest", "--count", "7", "--format", "hex",
+        ],
+        b"",
+    );
+    let last = stdout(&o).lines().last().unwrap().to_string();
+    assert_eq!(last, "02000000000000000000000000000000");
+}
+
+fn patch(path: &Path, offset: u64, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(bytes, offset).unwrap();
+}
+
+#[test]
+fn every_error_path_has_its_exit_code_and_message() {
+    let env = Env::new();
+    let p = |n: &str| env.path(n).to_str().unwrap().to_string();
+    // Usage errors: clap's exit 2.
+    assert_eq!(env.run(&["create"], b"").status.code(), Some(2));
+    assert_eq!(
+        env.run(&["create", "x", "--capacity", "lots"], b"")
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        env.run(&["sub", "x", "--from", "yesterday"], b"")
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(env.run(&["frobnicate"], b"").status.code(), Some(2));
+    // Invalid creation parameters.
+    assert_fails(
+        &env.run(&["create", "x", "--capacity", "3000"], b""),
+        1,
+        "power of two",
+    );
+    // Missing.
+    for cmd in [
+        &["sub", "nope"][..],
+        &["pub", "nope", "x"],
+        &["stat", "nope"],
+        &["rm", "nope"],
+    ] {
+        assert_fails(&env.run(cmd, b""), 1, "no such bus");
+        assert_fails(&env.run(cmd, b""), 1, &p("nope"));
+    }
+    // Exists.
+    assert!(env
+        .run(&["create", "b", "--capacity", "4KiB"], b"")
+        .status
+        .success());
+    assert_fails(&env.run(&["create", "b"], b""), 1, "already exists");
+    assert!(env
+        .run(&["create", "b", "--force", "--capacity", "4KiB"], b"")
+        .status
+        .success());
+    // Too large.
+    let big = "x".repeat(600);
+    assert_fails(
+        &env.run(&["pub", "b", &big], b""),
+        1,
+        "exceeds the bus maximum",
+    );
+    // Files that are not buses, or damaged ones: every command, a clear error.
+    let dir = env.dir.path();
+    std::fs::write(dir.join("text.bus"), "hello, I am not a bus\n".repeat(400)).unwrap();
+    std::fs::write(dir.join("empty.bus"), b"").unwrap();
+    std::fs::copy(env.path("b"), dir.join("short.bus")).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("short.bus"))
+        .unwrap();
+    f.set_len(5000).unwrap();
+    std::fs::copy(env.path("b"), dir.join("future.bus")).unwrap();
+    patch(&dir.join("future.bus"), 8, &99u32.to_ne_bytes());
+    std::fs::copy(env.path("b"), dir.join("corrupt.bus")).unwrap();
+    patch(&dir.join("corrupt.bus"), 72, &1u64.to_ne_bytes());
+    std::fs::create_dir(dir.join("adir.bus")).unwrap();
+    for (name, needle) in [
+        ("text", "not a bus file"),
+        ("empty", "smaller than a bus header"),
+        ("short", "truncated"),
+        ("future", "format version 99 is not supported"),
+        ("corrupt", "checksum"),
+        ("adir", "is a directory"),
+    ] {
+        for cmd in [&["sub", name][..], &["pub", name, "x"], &["stat", name]] {
+            assert_fails(&env.run(cmd, b""), 1, needle);
+        }
+        if name != "adir" {
+            assert_fails(&env.run(&["rm", name], b""), 1, "use --force");
+        }
+    }
+    // A full reliable ring: a publisher with --timeout gives up, saying why.
+    let mut procs = Procs::new(Duration::from_secs(60));
+    let sub = env.spawn(&mut procs, "sub", &["sub", "b"]);
+    wait_subscribers(&env, "b", 1);
+    procs.signal(sub, libc::SIGSTOP);
+    let o = env.run(
+        &[
+            "pub",
+            "b",
+            "--count",
+            "200",
+            "--size",
+            "100",
+            "--timeout",
+            "200ms",
+        ],
+        b"",
+    );
+    assert_fails(&o, 1, "timed out waiting for space");
+    procs.signal(sub, libc::SIGCONT);
+    // sub --timeout: 124.
+    let o = env.run(&["sub", "b", "--timeout", "100ms"], b"");
+    assert_eq!(o.status.code(), Some(124));
+}
+
+#[test]
+fn permission_denied_is_an_error_for_another_user() {
+    // Tests run as root, which ignores file modes: run the command as nobody.
+    // SAFETY: getuid has no preconditions.
+    if unsafe { libc::getuid() } != 0 {
+        return; // As a normal user the 0600 check below is the same test without setuid.
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let path = dir.path().join("private.bus");
+    let o = Command::new(SHMBUS)
+        .args(["create", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let mode = std::fs::metadata(&path).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+    for args in [&["sub"][..], &["pub"], &["stat"]] {
+        let mut c = Command::new(SHMBUS);
+        c.args(args).arg(&path);
+        if args[0] == "pub" {
+            c.arg("x");
+        }
+        // SAFETY: setgid/setuid between fork and exec are async-signal-safe.
+        unsafe {
+            c.pre_exec(|| {
+                if libc::setgid(65534) != 0 || libc::setuid(65534) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let o = c.output().unwrap();
+        assert_fails(&o, 1, "permission denied");
+    }
+}
+
+#[test]
+fn interrupting_a_subscriber_leaves_its_slot() {
+    let env = Env::new();
+    assert!(env.run(&["create", "i"], b"").status.success());
+    let mut procs = Procs::new(Duration::from_secs(60));
+    let sub = env.spawn(&mut procs, "sub", &["sub", "i"]);
+    wait_subscribers(&env, "i", 1);
+    procs.signal(sub, libc::SIGINT);
+    procs.success(sub);
+    let st = env.bus("i").stats();
+    assert!(st.subscribers.is_empty());
+    assert_eq!(st.evicted, 0, "it left by itself, nobody had to evict it");
+}
+
+#[test]
+fn a_closed_stdout_is_not_an_error() {
+    let env = Env::new();
+    assert!(env.run(&["create", "c"], b"").status.success());
+    assert!(env
+        .run(&["pub", "c", "--count", "5000", "--size", "64"], b"")
+        .status
+        .success());
+    // `shmbus sub ... | head -c 10`: the reader goes away early.
+    let mut child = env
+        .cmd(&[
+            "sub", "c", "--from", "oldest", "--count", "5000", "--format", "hex",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut first = [0u8; 10];
+    std::io::Read::read_exact(&mut out, &mut first).unwrap();
+    drop(out);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+}
+
+#[test]
+fn completions_are_generated() {
+    let env = Env::new();
+    for shell in ["bash", "zsh", "fish"] {
+        let o = env.run(&["completions", shell], b"");
+        assert!(o.status.success());
+        assert!(stdout(&o).contains("shmbus"));
+    }
+}
