@@ -35,6 +35,8 @@ pub enum Command {
     Stat(StatArgs),
     /// Remove a bus file (refused while live subscribers are attached).
     Rm(RmArgs),
+    /// Measure shmbus against pipes, Unix sockets and TCP, in separate processes.
+    Bench(BenchArgs),
     /// Print a shell completion script.
     Completions {
         /// The shell.
@@ -179,6 +181,38 @@ pub struct StatArgs {
     /// Refresh every DUR, with rates, until interrupted.
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub watch: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// A short run (well under 30 s): fewer messages and round trips.
+    #[arg(long)]
+    pub quick: bool,
+    /// Message sizes [default: 64,1KiB,16KiB,256KiB,1MiB].
+    #[arg(long, value_name = "SIZE,...", value_delimiter = ',', value_parser = parse_size)]
+    pub sizes: Vec<u64>,
+    /// Transports [default: all]: shmbus-spin, shmbus-block, shmbus-loan, pipe, pipe-batched,
+    /// unix-stream, unix-seqpacket, tcp.
+    #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
+    pub transports: Vec<String>,
+    /// Skip the fan-out runs.
+    #[arg(long)]
+    pub no_fanout: bool,
+    /// Write JSON lines here.
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<std::path::PathBuf>,
+    /// Write CSV here.
+    #[arg(long, value_name = "PATH")]
+    pub csv: Option<std::path::PathBuf>,
+    /// Write the charts (SVG) here.
+    #[arg(long, value_name = "PATH")]
+    pub svg: Option<std::path::PathBuf>,
+    /// Directory for the benchmark's buses, FIFOs and sockets [default: /dev/shm].
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<std::path::PathBuf>,
+    /// Do not pin sender and receiver to different CPUs.
+    #[arg(long)]
+    pub no_pin: bool,
 }
 
 #[derive(Debug, Args)]

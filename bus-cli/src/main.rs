@@ -6,6 +6,7 @@
 //! Exit codes: 0 success; 1 runtime error (`shmbus: error: …` on stderr); 2 usage error
 //! (clap's); 124 `sub --timeout` ran out. A closed stdout (`shmbus sub | head`) is success.
 
+mod bench;
 mod flags;
 mod inspect;
 mod publish;
@@ -24,6 +25,11 @@ use crate::flags::{Cli, Command, CreateOpts, ModeArg};
 pub const EXIT_TIMEOUT: u8 = 124;
 
 fn main() -> ExitCode {
+    // `bench` and `demo` re-execute this binary for their processes.
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(status) = bus_bench::child_main(&args) {
+        return ExitCode::from(status as u8);
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
@@ -51,6 +57,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sub(args) => subscribe::run(&args),
         Command::Stat(args) => inspect::stat(&args),
         Command::Rm(args) => inspect::rm(&args),
+        Command::Bench(args) => bench::run(&args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "shmbus", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)

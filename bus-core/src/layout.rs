@@ -231,6 +231,10 @@ pub(crate) const STATE_REPAIRED: u64 = 5;
 /// A region of claims whose producers died before writing their headers; consumes
 /// `count` sequences (word1 holds `{ units, count: 16 bits, check: 16 bits }`).
 pub(crate) const STATE_GAP: u64 = 6;
+/// A repairer has taken a claim that had no header and is writing its GAP; readers wait.
+/// (Taking word0 first, by CAS, before touching word1 means a commit racing the repair
+/// either wins outright or finds word0 taken; the two never mix their words.)
+pub(crate) const STATE_REPAIRING: u64 = 7;
 
 const STATE_BITS: u32 = 4;
 const STATE_MASK: u64 = (1 << STATE_BITS) - 1;

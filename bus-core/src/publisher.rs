@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::layout::{Mode, PROD_ABANDONED, PROD_BYTES, PROD_CLAIMING, PROD_SENT, SLOT_SLEEPING};
 use crate::registry::{self, JoinError, Slot, SlotKind, Subscribers};
 use crate::repair;
-use crate::ring::{self, Claim, ProducerCursor, Region};
+use crate::ring::{self, Claim, Header, ProducerCursor, Region};
 use crate::sync::Ordering;
 use crate::wait::{self, Backoff, Deadline};
 use crate::Shared;
@@ -83,6 +83,8 @@ fn watch_stall(
 pub struct Publisher {
     shared: Arc<Shared>,
     slot: Option<Slot>,
+    /// File offset of our slot (kept apart from `slot` for the hot path).
+    slot_offset: u64,
     cursor: ProducerCursor,
     sent: u64,
     bytes: u64,
@@ -108,6 +110,7 @@ impl Publisher {
         let slot = registry::join(&shared, SlotKind::Producer, |_, _| {})?;
         Ok(Publisher {
             shared,
+            slot_offset: slot.offset,
             slot: Some(slot),
             cursor: ProducerCursor::default(),
             sent: 0,
@@ -116,10 +119,6 @@ impl Publisher {
             stall: None,
             _not_sync: PhantomData,
         })
-    }
-
-    fn slot_offset(&self) -> u64 {
-        self.slot.as_ref().map_or(0, |s| s.offset)
     }
 
     /// The largest message this bus takes.
@@ -141,19 +140,55 @@ impl Publisher {
     }
 
     /// Claims a record, waiting until `deadline` (`None`: do not wait).
-    fn claim(&mut self, len: u32, deadline: Option<Deadline>) -> Result<Claim, SendError> {
+    #[inline]
+    fn claim(
+        &mut self,
+        len: u32,
+        deadline: Option<Deadline>,
+        header: Header,
+    ) -> Result<Claim, SendError> {
+        let seg = &self.shared.seg;
+        let params = &self.shared.params;
+        let claiming = seg.slot64(self.slot_offset, PROD_CLAIMING);
+        // The fast path: room in the ring.
+        if let Ok(c) = ring::try_claim(
+            seg,
+            &Subscribers(seg),
+            params,
+            &mut self.cursor,
+            claiming,
+            len,
+        ) {
+            ring::write_claimed(seg, params, &c, header);
+            if self.stall.is_some() {
+                self.stall = None;
+            }
+            return Ok(c);
+        }
+        self.claim_waiting(len, deadline, header)
+    }
+
+    /// The ring was full: try again, waiting (spin, then futex) until `deadline`.
+    #[inline(never)]
+    fn claim_waiting(
+        &mut self,
+        len: u32,
+        deadline: Option<Deadline>,
+        header: Header,
+    ) -> Result<Claim, SendError> {
         let shared = &*self.shared;
         let seg = &shared.seg;
         let params = &shared.params;
-        let offset = self.slot_offset();
+        let offset = self.slot_offset;
         let claiming = seg.slot64(offset, PROD_CLAIMING);
         let subs = Subscribers(seg);
         let backoff = Backoff::new();
-        let mut last_evict = Instant::now();
+        // Read the clock only once we have to wait: the fast path makes no clock call.
+        let mut last_evict: Option<Instant> = None;
         loop {
             match ring::try_claim(seg, &subs, params, &mut self.cursor, claiming, len) {
                 Ok(c) => {
-                    ring::write_claimed(seg, params, &c);
+                    ring::write_claimed(seg, params, &c, header);
                     self.stall = None;
                     return Ok(c);
                 }
@@ -169,10 +204,11 @@ impl Publisher {
                 backoff.snooze();
                 continue;
             }
-            if last_evict.elapsed() >= EVICT_INTERVAL {
+            let since = *last_evict.get_or_insert_with(Instant::now);
+            if since.elapsed() >= EVICT_INTERVAL {
                 // A subscriber that died holds the ring full until evicted.
                 let _ = registry::evict_dead(shared, SlotKind::Subscriber);
-                last_evict = Instant::now();
+                last_evict = Some(Instant::now());
             }
             let min_before = ring::Subscribers::min_position(&subs);
             let head_before = seg.head().load(Ordering::SeqCst);
@@ -195,13 +231,14 @@ impl Publisher {
     }
 
     /// Commits `c` and wakes sleeping readers.
+    #[inline]
     fn finish(&mut self, c: &Claim) -> Result<Sent, SendError> {
         let seg = &self.shared.seg;
-        let claiming = seg.slot64(self.slot_offset(), PROD_CLAIMING);
+        let claiming = seg.slot64(self.slot_offset, PROD_CLAIMING);
         ring::commit(seg, &self.shared.params, c, claiming).map_err(|_| SendError::Unblocked)?;
         self.sent += 1;
         self.bytes += c.len as u64;
-        let offset = self.slot_offset();
+        let offset = self.slot_offset;
         // ORDERING: Relaxed: statistics for `stat`.
         seg.slot64(offset, PROD_SENT)
             .store(self.sent, Ordering::Relaxed);
@@ -214,9 +251,10 @@ impl Publisher {
         })
     }
 
+    #[inline]
     fn send_with(&mut self, data: &[u8], deadline: Option<Deadline>) -> Result<Sent, SendError> {
         let len = self.check_len(data.len())?;
-        let c = self.claim(len, deadline)?;
+        let c = self.claim(len, deadline, Header::AtCommit)?;
         let seg = &self.shared.seg;
         // SAFETY: the claim gives this publisher the record's `len` payload bytes at
         // `payload_offset`, inside the region, until it commits.
@@ -265,7 +303,7 @@ impl Publisher {
 
     fn loan_with(&mut self, len: usize, deadline: Option<Deadline>) -> Result<Loan<'_>, SendError> {
         let len = self.check_len(len)?;
-        let claim = self.claim(len, deadline)?;
+        let claim = self.claim(len, deadline, Header::Claimed)?;
         Ok(Loan {
             publisher: self,
             claim,
@@ -380,7 +418,7 @@ impl Drop for Loan<'_> {
         }
         let publ = &mut *self.publisher;
         let seg = &publ.shared.seg;
-        let offset = publ.slot_offset();
+        let offset = publ.slot_offset;
         let claiming = seg.slot64(offset, PROD_CLAIMING);
         if ring::abandon(seg, &publ.shared.params, &self.claim, claiming).is_ok() {
             publ.abandoned += 1;

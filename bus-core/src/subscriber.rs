@@ -25,6 +25,9 @@ const SLEEP_SLICE: Duration = Duration::from_millis(100);
 /// before every sleep).
 const STUCK_CHECK_EVERY: u32 = 256;
 
+/// Longest pause between two polls of a busy-polling reader, in spin-loop hints.
+const MAX_SPIN_PAUSE: u32 = 64;
+
 /// A subscriber could not be made. Returned by [`crate::Bus::subscribe`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SubscribeError {
@@ -164,6 +167,10 @@ pub struct Subscriber {
     /// Since when the record at this position has been claimed but not committed.
     stuck_since: Option<(std::time::Instant, u64)>,
     empty_polls: u32,
+    /// Pauses between polls while busy-polling, and messages read since the last wait (see
+    /// `adapt_spin`).
+    spin_pause: u32,
+    batch: u32,
     unblock_timeout: Duration,
     _not_sync: PhantomData<Cell<()>>,
 }
@@ -211,6 +218,8 @@ impl Subscriber {
             scratch: Vec::new(),
             stuck_since: None,
             empty_polls: 0,
+            spin_pause: 1,
+            batch: 0,
             unblock_timeout,
             _not_sync: PhantomData,
         };
@@ -266,6 +275,28 @@ impl Subscriber {
     /// Records skipped because their producer died before committing them.
     pub fn unblocked(&self) -> u64 {
         self.unblocked
+    }
+
+    /// Busy-polling without chasing the writer (DESIGN.md: a reader that polls a record while
+    /// its producer writes it drags the producer's cache lines over on every message). The
+    /// pause between polls adapts when a wait ends, after `polls` polls:
+    /// * the previous wait was followed by a batch of several messages, or this one ended
+    ///   within a few pauses: a stream; pause longer, so that records land between visits
+    ///   and are read in batches;
+    /// * a single message, after a longer wait: sparse messages (request/reply,
+    ///   ping-pong), where only polling hard keeps latency low; pause less.
+    fn adapt_spin(&mut self, polls: u32) {
+        if self.strategy != WaitStrategy::Spin {
+            return;
+        }
+        let batch = std::mem::replace(&mut self.batch, 0);
+        // Count the wait in pauses, not polls: with long pauses every wait is one poll.
+        let waited = polls.saturating_mul(self.spin_pause);
+        if batch >= 2 || waited <= 4 {
+            self.spin_pause = (self.spin_pause * 2).min(MAX_SPIN_PAUSE);
+        } else {
+            self.spin_pause = (self.spin_pause / 2).max(1);
+        }
     }
 
     fn slot_offset(&self) -> u64 {
@@ -370,17 +401,38 @@ impl Subscriber {
         }
     }
 
-    /// Waits until `poll` has something (or the deadline passes).
+    /// The next record: at once if it is there, else waiting until `poll` has something (or
+    /// the deadline passes).
+    #[inline]
     fn next(&mut self, deadline: Option<Deadline>) -> Result<(u64, u32, u64), RecvError> {
         self.maybe_publish();
+        // The fast path: a committed message at our position.
+        if let Peek::Data {
+            offset,
+            len,
+            extent,
+        } = ring::peek(&self.shared.seg, &self.shared.params, self.pos, self.seq)
+        {
+            self.batch += 1;
+            return Ok((offset, len, extent));
+        }
+        self.next_waiting(deadline)
+    }
+
+    #[inline(never)]
+    fn next_waiting(&mut self, deadline: Option<Deadline>) -> Result<(u64, u32, u64), RecvError> {
         let backoff = Backoff::new();
+        let mut polls = 0u32;
         loop {
             match self.poll() {
                 Polled::Data {
                     offset,
                     len,
                     extent,
-                } => return Ok((offset, len, extent)),
+                } => {
+                    self.adapt_spin(polls);
+                    return Ok((offset, len, extent));
+                }
                 Polled::Lost(n) => return Err(RecvError::Lost(n)),
                 Polled::Corrupt(problem) => {
                     return Err(RecvError::Corrupt {
@@ -405,10 +457,11 @@ impl Subscriber {
                 return Err(RecvError::Timeout);
             }
             match self.strategy {
-                // Back off between polls so as not to drag the writer's cache lines here on
-                // every message (DESIGN.md, "a reader must not chase the writer").
                 WaitStrategy::Spin => {
-                    backoff.spin();
+                    polls += 1;
+                    for _ in 0..self.spin_pause {
+                        std::hint::spin_loop();
+                    }
                     continue;
                 }
                 WaitStrategy::SpinThenBlock if !backoff.is_completed() => {

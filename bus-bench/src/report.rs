@@ -1,0 +1,452 @@
+//! Reports of a suite run: a Markdown table for the terminal and the README, CSV, JSON lines
+//! and an SVG chart.
+
+use std::fmt::Write as _;
+use std::io;
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use crate::{transport, Latency, Results, Throughput};
+
+/// 1024 -> "1 KiB"
+pub fn size_label(size: usize) -> String {
+    match size {
+        s if s >= 1 << 20 && s % (1 << 20) == 0 => format!("{} MiB", s >> 20),
+        s if s >= 1 << 10 && s % (1 << 10) == 0 => format!("{} KiB", s >> 10),
+        s => format!("{s} B"),
+    }
+}
+
+fn rate(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.2} M", v / 1e6)
+    } else if v >= 1e3 {
+        format!("{:.1} k", v / 1e3)
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+fn micros(ns: u64) -> String {
+    let us = ns as f64 / 1e3;
+    if us >= 100.0 {
+        format!("{us:.0}")
+    } else if us >= 10.0 {
+        format!("{us:.1}")
+    } else {
+        format!("{us:.2}")
+    }
+}
+
+/// The best per-message kernel transport's value at `size` (higher is better).
+fn best_kernel(rows: &[Throughput], size: usize) -> Option<&Throughput> {
+    rows.iter()
+        .filter(|r| r.size == size && is_kernel(&r.transport))
+        .max_by(|a, b| a.msgs_per_s.total_cmp(&b.msgs_per_s))
+}
+
+fn is_kernel(name: &str) -> bool {
+    transport::by_name(name).is_some_and(|t| !t.is_shmbus() && !t.is_reference())
+}
+
+fn is_shmbus(name: &str) -> bool {
+    transport::by_name(name).is_some_and(|t| t.is_shmbus())
+}
+
+fn sizes(r: &Results) -> Vec<usize> {
+    let mut s: Vec<usize> = r.throughput.iter().map(|t| t.size).collect();
+    s.sort_unstable();
+    s.dedup();
+    s
+}
+
+fn names<'a>(rows: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for n in rows {
+        if !out.iter().any(|o| o == n) {
+            out.push(n.to_string());
+        }
+    }
+    out
+}
+
+/// The Markdown report.
+pub fn markdown(r: &Results) -> String {
+    let mut s = String::new();
+    let m = &r.machine;
+    let _ = writeln!(
+        s,
+        "Machine: {}, {} CPUs, {}. {}.",
+        m.cpu,
+        m.cpus,
+        m.kernel,
+        if m.pinned {
+            "Sender and receiver (ping and pong) pinned to different CPUs"
+        } else {
+            "Not pinned (fewer than two CPUs)"
+        }
+    );
+    let _ = writeln!(
+        s,
+        "Limits measured in this run: single-thread memcpy **{:.1} GB/s**; cache-line round trip between two processes **{:.0} ns** (the floor of any shared-memory round trip).\n",
+        r.limits.memcpy_gb_per_s, r.limits.cache_line_rtt_ns
+    );
+    let sizes = sizes(r);
+    let header = |s: &mut String, title: &str| {
+        let _ = writeln!(s, "{title}\n");
+        let _ = write!(s, "| transport |");
+        for &z in &sizes {
+            let _ = write!(s, " {} |", size_label(z));
+        }
+        let _ = write!(s, "\n|---|");
+        for _ in &sizes {
+            let _ = write!(s, "---:|");
+        }
+        s.push('\n');
+    };
+    let transports = names(r.throughput.iter().map(|t| t.transport.as_str()));
+    header(
+        &mut s,
+        "**One-way throughput**, messages/s (for shmbus: × the best per-message kernel transport of the same size)",
+    );
+    for t in &transports {
+        let _ = write!(s, "| {t} |");
+        for &z in &sizes {
+            match r
+                .throughput
+                .iter()
+                .find(|x| &x.transport == t && x.size == z)
+            {
+                Some(x) => {
+                    let ratio = if is_shmbus(t) {
+                        best_kernel(&r.throughput, z)
+                            .map(|b| format!(" ({:.1}×)", x.msgs_per_s / b.msgs_per_s))
+                            .unwrap_or_default()
+                    } else {
+                        String::new()
+                    };
+                    let _ = write!(s, " {}{ratio} |", rate(x.msgs_per_s));
+                }
+                None => s.push_str(" n/a |"),
+            }
+        }
+        s.push('\n');
+    }
+    s.push('\n');
+    header(&mut s, "**One-way throughput**, MB/s");
+    for t in &transports {
+        let _ = write!(s, "| {t} |");
+        for &z in &sizes {
+            match r
+                .throughput
+                .iter()
+                .find(|x| &x.transport == t && x.size == z)
+            {
+                Some(x) => {
+                    let _ = write!(s, " {:.0} |", x.mb_per_s);
+                }
+                None => s.push_str(" n/a |"),
+            }
+        }
+        s.push('\n');
+    }
+    s.push('\n');
+    header(&mut s, "**CPU per message**, µs (sender + receiver)");
+    for t in &transports {
+        let _ = write!(s, "| {t} |");
+        for &z in &sizes {
+            match r
+                .throughput
+                .iter()
+                .find(|x| &x.transport == t && x.size == z)
+            {
+                Some(x) => {
+                    let _ = write!(s, " {:.2} |", x.cpu_s_per_msg * 1e6);
+                }
+                None => s.push_str(" n/a |"),
+            }
+        }
+        s.push('\n');
+    }
+    s.push('\n');
+    let lat_transports = names(r.latency.iter().map(|t| t.transport.as_str()));
+    header(
+        &mut s,
+        "**Round-trip latency** (ping-pong), µs: p50 / p99 (for shmbus at p50: × the cache-line floor)",
+    );
+    for t in &lat_transports {
+        let _ = write!(s, "| {t} |");
+        for &z in &sizes {
+            match r.latency.iter().find(|x| &x.transport == t && x.size == z) {
+                Some(x) => {
+                    let floor = if is_shmbus(t) && z == sizes[0] {
+                        format!(" ({:.1}×)", x.p50_ns as f64 / r.limits.cache_line_rtt_ns)
+                    } else {
+                        String::new()
+                    };
+                    let _ = write!(s, " {} / {}{floor} |", micros(x.p50_ns), micros(x.p99_ns));
+                }
+                None => s.push_str(" n/a |"),
+            }
+        }
+        s.push('\n');
+    }
+    if let Some(&z) = sizes.first() {
+        let _ = writeln!(
+            s,
+            "\n**Round-trip latency at {}**, µs\n\n| transport | p50 | p99 | p99.9 | max | CPU µs per round trip |\n|---|---:|---:|---:|---:|---:|",
+            size_label(z)
+        );
+        for x in r.latency.iter().filter(|x| x.size == z) {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {:.2} |",
+                x.transport,
+                micros(x.p50_ns),
+                micros(x.p99_ns),
+                micros(x.p999_ns),
+                micros(x.max_ns),
+                x.cpu_s_per_rt * 1e6
+            );
+        }
+    }
+    if !r.fanout.is_empty() {
+        let mut ks: Vec<u32> = r.fanout.iter().map(|f| f.receivers).collect();
+        ks.dedup();
+        let _ = write!(
+            s,
+            "\n**Fan-out** ({} messages, receivers block when idle): messages/s delivered to each subscriber\n\n| transport |",
+            size_label(r.fanout[0].size)
+        );
+        for k in &ks {
+            let _ = write!(s, " {k} |");
+        }
+        let _ = write!(s, "\n|---|");
+        for _ in &ks {
+            s.push_str("---:|");
+        }
+        s.push('\n');
+        for t in names(r.fanout.iter().map(|f| f.transport.as_str())) {
+            let _ = write!(s, "| {t} |");
+            for &k in &ks {
+                match r
+                    .fanout
+                    .iter()
+                    .find(|f| f.transport == t && f.receivers == k)
+                {
+                    Some(f) => {
+                        let _ = write!(s, " {} |", rate(f.msgs_per_s));
+                    }
+                    None => s.push_str(" n/a |"),
+                }
+            }
+            s.push('\n');
+        }
+    }
+    for skip in &r.skipped {
+        let _ = writeln!(s, "\nnot run: {skip}");
+    }
+    s
+}
+
+/// JSON lines: one object per measurement, with a `kind`.
+pub fn json_lines(r: &Results) -> String {
+    use serde_json::json;
+    let mut out = Vec::new();
+    out.push(json!({"kind": "machine", "cpu": r.machine.cpu, "cpus": r.machine.cpus, "kernel": r.machine.kernel, "pinned": r.machine.pinned}));
+    out.push(json!({"kind": "limit", "name": "memcpy", "gb_per_s": r.limits.memcpy_gb_per_s}));
+    out.push(json!({"kind": "limit", "name": "cache_line_rtt", "ns": r.limits.cache_line_rtt_ns}));
+    let tput = |kind: &str, t: &Throughput| {
+        json!({"kind": kind, "transport": t.transport, "size": t.size, "receivers": t.receivers,
+            "messages": t.messages, "msgs_per_s": t.msgs_per_s, "mb_per_s": t.mb_per_s,
+            "cpu_s_per_msg": t.cpu_s_per_msg, "cpu_send_s_per_msg": t.cpu_send_s_per_msg,
+            "cpu_recv_s_per_msg": t.cpu_recv_s_per_msg, "load_p50_ns": t.load_p50_ns,
+            "load_p99_ns": t.load_p99_ns})
+    };
+    for t in &r.throughput {
+        out.push(tput("throughput", t));
+    }
+    for l in &r.latency {
+        out.push(
+            json!({"kind": "latency", "transport": l.transport, "size": l.size,
+            "round_trips": l.round_trips, "p50_ns": l.p50_ns, "p99_ns": l.p99_ns,
+            "p999_ns": l.p999_ns, "max_ns": l.max_ns, "cpu_s_per_rt": l.cpu_s_per_rt}),
+        );
+    }
+    for f in &r.fanout {
+        out.push(tput("fanout", f));
+    }
+    out.iter().map(|v| v.to_string() + "\n").collect()
+}
+
+/// CSV: one row per measurement.
+pub fn csv(r: &Results) -> String {
+    let mut s = String::from(
+        "kind,transport,size,receivers,msgs_per_s,mb_per_s,cpu_s_per_msg,p50_ns,p99_ns,p999_ns,max_ns\n",
+    );
+    let row = |s: &mut String, kind: &str, t: &Throughput| {
+        let _ = writeln!(
+            s,
+            "{kind},{},{},{},{:.0},{:.1},{:.3e},{},{},,",
+            t.transport,
+            t.size,
+            t.receivers,
+            t.msgs_per_s,
+            t.mb_per_s,
+            t.cpu_s_per_msg,
+            t.load_p50_ns,
+            t.load_p99_ns
+        );
+    };
+    for t in &r.throughput {
+        row(&mut s, "throughput", t);
+    }
+    for f in &r.fanout {
+        row(&mut s, "fanout", f);
+    }
+    for l in &r.latency {
+        let _ = writeln!(
+            s,
+            "latency,{},{},1,,,{:.3e},{},{},{},{}",
+            l.transport, l.size, l.cpu_s_per_rt, l.p50_ns, l.p99_ns, l.p999_ns, l.max_ns
+        );
+    }
+    let _ = writeln!(
+        s,
+        "limit,memcpy_gb_per_s,,,,{:.2},,,,,",
+        r.limits.memcpy_gb_per_s
+    );
+    let _ = writeln!(
+        s,
+        "limit,cache_line_rtt_ns,,,,,,{:.0},,,",
+        r.limits.cache_line_rtt_ns
+    );
+    s
+}
+
+const COLORS: [RGBColor; 8] = [
+    RGBColor(214, 39, 40),
+    RGBColor(255, 127, 14),
+    RGBColor(148, 103, 189),
+    RGBColor(31, 119, 180),
+    RGBColor(127, 127, 127),
+    RGBColor(44, 160, 44),
+    RGBColor(23, 190, 207),
+    RGBColor(140, 86, 75),
+];
+
+fn color_of(name: &str) -> RGBColor {
+    let i = transport::all()
+        .iter()
+        .position(|t| t.name() == name)
+        .unwrap_or(0);
+    COLORS[i % COLORS.len()]
+}
+
+/// Two charts in one SVG: throughput (MB/s) against message size, both on log axes, one
+/// line per transport; round-trip latency percentiles at the smallest size, as bars.
+pub fn svg(r: &Results, path: &Path) -> io::Result<()> {
+    draw(r, path).map_err(|e| io::Error::other(e.to_string()))
+}
+
+fn draw(r: &Results, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    let root = SVGBackend::new(path, (1400, 600)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (left, right) = root.split_horizontally(760);
+    let sizes = sizes(r);
+    let (lo, hi) = (
+        *sizes.first().unwrap_or(&64) as f64,
+        *sizes.last().unwrap_or(&(1 << 20)) as f64,
+    );
+    let ymax = r.throughput.iter().map(|t| t.mb_per_s).fold(1.0, f64::max) * 2.0;
+    let ymin = r
+        .throughput
+        .iter()
+        .map(|t| t.mb_per_s)
+        .fold(ymax, f64::min)
+        .max(0.1)
+        / 2.0;
+    let mut chart = ChartBuilder::on(&left)
+        .caption(
+            "One-way throughput (MB/s) vs message size",
+            ("sans-serif", 22),
+        )
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(70)
+        .build_cartesian_2d((lo * 0.8..hi * 1.25).log_scale(), (ymin..ymax).log_scale())?;
+    chart
+        .configure_mesh()
+        .x_desc("message size (bytes)")
+        .y_desc("MB/s")
+        .x_label_formatter(&|v| size_label(*v as usize))
+        .draw()?;
+    for t in names(r.throughput.iter().map(|t| t.transport.as_str())) {
+        let c = color_of(&t);
+        let pts: Vec<(f64, f64)> = r
+            .throughput
+            .iter()
+            .filter(|x| x.transport == t)
+            .map(|x| (x.size as f64, x.mb_per_s))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))?
+            .label(t.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+        chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, c.filled())))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+
+    let size = sizes.first().copied().unwrap_or(64);
+    let lat: Vec<&Latency> = r.latency.iter().filter(|l| l.size == size).collect();
+    let lmax = lat.iter().map(|l| l.p999_ns).max().unwrap_or(1000) as f64 / 1e3 * 2.0;
+    let lmin = lat.iter().map(|l| l.p50_ns).min().unwrap_or(100) as f64 / 1e3 / 2.0;
+    let mut chart = ChartBuilder::on(&right)
+        .caption(
+            format!(
+                "Round-trip latency at {} (µs): p50, p99, p99.9",
+                size_label(size)
+            ),
+            ("sans-serif", 22),
+        )
+        .margin(15)
+        .x_label_area_size(90)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..lat.len() as f64, (lmin.max(0.01)..lmax).log_scale())?;
+    let labels: Vec<String> = lat.iter().map(|l| l.transport.clone()).collect();
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(lat.len().max(1) * 2 + 1)
+        .x_label_formatter(&|v| {
+            let i = v.floor() as usize;
+            if (v - v.floor() - 0.5).abs() < 0.01 {
+                labels.get(i).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        })
+        .y_desc("µs (log)")
+        .draw()?;
+    for (i, l) in lat.iter().enumerate() {
+        let c = color_of(&l.transport);
+        for (k, (v, shade)) in [(l.p50_ns, 1.0), (l.p99_ns, 0.6), (l.p999_ns, 0.3)]
+            .into_iter()
+            .enumerate()
+        {
+            let x0 = i as f64 + 0.1 + k as f64 * 0.27;
+            chart.draw_series(std::iter::once(Rectangle::new(
+                [(x0, lmin.max(0.01)), (x0 + 0.25, v as f64 / 1e3)],
+                c.mix(shade).filled(),
+            )))?;
+        }
+    }
+    root.present()?;
+    Ok(())
+}

@@ -1,0 +1,858 @@
+//! The transports under test, behind one small trait: a new transport is one more impl.
+//!
+//! Every transport has per-message semantics: one framed message per send and per receive.
+//! Byte streams (pipe, unix-stream, tcp) carry a 4-byte little-endian length before each
+//! payload, written with the payload in one `write`, and read back with one read for the
+//! length and one for the payload. `pipe-batched` is the exception, labelled as a reference:
+//! its writer coalesces frames in a 64 KiB user-space buffer and its reader parses frames out
+//! of 64 KiB reads — what a user who only wants throughput would try first.
+
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+
+use bus_core::{Bus, BusOptions, Publisher, Start, Subscriber, WaitStrategy};
+
+/// Sends messages (one process).
+pub trait Tx {
+    /// Sends one message. `fill` writes the message into the buffer it is given (`size`
+    /// bytes); transports that can lend memory in place (the shmbus loan) pass their own.
+    fn send(&mut self, size: usize, fill: &mut dyn FnMut(&mut [u8])) -> io::Result<()>;
+    /// Pushes out anything buffered (`pipe-batched`).
+    fn finish(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Receives messages (one process).
+pub trait Rx {
+    /// Waits for the next message and hands its bytes to `f` (in place where the transport
+    /// allows it).
+    fn recv(&mut self, f: &mut dyn FnMut(&[u8])) -> io::Result<()>;
+}
+
+/// A ping-pong side's endpoints: what it sends on, what it receives from, and a token for
+/// the other side.
+pub type DuplexEnds = (Box<dyn Tx>, Box<dyn Rx>, String);
+
+/// One side of a ping-pong pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// Sends first (measures).
+    A,
+    /// Echoes.
+    B,
+}
+
+/// A way to move messages between processes.
+pub trait Transport: Sync {
+    /// Name in tables and on the command line.
+    fn name(&self) -> &'static str;
+    /// A one-line description.
+    fn about(&self) -> &'static str;
+    /// Whether this is a shared-memory transport (compared against the kernel ones).
+    fn is_shmbus(&self) -> bool {
+        false
+    }
+    /// A reference, not a per-message transport (excluded from "best kernel transport").
+    fn is_reference(&self) -> bool {
+        false
+    }
+    /// Largest message this transport can carry, if limited.
+    fn max_size(&self) -> Option<usize> {
+        None
+    }
+    /// Parent: creates what children need in `dir` for one sender and `receivers` receivers
+    /// (or, with `duplex`, a ping-pong pair) of messages up to `size` bytes.
+    fn prepare(&self, dir: &Path, receivers: u32, size: usize, duplex: bool) -> io::Result<()>;
+    /// Receiver `index`: its endpoint, and a token for the sender (a port, say).
+    fn receiver(&self, dir: &Path, index: u32) -> io::Result<(Box<dyn Rx>, String)>;
+    /// The sender, given every receiver's token (in index order).
+    fn sender(&self, dir: &Path, tokens: &[String]) -> io::Result<Box<dyn Tx>>;
+    /// One side of a ping-pong pair. Side B is set up first and its token goes to side A.
+    fn duplex(&self, dir: &Path, side: Side, token: &str) -> io::Result<DuplexEnds>;
+}
+
+/// Every transport, in table order.
+pub fn all() -> Vec<&'static dyn Transport> {
+    vec![
+        &Shmbus::SPIN,
+        &Shmbus::BLOCK,
+        &Shmbus::LOAN,
+        &Stream::PIPE,
+        &Stream::PIPE_BATCHED,
+        &Stream::UNIX,
+        &Seqpacket,
+        &Stream::TCP,
+    ]
+}
+
+/// Looks a transport up by name.
+pub fn by_name(name: &str) -> Option<&'static dyn Transport> {
+    all().into_iter().find(|t| t.name() == name)
+}
+
+// ---- shmbus -------------------------------------------------------------------------------
+
+/// shmbus over a bus file in the run directory.
+pub struct Shmbus {
+    name: &'static str,
+    about: &'static str,
+    strategy: WaitStrategy,
+    loan: bool,
+}
+
+impl Shmbus {
+    /// Receivers busy-poll.
+    pub const SPIN: Shmbus = Shmbus {
+        name: "shmbus-spin",
+        about: "shmbus, receiver busy-polls (WaitStrategy::Spin)",
+        strategy: WaitStrategy::Spin,
+        loan: false,
+    };
+    /// Receivers sleep on the futex whenever the ring is empty.
+    pub const BLOCK: Shmbus = Shmbus {
+        name: "shmbus-block",
+        about: "shmbus, receiver sleeps on the futex when empty (WaitStrategy::Block)",
+        strategy: WaitStrategy::Block,
+        loan: false,
+    };
+    /// The sender writes each message in place in a loan; receivers busy-poll.
+    pub const LOAN: Shmbus = Shmbus {
+        name: "shmbus-loan",
+        about: "shmbus, sender fills each message in place (Loan), receiver busy-polls",
+        strategy: WaitStrategy::Spin,
+        loan: true,
+    };
+
+    /// The ring for messages of `size` bytes: 1024 messages' worth, from 256 KiB (so that
+    /// small messages stay in the caches, like a pipe's or socket's kernel buffer) to 64 MiB.
+    pub fn options(size: usize) -> BusOptions {
+        let capacity = std::env::var("SHMBUS_BENCH_CAPACITY")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| {
+                ((size as u64) * 1024)
+                    .next_power_of_two()
+                    .clamp(256 << 10, 64 << 20)
+            });
+        let max = (capacity / 4) as u32;
+        BusOptions::new()
+            .capacity(capacity)
+            .max_message(max.max(size as u32))
+    }
+
+    fn open(path: &Path) -> io::Result<Bus> {
+        Bus::open(path).map_err(io::Error::other)
+    }
+}
+
+struct ShmTx {
+    publ: Publisher,
+    loan: bool,
+    buf: Vec<u8>,
+}
+
+impl Tx for ShmTx {
+    fn send(&mut self, size: usize, fill: &mut dyn FnMut(&mut [u8])) -> io::Result<()> {
+        if self.loan {
+            let mut loan = self.publ.loan(size).map_err(io::Error::other)?;
+            fill(&mut loan);
+            loan.commit().map_err(io::Error::other)?;
+        } else {
+            self.buf.resize(size, 0);
+            fill(&mut self.buf);
+            self.publ.send(&self.buf).map_err(io::Error::other)?;
+        }
+        Ok(())
+    }
+}
+
+struct ShmRx {
+    sub: Subscriber,
+}
+
+impl Rx for ShmRx {
+    fn recv(&mut self, f: &mut dyn FnMut(&[u8])) -> io::Result<()> {
+        let sample = self.sub.recv_ref().map_err(io::Error::other)?;
+        f(&sample);
+        Ok(())
+    }
+}
+
+impl Transport for Shmbus {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn about(&self) -> &'static str {
+        self.about
+    }
+    fn is_shmbus(&self) -> bool {
+        true
+    }
+    fn prepare(&self, dir: &Path, _receivers: u32, size: usize, duplex: bool) -> io::Result<()> {
+        let opts = Self::options(size);
+        Bus::create(dir.join("a.bus"), &opts).map_err(io::Error::other)?;
+        if duplex {
+            Bus::create(dir.join("b.bus"), &opts).map_err(io::Error::other)?;
+        }
+        Ok(())
+    }
+    fn receiver(&self, dir: &Path, _index: u32) -> io::Result<(Box<dyn Rx>, String)> {
+        let bus = Self::open(&dir.join("a.bus"))?;
+        let mut sub = bus.subscribe(Start::Latest).map_err(io::Error::other)?;
+        sub.set_wait_strategy(self.strategy);
+        Ok((Box::new(ShmRx { sub }), String::new()))
+    }
+    fn sender(&self, dir: &Path, _tokens: &[String]) -> io::Result<Box<dyn Tx>> {
+        let bus = Self::open(&dir.join("a.bus"))?;
+        let publ = bus.publisher().map_err(io::Error::other)?;
+        Ok(Box::new(ShmTx {
+            publ,
+            loan: self.loan,
+            buf: Vec::new(),
+        }))
+    }
+    fn duplex(&self, dir: &Path, side: Side, _token: &str) -> io::Result<DuplexEnds> {
+        let (out, inp) = match side {
+            Side::A => ("a.bus", "b.bus"),
+            Side::B => ("b.bus", "a.bus"),
+        };
+        // Subscribe before anyone publishes: B subscribes to a.bus before A exists.
+        let in_bus = Self::open(&dir.join(inp))?;
+        let mut sub = in_bus.subscribe(Start::Latest).map_err(io::Error::other)?;
+        sub.set_wait_strategy(self.strategy);
+        let out_bus = Self::open(&dir.join(out))?;
+        let publ = out_bus.publisher().map_err(io::Error::other)?;
+        Ok((
+            Box::new(ShmTx {
+                publ,
+                loan: self.loan,
+                buf: Vec::new(),
+            }),
+            Box::new(ShmRx { sub }),
+            String::new(),
+        ))
+    }
+}
+
+// ---- byte streams: pipe, pipe-batched, unix-stream, tcp -----------------------------------
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum StreamKind {
+    Pipe,
+    Unix,
+    Tcp,
+}
+
+/// A byte-stream transport with length-prefixed frames.
+pub struct Stream {
+    name: &'static str,
+    about: &'static str,
+    kind: StreamKind,
+    batched: bool,
+}
+
+impl Stream {
+    /// A named pipe (FIFO) per receiver.
+    pub const PIPE: Stream = Stream {
+        name: "pipe",
+        about: "pipe (FIFO), one framed write and two reads per message",
+        kind: StreamKind::Pipe,
+        batched: false,
+    };
+    /// A pipe with user-space buffering on both ends: a reference, not per-message.
+    pub const PIPE_BATCHED: Stream = Stream {
+        name: "pipe-batched",
+        about: "pipe with 64 KiB user-space buffers on both ends (reference: batches messages)",
+        kind: StreamKind::Pipe,
+        batched: true,
+    };
+    /// A Unix stream socket per receiver.
+    pub const UNIX: Stream = Stream {
+        name: "unix-stream",
+        about: "Unix stream socket, one framed write and two reads per message",
+        kind: StreamKind::Unix,
+        batched: false,
+    };
+    /// TCP over 127.0.0.1 with TCP_NODELAY.
+    pub const TCP: Stream = Stream {
+        name: "tcp",
+        about: "TCP over 127.0.0.1 (TCP_NODELAY), one framed write and two reads per message",
+        kind: StreamKind::Tcp,
+        batched: false,
+    };
+
+    fn fifo(dir: &Path, name: &str) -> PathBuf {
+        dir.join(name)
+    }
+
+    fn sock(dir: &Path, index: u32) -> PathBuf {
+        dir.join(format!("s{index}.sock"))
+    }
+
+    /// The receiving end of endpoint `index` (a listener is bound before "ready").
+    fn listen(&self, dir: &Path, index: u32) -> io::Result<(Pending, String)> {
+        match self.kind {
+            StreamKind::Pipe => Ok((
+                Pending::Fifo(Self::fifo(dir, &format!("f{index}"))),
+                String::new(),
+            )),
+            StreamKind::Unix => Ok((
+                Pending::Unix(UnixListener::bind(Self::sock(dir, index))?),
+                String::new(),
+            )),
+            StreamKind::Tcp => {
+                let l = TcpListener::bind("127.0.0.1:0")?;
+                let port = l.local_addr()?.port().to_string();
+                Ok((Pending::Tcp(l), port))
+            }
+        }
+    }
+
+    /// The sending end to endpoint `index` with `token`.
+    fn connect(&self, dir: &Path, index: u32, token: &str) -> io::Result<Duplex> {
+        match self.kind {
+            StreamKind::Pipe => {
+                let w = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(Self::fifo(dir, &format!("f{index}")))?;
+                Ok(Duplex::Fifo(w))
+            }
+            StreamKind::Unix => Ok(Duplex::Unix(UnixStream::connect(Self::sock(dir, index))?)),
+            StreamKind::Tcp => {
+                let port: u16 = token.parse().map_err(io::Error::other)?;
+                let s = TcpStream::connect(("127.0.0.1", port))?;
+                s.set_nodelay(true)?;
+                Ok(Duplex::Tcp(s))
+            }
+        }
+    }
+}
+
+/// A receiving endpoint before the sender arrives.
+enum Pending {
+    Fifo(PathBuf),
+    Unix(UnixListener),
+    Tcp(TcpListener),
+}
+
+impl Pending {
+    fn accept(self) -> io::Result<Box<dyn Read + Send>> {
+        Ok(match self {
+            Pending::Fifo(p) => Box::new(File::open(p)?),
+            Pending::Unix(l) => Box::new(l.accept()?.0),
+            Pending::Tcp(l) => {
+                let s = l.accept()?.0;
+                s.set_nodelay(true)?;
+                Box::new(s)
+            }
+        })
+    }
+}
+
+/// A connected stream.
+enum Duplex {
+    Fifo(File),
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+impl Duplex {
+    fn split(self) -> io::Result<(Box<dyn Write + Send>, Box<dyn Read + Send>)> {
+        Ok(match self {
+            Duplex::Fifo(_) => return Err(io::Error::other("a FIFO is one-way")),
+            Duplex::Unix(s) => (Box::new(s.try_clone()?), Box::new(s)),
+            Duplex::Tcp(s) => (Box::new(s.try_clone()?), Box::new(s)),
+        })
+    }
+
+    fn writer(self) -> Box<dyn Write + Send> {
+        match self {
+            Duplex::Fifo(f) => Box::new(f),
+            Duplex::Unix(s) => Box::new(s),
+            Duplex::Tcp(s) => Box::new(s),
+        }
+    }
+}
+
+/// Writes `[len][payload]` frames to every output, one `write_all` per frame and output.
+struct FrameTx {
+    outs: Vec<Box<dyn Write + Send>>,
+    frame: Vec<u8>,
+}
+
+impl Tx for FrameTx {
+    fn send(&mut self, size: usize, fill: &mut dyn FnMut(&mut [u8])) -> io::Result<()> {
+        self.frame.resize(4 + size, 0);
+        self.frame[..4].copy_from_slice(&(size as u32).to_le_bytes());
+        fill(&mut self.frame[4..]);
+        for out in &mut self.outs {
+            out.write_all(&self.frame)?;
+        }
+        Ok(())
+    }
+    fn finish(&mut self) -> io::Result<()> {
+        for out in &mut self.outs {
+            out.flush()?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads `[len][payload]` frames: one read for the length, one for the payload.
+struct FrameRx {
+    input: Box<dyn Read + Send>,
+    buf: Vec<u8>,
+}
+
+impl Rx for FrameRx {
+    fn recv(&mut self, f: &mut dyn FnMut(&[u8])) -> io::Result<()> {
+        let mut len = [0u8; 4];
+        self.input.read_exact(&mut len)?;
+        self.buf.resize(u32::from_le_bytes(len) as usize, 0);
+        self.input.read_exact(&mut self.buf)?;
+        f(&self.buf);
+        Ok(())
+    }
+}
+
+/// Defers a receiver's accept to its first receive, so that "ready" can be printed while the
+/// listener waits for the sender.
+struct LazyRx {
+    pending: Option<Pending>,
+    batched: bool,
+    rx: Option<FrameRx>,
+}
+
+impl Rx for LazyRx {
+    fn recv(&mut self, f: &mut dyn FnMut(&[u8])) -> io::Result<()> {
+        if self.rx.is_none() {
+            let input = self.pending.take().expect("accepted once").accept()?;
+            let input: Box<dyn Read + Send> = if self.batched {
+                Box::new(BufReader::with_capacity(1 << 16, input))
+            } else {
+                input
+            };
+            self.rx = Some(FrameRx {
+                input,
+                buf: Vec::new(),
+            });
+        }
+        self.rx.as_mut().expect("set above").recv(f)
+    }
+}
+
+impl Transport for Stream {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn about(&self) -> &'static str {
+        self.about
+    }
+    fn is_reference(&self) -> bool {
+        self.batched
+    }
+    fn prepare(&self, dir: &Path, receivers: u32, _size: usize, duplex: bool) -> io::Result<()> {
+        if self.kind == StreamKind::Pipe {
+            let names: Vec<String> = if duplex {
+                vec!["ab".into(), "ba".into()]
+            } else {
+                (0..receivers).map(|i| format!("f{i}")).collect()
+            };
+            for n in names {
+                rustix::fs::mknodat(
+                    rustix::fs::CWD,
+                    Self::fifo(dir, &n),
+                    rustix::fs::FileType::Fifo,
+                    rustix::fs::Mode::from_raw_mode(0o600),
+                    0,
+                )?;
+            }
+        }
+        Ok(())
+    }
+    fn receiver(&self, dir: &Path, index: u32) -> io::Result<(Box<dyn Rx>, String)> {
+        let (pending, token) = self.listen(dir, index)?;
+        Ok((
+            Box::new(LazyRx {
+                pending: Some(pending),
+                batched: self.batched,
+                rx: None,
+            }),
+            token,
+        ))
+    }
+    fn sender(&self, dir: &Path, tokens: &[String]) -> io::Result<Box<dyn Tx>> {
+        let mut outs = Vec::new();
+        for (i, token) in tokens.iter().enumerate() {
+            let w = self.connect(dir, i as u32, token)?.writer();
+            outs.push(if self.batched {
+                Box::new(BufWriter::with_capacity(1 << 16, w)) as Box<dyn Write + Send>
+            } else {
+                w
+            });
+        }
+        Ok(Box::new(FrameTx {
+            outs,
+            frame: Vec::new(),
+        }))
+    }
+    fn duplex(&self, dir: &Path, side: Side, token: &str) -> io::Result<DuplexEnds> {
+        if self.batched {
+            return Err(io::Error::other(
+                "pipe-batched has no ping-pong: it batches",
+            ));
+        }
+        let frames =
+            |w: Box<dyn Write + Send>, r: Box<dyn Read + Send>| -> (Box<dyn Tx>, Box<dyn Rx>) {
+                (
+                    Box::new(FrameTx {
+                        outs: vec![w],
+                        frame: Vec::new(),
+                    }),
+                    Box::new(FrameRx {
+                        input: r,
+                        buf: Vec::new(),
+                    }),
+                )
+            };
+        if self.kind == StreamKind::Pipe {
+            // Opening a FIFO blocks until the other end opens too, so both sides open on
+            // first use (after "ready"): A opens ab for writing then ba for reading, B the
+            // other way round, so the two blocking opens pair up.
+            let conn = PendingDuplex::new(Opener::Fifo {
+                side,
+                ab: Self::fifo(dir, "ab"),
+                ba: Self::fifo(dir, "ba"),
+            });
+            return Ok((Box::new(conn.tx()), Box::new(conn), String::new()));
+        }
+        match side {
+            Side::B => {
+                // B listens; it accepts on its first receive.
+                let (pending, tok) = self.listen(dir, 0)?;
+                let conn = PendingDuplex::new(Opener::Socket(pending));
+                Ok((Box::new(conn.tx()), Box::new(conn), tok))
+            }
+            Side::A => {
+                let (w, r) = self.connect(dir, 0, token)?.split()?;
+                let (t, r) = frames(w, r);
+                Ok((t, r, String::new()))
+            }
+        }
+    }
+}
+
+/// A ping-pong side that connects on first use: side B of a socket pair (accepts, then
+/// answers on the same connection), or either side of a FIFO pair.
+struct PendingDuplex {
+    shared: std::sync::Arc<std::sync::Mutex<DuplexState>>,
+}
+
+/// How a [`PendingDuplex`] connects.
+enum Opener {
+    Socket(Pending),
+    Fifo {
+        side: Side,
+        ab: PathBuf,
+        ba: PathBuf,
+    },
+}
+
+enum DuplexState {
+    Waiting(Option<Opener>),
+    Open {
+        r: Box<dyn Read + Send>,
+        w: Box<dyn Write + Send>,
+        buf: Vec<u8>,
+        frame: Vec<u8>,
+    },
+}
+
+impl PendingDuplex {
+    fn new(p: Opener) -> Self {
+        PendingDuplex {
+            shared: std::sync::Arc::new(std::sync::Mutex::new(DuplexState::Waiting(Some(p)))),
+        }
+    }
+
+    fn tx(&self) -> PendingDuplex {
+        PendingDuplex {
+            shared: self.shared.clone(),
+        }
+    }
+
+    fn open(state: &mut DuplexState) -> io::Result<()> {
+        if let DuplexState::Waiting(p) = state {
+            let (w, r): (Box<dyn Write + Send>, Box<dyn Read + Send>) = match p
+                .take()
+                .expect("opened once")
+            {
+                Opener::Socket(Pending::Unix(l)) => Duplex::Unix(l.accept()?.0).split()?,
+                Opener::Socket(Pending::Tcp(l)) => {
+                    let s = l.accept()?.0;
+                    s.set_nodelay(true)?;
+                    Duplex::Tcp(s).split()?
+                }
+                Opener::Socket(Pending::Fifo(_)) => return Err(io::Error::other("not a socket")),
+                Opener::Fifo {
+                    side: Side::A,
+                    ab,
+                    ba,
+                } => {
+                    let w = std::fs::OpenOptions::new().write(true).open(ab)?;
+                    (Box::new(w), Box::new(File::open(ba)?))
+                }
+                Opener::Fifo {
+                    side: Side::B,
+                    ab,
+                    ba,
+                } => {
+                    let r = File::open(ab)?;
+                    let w = std::fs::OpenOptions::new().write(true).open(ba)?;
+                    (Box::new(w), Box::new(r))
+                }
+            };
+            *state = DuplexState::Open {
+                r,
+                w,
+                buf: Vec::new(),
+                frame: Vec::new(),
+            };
+        }
+        Ok(())
+    }
+}
+
+impl Rx for PendingDuplex {
+    fn recv(&mut self, f: &mut dyn FnMut(&[u8])) -> io::Result<()> {
+        let mut state = self
+            .shared
+            .lock()
+            .map_err(|_| io::Error::other("poisoned"))?;
+        Self::open(&mut state)?;
+        let DuplexState::Open { r, buf, .. } = &mut *state else {
+            unreachable!("opened above")
+        };
+        let mut len = [0u8; 4];
+        r.read_exact(&mut len)?;
+        buf.resize(u32::from_le_bytes(len) as usize, 0);
+        r.read_exact(buf)?;
+        f(buf);
+        Ok(())
+    }
+}
+
+impl Tx for PendingDuplex {
+    fn send(&mut self, size: usize, fill: &mut dyn FnMut(&mut [u8])) -> io::Result<()> {
+        let mut state = self
+            .shared
+            .lock()
+            .map_err(|_| io::Error::other("poisoned"))?;
+        Self::open(&mut state)?;
+        let DuplexState::Open { w, frame, .. } = &mut *state else {
+            unreachable!("opened above")
+        };
+        frame.resize(4 + size, 0);
+        frame[..4].copy_from_slice(&(size as u32).to_le_bytes());
+        fill(&mut frame[4..]);
+        w.write_all(frame)
+    }
+}
+
+// ---- unix-seqpacket -----------------------------------------------------------------------
+
+/// A Unix SOCK_SEQPACKET socket: the kernel keeps message boundaries, one send and one recv
+/// per message, no framing.
+pub struct Seqpacket;
+
+/// Largest seqpacket message we ask the kernel for (the default socket buffer bounds it).
+const SEQPACKET_MAX: usize = 128 * 1024;
+
+struct SeqTx {
+    socks: Vec<OwnedFd>,
+    buf: Vec<u8>,
+}
+
+impl Tx for SeqTx {
+    fn send(&mut self, size: usize, fill: &mut dyn FnMut(&mut [u8])) -> io::Result<()> {
+        self.buf.resize(size, 0);
+        fill(&mut self.buf);
+        for s in &self.socks {
+            let n = rustix::net::send(s, &self.buf, rustix::net::SendFlags::empty())?;
+            if n != size {
+                return Err(io::Error::other("short seqpacket send"));
+            }
+        }
+        Ok(())
+    }
+}
+
+struct SeqRx {
+    listener: Option<OwnedFd>,
+    sock: Option<OwnedFd>,
+    buf: Vec<u8>,
+    /// Side B of a ping-pong answers through this buffer.
+    out: Vec<u8>,
+}
+
+impl SeqRx {
+    fn connect_once(&mut self) -> io::Result<()> {
+        if self.sock.is_none() {
+            let l = self.listener.take().expect("accepted once");
+            self.sock = Some(rustix::net::accept(&l)?);
+        }
+        Ok(())
+    }
+}
+
+impl Rx for SeqRx {
+    fn recv(&mut self, f: &mut dyn FnMut(&[u8])) -> io::Result<()> {
+        self.buf.resize(SEQPACKET_MAX, 0);
+        self.connect_once()?;
+        let sock = self.sock.as_ref().expect("connected above");
+        let (n, _) = rustix::net::recv(sock, &mut self.buf[..], rustix::net::RecvFlags::empty())?;
+        if n == 0 {
+            return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+        }
+        f(&self.buf[..n]);
+        Ok(())
+    }
+}
+
+fn seq_socket() -> io::Result<OwnedFd> {
+    Ok(rustix::net::socket(
+        rustix::net::AddressFamily::UNIX,
+        rustix::net::SocketType::SEQPACKET,
+        None,
+    )?)
+}
+
+fn seq_listen(path: &Path) -> io::Result<OwnedFd> {
+    let s = seq_socket()?;
+    rustix::net::bind(&s, &rustix::net::SocketAddrUnix::new(path)?)?;
+    rustix::net::listen(&s, 8)?;
+    Ok(s)
+}
+
+fn seq_connect(path: &Path) -> io::Result<OwnedFd> {
+    let s = seq_socket()?;
+    rustix::net::connect(&s, &rustix::net::SocketAddrUnix::new(path)?)?;
+    Ok(s)
+}
+
+impl Transport for Seqpacket {
+    fn name(&self) -> &'static str {
+        "unix-seqpacket"
+    }
+    fn about(&self) -> &'static str {
+        "Unix SOCK_SEQPACKET socket: the kernel keeps message boundaries"
+    }
+    fn max_size(&self) -> Option<usize> {
+        Some(SEQPACKET_MAX)
+    }
+    fn prepare(&self, _dir: &Path, _receivers: u32, _size: usize, _duplex: bool) -> io::Result<()> {
+        Ok(())
+    }
+    fn receiver(&self, dir: &Path, index: u32) -> io::Result<(Box<dyn Rx>, String)> {
+        let l = seq_listen(&Stream::sock(dir, index))?;
+        Ok((
+            Box::new(SeqRx {
+                listener: Some(l),
+                sock: None,
+                buf: Vec::new(),
+                out: Vec::new(),
+            }),
+            String::new(),
+        ))
+    }
+    fn sender(&self, dir: &Path, tokens: &[String]) -> io::Result<Box<dyn Tx>> {
+        let socks = (0..tokens.len())
+            .map(|i| seq_connect(&Stream::sock(dir, i as u32)))
+            .collect::<io::Result<_>>()?;
+        Ok(Box::new(SeqTx {
+            socks,
+            buf: Vec::new(),
+        }))
+    }
+    fn duplex(&self, dir: &Path, side: Side, _token: &str) -> io::Result<DuplexEnds> {
+        let path = Stream::sock(dir, 0);
+        match side {
+            Side::B => {
+                // B accepts on its first receive and answers on the same socket.
+                let l = seq_listen(&path)?;
+                let conn = SeqDuplex::new(l);
+                Ok((Box::new(conn.clone_handle()), Box::new(conn), String::new()))
+            }
+            Side::A => {
+                let s = seq_connect(&path)?;
+                let w = s.try_clone()?;
+                Ok((
+                    Box::new(SeqTx {
+                        socks: vec![w],
+                        buf: Vec::new(),
+                    }),
+                    Box::new(SeqRx {
+                        listener: None,
+                        sock: Some(s),
+                        buf: Vec::new(),
+                        out: Vec::new(),
+                    }),
+                    String::new(),
+                ))
+            }
+        }
+    }
+}
+
+/// Side B of a seqpacket ping-pong.
+struct SeqDuplex {
+    shared: std::sync::Arc<std::sync::Mutex<SeqRx>>,
+}
+
+impl SeqDuplex {
+    fn new(l: OwnedFd) -> Self {
+        SeqDuplex {
+            shared: std::sync::Arc::new(std::sync::Mutex::new(SeqRx {
+                listener: Some(l),
+                sock: None,
+                buf: Vec::new(),
+                out: Vec::new(),
+            })),
+        }
+    }
+    fn clone_handle(&self) -> SeqDuplex {
+        SeqDuplex {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl Rx for SeqDuplex {
+    fn recv(&mut self, f: &mut dyn FnMut(&[u8])) -> io::Result<()> {
+        self.shared
+            .lock()
+            .map_err(|_| io::Error::other("poisoned"))?
+            .recv(f)
+    }
+}
+
+impl Tx for SeqDuplex {
+    fn send(&mut self, size: usize, fill: &mut dyn FnMut(&mut [u8])) -> io::Result<()> {
+        let mut guard = self
+            .shared
+            .lock()
+            .map_err(|_| io::Error::other("poisoned"))?;
+        let rx = &mut *guard;
+        rx.connect_once()?;
+        rx.out.resize(size, 0);
+        fill(&mut rx.out);
+        let sock = rx.sock.as_ref().expect("connected above");
+        rustix::net::send(sock, &rx.out, rustix::net::SendFlags::empty())?;
+        Ok(())
+    }
+}
