@@ -50,7 +50,10 @@ pub struct Throughput {
     pub transport: String,
     pub size: usize,
     pub receivers: u32,
+    /// Measured messages.
     pub messages: u64,
+    /// Messages sent in all, the warm-up included.
+    pub total: u64,
     pub secs: f64,
     /// Messages per second delivered to each receiver (the slowest one).
     pub msgs_per_s: f64,
@@ -64,6 +67,21 @@ pub struct Throughput {
     /// One-way latency under load, slowest receiver.
     pub load_p50_ns: u64,
     pub load_p99_ns: u64,
+    /// Each receiver on its own.
+    pub per_receiver: Vec<ReceiverResult>,
+}
+
+/// One receiver of a throughput run.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReceiverResult {
+    /// Messages it received and verified (warm-up included).
+    pub delivered: u64,
+    /// Measured messages per second it received.
+    pub msgs_per_s: f64,
+    /// One-way latency under load (sampled messages).
+    pub p50_ns: u64,
+    pub p99_ns: u64,
+    pub p999_ns: u64,
 }
 
 /// Round-trip latency of one run.
@@ -364,6 +382,7 @@ impl Engine {
             size,
             receivers,
             messages,
+            total: sent.count,
             secs,
             msgs_per_s,
             mb_per_s: msgs_per_s * size as f64 / 1e6,
@@ -372,6 +391,17 @@ impl Engine {
             cpu_s_per_msg: (sent.cpu_s + cpu_recv) / messages as f64,
             load_p50_ns: reports.iter().map(|r| r.p50_ns).max().unwrap_or(0),
             load_p99_ns: reports.iter().map(|r| r.p99_ns).max().unwrap_or(0),
+            per_receiver: reports
+                .iter()
+                .map(|r| ReceiverResult {
+                    delivered: r.count,
+                    msgs_per_s: messages as f64
+                        / ((r.t_end_ns.saturating_sub(sent.t_start_ns)) as f64 / 1e9).max(1e-9),
+                    p50_ns: r.p50_ns,
+                    p99_ns: r.p99_ns,
+                    p999_ns: r.p999_ns,
+                })
+                .collect(),
         })
     }
 

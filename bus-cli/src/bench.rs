@@ -55,7 +55,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     let results = bus_bench::run_suite(&engine, &suite, &mut |what| {
         eprintln!("shmbus bench: {what}")
     })?;
-    print!("{}", report::markdown(&results));
+    std::io::Write::write_all(
+        &mut std::io::stdout(),
+        report::markdown(&results).as_bytes(),
+    )?;
     if let Some(p) = &args.json {
         std::fs::write(p, report::json_lines(&results))
             .with_context(|| format!("writing {}", p.display()))?;

@@ -35,6 +35,8 @@ pub enum Command {
     Stat(StatArgs),
     /// Remove a bus file (refused while live subscribers are attached).
     Rm(RmArgs),
+    /// Run a publisher and subscriber processes on a temporary bus and show what they do.
+    Demo(DemoArgs),
     /// Measure shmbus against pipes, Unix sockets and TCP, in separate processes.
     Bench(BenchArgs),
     /// Print a shell completion script.
@@ -181,6 +183,22 @@ pub struct StatArgs {
     /// Refresh every DUR, with rates, until interrupted.
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub watch: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Subscriber processes.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub subscribers: u32,
+    /// Messages to publish.
+    #[arg(long, default_value_t = 2_000_000, value_parser = clap::value_parser!(u64).range(1000..))]
+    pub messages: u64,
+    /// Size of each message (at least 16: it carries a number and a timestamp).
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value = "64")]
+    pub size: u64,
+    /// Directory for the temporary bus [default: /dev/shm].
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

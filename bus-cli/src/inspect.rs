@@ -34,13 +34,13 @@ pub fn create(args: &CreateArgs) -> anyhow::Result<ExitCode> {
         other => other?,
     };
     let c = bus.config();
-    println!(
+    outln!(
         "created {}: {} mode, capacity {}, max message {}",
         path.display(),
         c.mode,
         bytes(c.capacity),
         bytes(c.max_message as u64)
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 

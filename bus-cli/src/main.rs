@@ -6,7 +6,17 @@
 //! Exit codes: 0 success; 1 runtime error (`shmbus: error: …` on stderr); 2 usage error
 //! (clap's); 124 `sub --timeout` ran out. A closed stdout (`shmbus sub | head`) is success.
 
+/// `println!` that returns an error for a closed stdout instead of panicking (`main` turns
+/// a broken pipe into a quiet exit 0).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*)
+    }};
+}
+
 mod bench;
+mod demo;
 mod flags;
 mod inspect;
 mod publish;
@@ -58,8 +68,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stat(args) => inspect::stat(&args),
         Command::Rm(args) => inspect::rm(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Demo(args) => demo::run(&args),
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "shmbus", &mut std::io::stdout());
+            // Into memory first: clap_complete panics on a write error.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "shmbus", &mut script);
+            std::io::Write::write_all(&mut std::io::stdout(), &script)?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -530,3 +530,38 @@ fn completions_are_generated() {
         assert!(stdout(&o).contains("shmbus"));
     }
 }
+
+#[test]
+fn the_demo_runs_to_completion() {
+    let env = Env::new();
+    let o = env.run(
+        &[
+            "demo",
+            "--messages",
+            "20000",
+            "--subscribers",
+            "2",
+            "--dir",
+            env.dir.path().to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("subscriber 2  received"), "{out}");
+    assert!(out.contains("Unix stream sockets"), "{out}");
+    assert!(out.contains("× the messages per second"), "{out}");
+    // It cleaned up after itself.
+    assert_eq!(std::fs::read_dir(env.dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn bench_rejects_what_it_cannot_run() {
+    let env = Env::new();
+    assert_fails(
+        &env.run(&["bench", "--transports", "carrier-pigeon"], b""),
+        1,
+        "unknown transport",
+    );
+    assert_fails(&env.run(&["bench", "--sizes", "8"], b""), 1, "too small");
+}
