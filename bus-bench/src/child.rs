@@ -267,7 +267,10 @@ fn run(spec: &Spec) -> io::Result<()> {
                         "sequence check failed: expected {expected}, got {seq}"
                     )));
                 }
-                tx.send(spec.size, &mut |buf| stamp_with(buf, seq, 0))?;
+                tx.send(spec.size, &mut |buf| {
+                    buf[16..].fill(seq as u8);
+                    stamp_with(buf, seq, 0)
+                })?;
             }
             let r = Report {
                 cpu_s: cpu_seconds() - cpu0,
@@ -287,7 +290,12 @@ fn run(spec: &Spec) -> io::Result<()> {
                     cpu0 = cpu_seconds();
                 }
                 let t0 = now_ns();
-                tx.send(spec.size, &mut |buf| stamp(buf, i))?;
+                // Like every sender, generate the message: in a buffer (then copied) or,
+                // with a loan, in place.
+                tx.send(spec.size, &mut |buf| {
+                    buf[16..].fill(i as u8);
+                    stamp(buf, i)
+                })?;
                 let mut seq = u64::MAX;
                 rx.recv(&mut |msg| seq = header(msg).0)?;
                 let rtt = now_ns() - t0;

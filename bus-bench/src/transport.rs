@@ -128,16 +128,18 @@ impl Shmbus {
         loan: true,
     };
 
-    /// The ring for messages of `size` bytes: 1024 messages' worth, from 256 KiB (so that
-    /// small messages stay in the caches, like a pipe's or socket's kernel buffer) to 64 MiB.
+    /// The ring for messages of `size` bytes: 32 messages' worth, from 2 MiB to 8 MiB, so
+    /// that it stays in the caches, as a pipe's or a socket's kernel buffer does. (With the
+    /// library's 64 MiB default, large messages go through DRAM on both sides and move at
+    /// memory speed instead; `SHMBUS_BENCH_CAPACITY=BYTES` overrides the choice.)
     pub fn options(size: usize) -> BusOptions {
         let capacity = std::env::var("SHMBUS_BENCH_CAPACITY")
             .ok()
             .and_then(|c| c.parse().ok())
             .unwrap_or_else(|| {
-                ((size as u64) * 1024)
+                ((size as u64) * 32)
                     .next_power_of_two()
-                    .clamp(256 << 10, 64 << 20)
+                    .clamp(2 << 20, 8 << 20)
             });
         let max = (capacity / 4) as u32;
         BusOptions::new()

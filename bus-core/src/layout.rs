@@ -217,8 +217,6 @@ pub const RECORD_ALIGN: u64 = 16;
 
 /// Record state (low 4 bits of word0): never written (a fresh, zeroed file).
 pub(crate) const STATE_EMPTY: u64 = 0;
-/// Record state: claimed, header written, payload being written.
-pub(crate) const STATE_CLAIMED: u64 = 1;
 /// Committed message.
 pub(crate) const STATE_DATA: u64 = 2;
 /// Padding to the end of the region before a record that would straddle it; carries the
@@ -226,8 +224,6 @@ pub(crate) const STATE_DATA: u64 = 2;
 pub(crate) const STATE_WRAP: u64 = 3;
 /// A loan dropped without commit; consumes its sequence, delivered to nobody.
 pub(crate) const STATE_ABANDONED: u64 = 4;
-/// A claimed record whose producer died before commit, turned into padding by a repairer.
-pub(crate) const STATE_REPAIRED: u64 = 5;
 /// A region of claims whose producers died before writing their headers; consumes
 /// `count` sequences (word1 holds `{ units, count: 16 bits, check: 16 bits }`).
 pub(crate) const STATE_GAP: u64 = 6;

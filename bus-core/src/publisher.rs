@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::layout::{Mode, PROD_ABANDONED, PROD_BYTES, PROD_CLAIMING, PROD_SENT, SLOT_SLEEPING};
 use crate::registry::{self, JoinError, Slot, SlotKind, Subscribers};
 use crate::repair;
-use crate::ring::{self, Claim, Header, ProducerCursor, Region};
+use crate::ring::{self, Claim, ProducerCursor, Region};
 use crate::sync::Ordering;
 use crate::wait::{self, Backoff, Deadline};
 use crate::Shared;
@@ -141,12 +141,7 @@ impl Publisher {
 
     /// Claims a record, waiting until `deadline` (`None`: do not wait).
     #[inline]
-    fn claim(
-        &mut self,
-        len: u32,
-        deadline: Option<Deadline>,
-        header: Header,
-    ) -> Result<Claim, SendError> {
+    fn claim(&mut self, len: u32, deadline: Option<Deadline>) -> Result<Claim, SendError> {
         let seg = &self.shared.seg;
         let params = &self.shared.params;
         let claiming = seg.slot64(self.slot_offset, PROD_CLAIMING);
@@ -159,23 +154,18 @@ impl Publisher {
             claiming,
             len,
         ) {
-            ring::write_claimed(seg, params, &c, header);
+            ring::write_claimed(seg, params, &c);
             if self.stall.is_some() {
                 self.stall = None;
             }
             return Ok(c);
         }
-        self.claim_waiting(len, deadline, header)
+        self.claim_waiting(len, deadline)
     }
 
     /// The ring was full: try again, waiting (spin, then futex) until `deadline`.
     #[inline(never)]
-    fn claim_waiting(
-        &mut self,
-        len: u32,
-        deadline: Option<Deadline>,
-        header: Header,
-    ) -> Result<Claim, SendError> {
+    fn claim_waiting(&mut self, len: u32, deadline: Option<Deadline>) -> Result<Claim, SendError> {
         let shared = &*self.shared;
         let seg = &shared.seg;
         let params = &shared.params;
@@ -188,7 +178,7 @@ impl Publisher {
         loop {
             match ring::try_claim(seg, &subs, params, &mut self.cursor, claiming, len) {
                 Ok(c) => {
-                    ring::write_claimed(seg, params, &c, header);
+                    ring::write_claimed(seg, params, &c);
                     self.stall = None;
                     return Ok(c);
                 }
@@ -254,7 +244,7 @@ impl Publisher {
     #[inline]
     fn send_with(&mut self, data: &[u8], deadline: Option<Deadline>) -> Result<Sent, SendError> {
         let len = self.check_len(data.len())?;
-        let c = self.claim(len, deadline, Header::AtCommit)?;
+        let c = self.claim(len, deadline)?;
         let seg = &self.shared.seg;
         // SAFETY: the claim gives this publisher the record's `len` payload bytes at
         // `payload_offset`, inside the region, until it commits.
@@ -303,7 +293,7 @@ impl Publisher {
 
     fn loan_with(&mut self, len: usize, deadline: Option<Deadline>) -> Result<Loan<'_>, SendError> {
         let len = self.check_len(len)?;
-        let claim = self.claim(len, deadline, Header::Claimed)?;
+        let claim = self.claim(len, deadline)?;
         Ok(Loan {
             publisher: self,
             claim,

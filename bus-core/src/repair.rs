@@ -58,15 +58,6 @@ pub(crate) fn unblock(shared: &Shared, pos: u64, seq: u64) -> Unblock {
     }
     let outcome = match ring::inspect_stuck(seg, p, pos, seq) {
         Stuck::No => Unblock::NotStuck,
-        Stuck::Claimed => {
-            if live_claimant(seg, seq, seq + 1) {
-                Unblock::OwnerAlive
-            } else if ring::repair_claimed(seg, p, pos, seq) {
-                Unblock::Repaired { seqs: 1 }
-            } else {
-                Unblock::NotStuck
-            }
-        }
         Stuck::Unheadered { end, end_seq } => {
             let count = end_seq - seq;
             // Each unheadered claim belongs to a different producer (a publisher has one

@@ -45,8 +45,8 @@
 
 use crate::layout::{
     pack_gap_word1, pack_word0, pack_word1, record_check, record_extent, unpack_word0,
-    unpack_word1, Mode, RECORD_ALIGN, RECORD_HEADER, SEQ_MASK, STATE_ABANDONED, STATE_CLAIMED,
-    STATE_DATA, STATE_EMPTY, STATE_GAP, STATE_REPAIRED, STATE_REPAIRING, STATE_WRAP,
+    unpack_word1, Mode, RECORD_ALIGN, RECORD_HEADER, SEQ_MASK, STATE_ABANDONED, STATE_DATA,
+    STATE_EMPTY, STATE_GAP, STATE_REPAIRING, STATE_WRAP,
 };
 use crate::sync::{fence, AtomicU64, Ordering, Pair};
 
@@ -220,23 +220,12 @@ pub(crate) fn try_claim<R: Region, S: Subscribers>(
     }
 }
 
-/// Whether a claimed record shows the CLAIMED state until its commit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Header {
-    /// word0 says CLAIMED from the claim on (loans, which may be held long: a repairer then
-    /// knows the length without looking further).
-    Claimed,
-    /// word0 keeps its stale value until the commit (`send`, where claim and commit are
-    /// nanoseconds apart): one store less, and a reader polling the header sees one change,
-    /// not two. A producer dying in between leaves an unheadered claim, which the repairer
-    /// sizes from the next header.
-    AtCommit,
-}
-
-/// Writes the WRAP padding (if any) and, with [`Header::Claimed`], the CLAIMED header of
-/// `c`.
+/// Writes the WRAP padding of `c`, if it has one. The record's own header is written only
+/// at its commit ([`commit`] / [`abandon`]): until then word0 keeps whatever an earlier lap
+/// left, so a reader polling it sees one change, not two, and a producer dying before the
+/// commit leaves an unheadered claim that the repairer sizes from the next header.
 #[inline]
-pub(crate) fn write_claimed<R: Region>(r: &R, p: &Params, c: &Claim, header: Header) {
+pub(crate) fn write_claimed<R: Region>(r: &R, p: &Params, c: &Claim) {
     let mask = p.mask();
     if c.pad > 0 {
         let at = c.start & mask;
@@ -249,17 +238,6 @@ pub(crate) fn write_claimed<R: Region>(r: &R, p: &Params, c: &Claim, header: Hea
         r.word(at)
             .store(pack_word0(c.seq, STATE_WRAP), Ordering::Release);
     }
-    if header == Header::Claimed {
-        let pos = c.position();
-        let at = pos & mask;
-        r.word(at + 8).store(
-            pack_word1(c.len, record_check(pos, c.seq)),
-            Ordering::Relaxed,
-        );
-        // ORDERING: Release: a repairer that Acquires CLAIMED sees the length in word1.
-        r.word(at)
-            .store(pack_word0(c.seq, STATE_CLAIMED), Ordering::Release);
-    }
     // ORDERING: a lossy reader validates a copy by re-reading head after an Acquire fence;
     // this Release fence orders the head we advanced (or Acquired from another producer)
     // before the payload bytes we are about to write (the seqlock writer's fence).
@@ -270,7 +248,7 @@ pub(crate) fn write_claimed<R: Region>(r: &R, p: &Params, c: &Claim, header: Hea
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Unblocked;
 
-/// Publishes a claimed record: CLAIMED -> DATA, then clears `claiming`.
+/// Publishes a claimed record (header DATA), then clears `claiming`.
 ///
 /// Fails only if a repairer judged this producer dead and turned the record into padding.
 #[inline]
@@ -283,8 +261,8 @@ pub(crate) fn commit<R: Region>(
     finish(r, p, c, claiming, STATE_DATA)
 }
 
-/// Gives a claimed record up: CLAIMED -> ABANDONED (consumes its sequence, delivers
-/// nothing), then clears `claiming`.
+/// Gives a claimed record up (header ABANDONED: consumes its sequence, delivers nothing),
+/// then clears `claiming`.
 #[inline]
 pub(crate) fn abandon<R: Region>(
     r: &R,
@@ -313,29 +291,26 @@ fn finish<R: Region>(
 fn finish_word<R: Region>(r: &R, p: &Params, c: &Claim, state: u64) -> Result<(), Unblocked> {
     let at = c.position() & p.mask();
     let word = r.word(at);
-    // With `Header::AtCommit` word0 still holds whatever an earlier lap left (never our
-    // sequence with a live state): replace exactly that, so that a repairer that turned
-    // this claim into a GAP meanwhile wins and we learn it.
+    // word0 still holds whatever an earlier lap left (never our sequence, unless a repairer
+    // took this claim): replace exactly that value, so that a repairer that turned the claim
+    // into a GAP meanwhile wins, and we learn it.
     // ORDERING: Relaxed: only the expected value of the CAS below.
     let seen = word.load(Ordering::Relaxed);
     let (seen_seq, seen_state) = unpack_word0(seen);
-    let expected = if seen_seq == c.seq & SEQ_MASK && seen_state != STATE_EMPTY {
-        pack_word0(c.seq, STATE_CLAIMED)
-    } else {
-        // Not headered yet: word1 goes in now, just before the commit point.
-        let pos = c.position();
-        r.word(at + 8).store(
-            pack_word1(c.len, record_check(pos, c.seq)),
-            Ordering::Relaxed,
-        );
-        seen
-    };
+    if seen_seq == c.seq & SEQ_MASK && seen_state != STATE_EMPTY {
+        return Err(Unblocked);
+    }
+    // word1 goes in just before the commit point (readers read it only after seeing word0).
+    r.word(at + 8).store(
+        pack_word1(c.len, record_check(c.position(), c.seq)),
+        Ordering::Relaxed,
+    );
     // ORDERING: SeqCst. Release so that a reader whose Acquire load sees the new state sees
     // the payload; SeqCst because the caller next loads the readers-waiting count, and a
     // sleeping reader increments that count and then SeqCst-loads this word (the Dekker
     // pattern of design question 6: one of the two must see the other).
     word.compare_exchange(
-        expected,
+        seen,
         pack_word0(c.seq, state),
         Ordering::SeqCst,
         Ordering::Relaxed,
@@ -524,8 +499,8 @@ pub(crate) fn peek<R: Region>(r: &R, p: &Params, pos: u64, seq: u64) -> Peek {
     let (low, high) = unpack_word1(r.word(at + 8).load(Ordering::Relaxed));
     let check = record_check(pos, seq);
     match state {
-        STATE_EMPTY | STATE_CLAIMED | STATE_REPAIRING => Peek::NotReady,
-        STATE_DATA | STATE_ABANDONED | STATE_REPAIRED => {
+        STATE_EMPTY | STATE_REPAIRING => Peek::NotReady,
+        STATE_DATA | STATE_ABANDONED => {
             if high != check {
                 return Peek::Corrupt(RecordProblem::CheckMismatch);
             }
@@ -545,15 +520,10 @@ pub(crate) fn peek<R: Region>(r: &R, p: &Params, pos: u64, seq: u64) -> Peek {
                     len: low,
                     extent,
                 },
-                STATE_ABANDONED => Peek::Skip {
-                    extent,
-                    seqs: 1,
-                    kind: SkipKind::Abandoned,
-                },
                 _ => Peek::Skip {
                     extent,
                     seqs: 1,
-                    kind: SkipKind::Repaired,
+                    kind: SkipKind::Abandoned,
                 },
             }
         }
@@ -614,7 +584,7 @@ pub(crate) fn still_retained<R: Region>(r: &R, pos: u64) -> Result<(), (u64, u64
 pub(crate) fn is_ready<R: Region>(r: &R, p: &Params, pos: u64, seq: u64) -> bool {
     // ORDERING: SeqCst: the Dekker pattern of design question 6.
     let (found, state) = unpack_word0(r.word(pos & p.mask()).load(Ordering::SeqCst));
-    if found == seq & SEQ_MASK && !matches!(state, STATE_CLAIMED | STATE_EMPTY | STATE_REPAIRING) {
+    if found == seq & SEQ_MASK && !matches!(state, STATE_EMPTY | STATE_REPAIRING) {
         return true;
     }
     // ORDERING: SeqCst, as above: a lapping producer moved head before overwriting.
@@ -668,16 +638,9 @@ pub(crate) fn sequence_at<R: Region>(r: &R, p: &Params, pos: u64) -> Result<u64,
     if seq >= tail.1 {
         return Err(PositionError::NotARecord);
     }
-    match peek(r, p, pos, seq) {
-        Peek::Data { .. } | Peek::Skip { .. } => {}
-        Peek::NotReady | Peek::Corrupt(_) => {
-            // CLAIMED is still a record start; check its word1 directly.
-            let w0 = r.word(pos & p.mask()).load(Ordering::Acquire);
-            let (_, high) = unpack_word1(r.word((pos & p.mask()) + 8).load(Ordering::Relaxed));
-            if w0 != pack_word0(seq, STATE_CLAIMED) || high != record_check(pos, seq) {
-                return Err(PositionError::NotARecord);
-            }
-        }
+    // A record not committed yet has no header to recognise: the caller may try again.
+    if !matches!(peek(r, p, pos, seq), Peek::Data { .. } | Peek::Skip { .. }) {
+        return Err(PositionError::NotARecord);
     }
     if p.mode == Mode::Lossy && still_retained(r, pos).is_err() {
         let head = oldest(r);
@@ -696,8 +659,6 @@ pub(crate) fn sequence_at<R: Region>(r: &R, p: &Params, pos: u64) -> Result<u64,
 pub(crate) enum Stuck {
     /// Nothing: the tail has not passed `pos`, or the record is committed by now.
     No,
-    /// A CLAIMED header: its producer wrote the header and has not committed.
-    Claimed,
     /// Claims without headers: `[pos, end)` holds the claims of sequences `[seq, end_seq)`,
     /// none of which wrote a header yet.
     Unheadered { end: u64, end_seq: u64 },
@@ -721,7 +682,6 @@ pub(crate) fn inspect_stuck<R: Region>(r: &R, p: &Params, pos: u64, seq: u64) ->
     let (found, state) = unpack_word0(r.word(pos & p.mask()).load(Ordering::Acquire));
     if found == seq & SEQ_MASK {
         match state {
-            STATE_CLAIMED => return Stuck::Claimed,
             // A repairer that died half-way (its lock is released): finish its work.
             STATE_EMPTY | STATE_REPAIRING => {}
             _ => return Stuck::No,
@@ -752,25 +712,11 @@ fn header_seq_at<R: Region>(r: &R, p: &Params, q: u64, after: u64, before: u64) 
     let (_, high) = unpack_word1(r.word(at + 8).load(Ordering::Relaxed));
     let check = record_check(q, s);
     let valid = match state {
-        STATE_CLAIMED | STATE_DATA | STATE_ABANDONED | STATE_REPAIRED | STATE_WRAP => high == check,
+        STATE_DATA | STATE_ABANDONED | STATE_WRAP => high == check,
         STATE_GAP => high >> 16 == check & 0xFFFF,
         _ => false,
     };
     valid.then_some(s)
-}
-
-/// Turns a CLAIMED record whose producer is dead into padding: CLAIMED -> REPAIRED, by CAS so
-/// that a late commit and the repair cannot both win. False if the record changed meanwhile.
-pub(crate) fn repair_claimed<R: Region>(r: &R, p: &Params, pos: u64, seq: u64) -> bool {
-    // ORDERING: SeqCst: pairs with readers' Acquire (and sleeping readers' SeqCst re-check).
-    r.word(pos & p.mask())
-        .compare_exchange(
-            pack_word0(seq, STATE_CLAIMED),
-            pack_word0(seq, STATE_REPAIRED),
-            Ordering::SeqCst,
-            Ordering::Relaxed,
-        )
-        .is_ok()
 }
 
 /// Turns `[pos, end)`, the claims of sequences `[seq, seq + count)` whose producers all died
@@ -925,7 +871,7 @@ mod tests {
     ) -> Result<Claim, Full> {
         let claiming = AtomicU64::new(0);
         let claim = try_claim(r, s, p, c, &claiming, data.len() as u32)?;
-        write_claimed(r, p, &claim, Header::AtCommit);
+        write_claimed(r, p, &claim);
         // SAFETY: the claim owns `len` bytes at its payload offset.
         unsafe { r.write_bytes(claim.payload_offset(p), data) };
         commit(r, p, &claim, &claiming).unwrap();
@@ -1017,7 +963,7 @@ mod tests {
         let mut c = ProducerCursor::default();
         let claiming = AtomicU64::new(0);
         let claim = try_claim(&r, &NoSubs, &p, &mut c, &claiming, 10).unwrap();
-        write_claimed(&r, &p, &claim, Header::Claimed);
+        write_claimed(&r, &p, &claim);
         assert_eq!(peek(&r, &p, 0, 0), Peek::NotReady);
         assert_eq!(claiming.load(Ordering::Relaxed), 1, "claiming until commit");
         abandon(&r, &p, &claim, &claiming).unwrap();
@@ -1131,29 +1077,6 @@ mod tests {
         let (msgs, pos, seq) = drain(&r, &p, 256 - 32, 0);
         assert_eq!(msgs, vec![b"next".to_vec()]);
         assert_eq!((pos, seq), (latest(&r).0, 3));
-    }
-
-    #[test]
-    fn a_dead_claimed_record_is_repaired_once() {
-        let p = params(1024, Mode::Reliable);
-        let r = HeapRegion::new(1024, 0);
-        let mut c = ProducerCursor::default();
-        let claiming = AtomicU64::new(0);
-        let claim = try_claim(&r, &NoSubs, &p, &mut c, &claiming, 10).unwrap();
-        write_claimed(&r, &p, &claim, Header::Claimed);
-        assert_eq!(inspect_stuck(&r, &p, 0, 0), Stuck::Claimed);
-        assert!(repair_claimed(&r, &p, 0, 0));
-        assert!(!repair_claimed(&r, &p, 0, 0));
-        // The late commit loses: it cannot also win.
-        assert_eq!(commit(&r, &p, &claim, &claiming), Err(Unblocked));
-        assert!(matches!(
-            peek(&r, &p, 0, 0),
-            Peek::Skip {
-                kind: SkipKind::Repaired,
-                seqs: 1,
-                ..
-            }
-        ));
     }
 
     #[test]

@@ -191,9 +191,26 @@ impl Subscriber {
         match start {
             Start::Latest => Ok(ring::latest(seg)),
             Start::Oldest => Ok(ring::oldest(seg)),
-            Start::Position(p) => ring::sequence_at(seg, &shared.params, p)
-                .map(|s| (p, s))
-                .map_err(|e| SubscribeError::from_position(p, e)),
+            Start::Position(p) => {
+                // A record still being written has no header yet: give its producer the
+                // time a repairer would (after which a dead one's claim is padding).
+                let patience = Duration::from_nanos(seg.config.unblock_timeout_ns) * 2;
+                let deadline = std::time::Instant::now() + patience;
+                loop {
+                    match ring::sequence_at(seg, &shared.params, p) {
+                        Err(PositionError::NotARecord)
+                            if ring::latest(seg).0 > p && std::time::Instant::now() < deadline =>
+                        {
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                        r => {
+                            break r
+                                .map(|s| (p, s))
+                                .map_err(|e| SubscribeError::from_position(p, e))
+                        }
+                    }
+                }
+            }
         }
     }
 

@@ -11,9 +11,8 @@ use loom::thread;
 use crate::layout::Mode;
 use crate::ring::heap::HeapRegion;
 use crate::ring::{
-    abandon, commit, inspect_stuck, latest, oldest, peek, repair_claimed, still_retained,
-    try_claim, write_claimed, write_gap, Header, Params, Peek, ProducerCursor, Region, Stuck,
-    Subscribers,
+    abandon, commit, inspect_stuck, latest, oldest, peek, still_retained, try_claim, write_claimed,
+    write_gap, Params, Peek, ProducerCursor, Region, Stuck, Subscribers,
 };
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
@@ -67,7 +66,7 @@ fn send(s: &Shared, p: &Params, cursor: &mut ProducerCursor, byte: u8, len: usiz
             Err(_) => thread::yield_now(),
         }
     };
-    write_claimed(&s.region, p, &claim, Header::AtCommit);
+    write_claimed(&s.region, p, &claim);
     // SAFETY: the claim owns `len` payload bytes at its payload offset.
     unsafe {
         s.region
@@ -285,7 +284,7 @@ fn loom_an_abandoned_claim_is_skipped() {
             let mut c = ProducerCursor::default();
             let claiming = AtomicU64::new(0);
             let claim = try_claim(&s2.region, &s2.slot, &p, &mut c, &claiming, 8).unwrap();
-            write_claimed(&s2.region, &p, &claim, Header::Claimed);
+            write_claimed(&s2.region, &p, &claim);
             abandon(&s2.region, &p, &claim, &claiming).unwrap();
             send(&s2, &p, &mut c, 9, 8);
         });
@@ -305,39 +304,6 @@ fn loom_an_abandoned_claim_is_skipped() {
 }
 
 #[test]
-fn loom_a_late_commit_and_a_repair_cannot_both_win() {
-    loom::model(|| {
-        let p = params(Mode::Reliable);
-        let s = shared(0, true);
-        let claiming = Arc::new(AtomicU64::new(0));
-        let claim = try_claim(
-            &s.region,
-            &s.slot,
-            &p,
-            &mut ProducerCursor::default(),
-            &claiming,
-            8,
-        )
-        .unwrap();
-        write_claimed(&s.region, &p, &claim, Header::Claimed);
-        let (s2, c2) = (s.clone(), claiming.clone());
-        let producer = thread::spawn(move || commit(&s2.region, &p, &claim, &c2).is_ok());
-        let repaired = repair_claimed(&s.region, &p, 0, 0);
-        let committed = producer.join().unwrap();
-        assert!(
-            committed != repaired,
-            "exactly one of commit and repair wins"
-        );
-        let (mut pos, mut seq) = (0, 0);
-        match read_one(&s, &p, &mut pos, &mut seq) {
-            Some(Got::Msg(0, _)) => assert!(committed),
-            None => assert!(repaired && seq == 1, "skipped as repaired"),
-            other => panic!("unexpected {other:?}"),
-        }
-    });
-}
-
-#[test]
 fn loom_a_late_commit_and_a_gap_repair_cannot_both_win() {
     loom::model(|| {
         let p = params(Mode::Reliable);
@@ -353,7 +319,7 @@ fn loom_a_late_commit_and_a_gap_repair_cannot_both_win() {
         )
         .unwrap();
         // `send`: no header until the commit.
-        write_claimed(&s.region, &p, &claim, Header::AtCommit);
+        write_claimed(&s.region, &p, &claim);
         let (s2, c2) = (s.clone(), claiming.clone());
         let producer = thread::spawn(move || commit(&s2.region, &p, &claim, &c2).is_ok());
         let repaired = match inspect_stuck(&s.region, &p, 0, 0) {
