@@ -33,6 +33,7 @@
 #[cfg(not(target_os = "linux"))]
 compile_error!("shmbus uses Linux futexes and open-file-description locks: Linux only");
 
+mod fault;
 pub mod layout;
 pub(crate) mod ring;
 pub(crate) mod sync;
@@ -78,10 +79,10 @@ pub use subscriber::{Message, RecvError, Sample, SubscribeError, Subscriber};
 #[cfg(not(loom))]
 pub use typed::{
     Bincode, Codec, CodecError, Postcard, Typed, TypedPublisher, TypedRecvError, TypedSendError,
-    TypedSubscriber,
+    TypedSubscriber, BINCODE_DECODE_LIMIT,
 };
 #[cfg(not(loom))]
 pub use wait::WaitStrategy;
 
-#[cfg(all(test, loom))]
+#[cfg(test)]
 mod tests;

@@ -179,6 +179,7 @@ impl ControlLock {
         let recovered = seg.control_dirty().swap(1, Ordering::SeqCst) != 0;
         seg.control_holder()
             .store(std::process::id(), Ordering::SeqCst);
+        crate::fault::hit(crate::fault::Point::InControlLock);
         Ok(ControlGuard {
             seg,
             _local: local,

@@ -6,6 +6,7 @@ use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::fault;
 use crate::layout::{Mode, PROD_ABANDONED, PROD_BYTES, PROD_CLAIMING, PROD_SENT, SLOT_SLEEPING};
 use crate::registry::{self, JoinError, Slot, SlotKind, Subscribers};
 use crate::repair;
@@ -225,6 +226,7 @@ impl Publisher {
     fn finish(&mut self, c: &Claim) -> Result<Sent, SendError> {
         let seg = &self.shared.seg;
         let claiming = seg.slot64(self.slot_offset, PROD_CLAIMING);
+        fault::hit(fault::Point::BeforeCommit);
         ring::commit(seg, &self.shared.params, c, claiming).map_err(|_| SendError::Unblocked)?;
         self.sent += 1;
         self.bytes += c.len as u64;
@@ -245,10 +247,24 @@ impl Publisher {
     fn send_with(&mut self, data: &[u8], deadline: Option<Deadline>) -> Result<Sent, SendError> {
         let len = self.check_len(data.len())?;
         let c = self.claim(len, deadline)?;
+        fault::hit(fault::Point::AfterClaim);
         let seg = &self.shared.seg;
-        // SAFETY: the claim gives this publisher the record's `len` payload bytes at
-        // `payload_offset`, inside the region, until it commits.
-        unsafe { seg.write_bytes(c.payload_offset(&self.shared.params), data) };
+        let at = c.payload_offset(&self.shared.params);
+        if cfg!(feature = "fault-injection") {
+            // Two halves, with the `mid-copy` fault point between them.
+            let (first, second) = data.split_at((data.len() / 2) & !15);
+            // SAFETY: the claim gives this publisher the record's `len` payload bytes at
+            // `payload_offset`, inside the region, until it commits; `first` is a multiple
+            // of 16 bytes long, so the second half also starts 16-aligned.
+            unsafe { seg.write_bytes(at, first) };
+            fault::hit(fault::Point::MidCopy);
+            // SAFETY: as above.
+            unsafe { seg.write_bytes(at + first.len() as u64, second) };
+        } else {
+            // SAFETY: the claim gives this publisher the record's `len` payload bytes at
+            // `payload_offset`, inside the region, until it commits.
+            unsafe { seg.write_bytes(at, data) };
+        }
         self.finish(&c)
     }
 
@@ -294,6 +310,7 @@ impl Publisher {
     fn loan_with(&mut self, len: usize, deadline: Option<Deadline>) -> Result<Loan<'_>, SendError> {
         let len = self.check_len(len)?;
         let claim = self.claim(len, deadline)?;
+        fault::hit(fault::Point::AfterClaim);
         Ok(Loan {
             publisher: self,
             claim,

@@ -26,8 +26,7 @@ pub(crate) enum Unblock {
     OwnerAlive,
     /// Nothing to repair (committed meanwhile, or not claimed yet).
     NotStuck,
-    /// What is there is not explainable by dead producers (more unheadered claims than
-    /// producer slots): corruption, left for the reader to report.
+    /// More sequences than a GAP can count (65 535): left for the reader to report.
     Implausible,
 }
 
@@ -60,9 +59,10 @@ pub(crate) fn unblock(shared: &Shared, pos: u64, seq: u64) -> Unblock {
         Stuck::No => Unblock::NotStuck,
         Stuck::Unheadered { end, end_seq } => {
             let count = end_seq - seq;
-            // Each unheadered claim belongs to a different producer (a publisher has one
-            // claim at a time), so more of them than slots is not a crash: it is corruption.
-            if count == 0 || count > seg.config.max_producers as u64 {
+            // A GAP counts at most u16::MAX sequences. (Crashes alone leave at most one
+            // unheadered claim per producer slot; more means bytes were scribbled, which is
+            // repaired the same way when no live producer may own them.)
+            if count == 0 || count > u16::MAX as u64 {
                 Unblock::Implausible
             } else if live_claimant(seg, seq, end_seq) {
                 Unblock::OwnerAlive

@@ -684,6 +684,8 @@ pub(crate) fn inspect_stuck<R: Region>(r: &R, p: &Params, pos: u64, seq: u64) ->
         match state {
             // A repairer that died half-way (its lock is released): finish its work.
             STATE_EMPTY | STATE_REPAIRING => {}
+            // A header another process scribbled over: as good as none.
+            _ if matches!(peek(r, p, pos, seq), Peek::Corrupt(_)) => {}
             _ => return Stuck::No,
         }
     }
@@ -766,6 +768,7 @@ pub(crate) fn write_gap<R: Region>(
         pack_gap_word1((first / RECORD_ALIGN) as u32, count, record_check(pos, seq)),
         Ordering::Relaxed,
     );
+    crate::fault::hit(crate::fault::Point::MidRepair);
     // ORDERING: SeqCst: the commit point; Release for the word1 above, SeqCst against
     // sleeping readers' re-check.
     r.word(at)
@@ -796,6 +799,16 @@ pub(crate) mod heap {
         pub tail: Pair,
         pub head: Pair,
         pub words: Vec<AtomicU64>,
+    }
+
+    impl std::fmt::Debug for HeapRegion {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("HeapRegion")
+                .field("tail", &self.tail.load(Ordering::Relaxed))
+                .field("head", &self.head.load(Ordering::Relaxed))
+                .field("bytes", &(self.words.len() * 8))
+                .finish()
+        }
     }
 
     impl HeapRegion {

@@ -25,6 +25,9 @@ const SLEEP_SLICE: Duration = Duration::from_millis(100);
 /// before every sleep).
 const STUCK_CHECK_EVERY: u32 = 256;
 
+/// Most padding records one call skips before it reports "nothing yet" (see `poll`).
+const MAX_SKIPS_PER_POLL: u32 = 1024;
+
 /// Longest pause between two polls of a busy-polling reader, in spin-loop hints.
 const MAX_SPIN_PAUSE: u32 = 64;
 
@@ -379,7 +382,9 @@ impl Subscriber {
 
     fn poll(&mut self) -> Polled {
         let lossy = self.shared.params.mode == Mode::Lossy;
-        loop {
+        // Padding is rare (one WRAP a lap, abandoned loans, repairs); a long run of it can
+        // only be bytes another process wrote. Bound the work of one call either way.
+        for _ in 0..MAX_SKIPS_PER_POLL {
             let seg = &self.shared.seg;
             let peeked = ring::peek(seg, &self.shared.params, self.pos, self.seq);
             if lossy && !matches!(peeked, Peek::Data { .. }) {
@@ -416,6 +421,7 @@ impl Subscriber {
                 Peek::Corrupt(problem) => return Polled::Corrupt(problem),
             }
         }
+        Polled::Empty
     }
 
     /// The next record: at once if it is there, else waiting until `poll` has something (or
@@ -452,10 +458,13 @@ impl Subscriber {
                 }
                 Polled::Lost(n) => return Err(RecvError::Lost(n)),
                 Polled::Corrupt(problem) => {
+                    // Report it, and let the unblock timeout turn it into padding if it stays
+                    // (the repairer treats a scribbled header like a dead claim).
+                    self.check_stuck();
                     return Err(RecvError::Corrupt {
                         position: self.pos,
                         problem,
-                    })
+                    });
                 }
                 Polled::Empty => {}
             }

@@ -73,9 +73,20 @@ pub enum CodecError {
     },
 }
 
-/// bincode 2.0.1, standard configuration. The default codec.
+/// bincode 2.0.1, standard configuration (little-endian varints). The default codec.
+///
+/// Decoding refuses a value that would claim more than [`BINCODE_DECODE_LIMIT`] bytes: without
+/// a limit, bincode allocates whatever length a (hostile or corrupt) message announces before
+/// checking it against the input, and a huge one aborts the process.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Bincode;
+
+/// Most bytes one bincode-decoded value may claim (256 MiB).
+pub const BINCODE_DECODE_LIMIT: usize = 256 << 20;
+
+fn bincode_config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<BINCODE_DECODE_LIMIT>()
+}
 
 /// postcard 1.x: compact, stable, maintained.
 #[derive(Debug, Clone, Copy, Default)]
@@ -86,17 +97,17 @@ impl Codec for Bincode {
 
     fn encoded_len<T: Serialize + ?Sized>(value: &T) -> Result<usize, CodecError> {
         let mut w = bincode::enc::write::SizeWriter::default();
-        bincode::serde::encode_into_writer(value, &mut w, bincode::config::standard()).map_err(
-            |e| CodecError::Encode {
+        bincode::serde::encode_into_writer(value, &mut w, bincode_config()).map_err(|e| {
+            CodecError::Encode {
                 codec: Self::NAME,
                 message: e.to_string(),
-            },
-        )?;
+            }
+        })?;
         Ok(w.bytes_written)
     }
 
     fn encode<T: Serialize + ?Sized>(value: &T, buf: &mut [u8]) -> Result<usize, CodecError> {
-        bincode::serde::encode_into_slice(value, buf, bincode::config::standard()).map_err(|e| {
+        bincode::serde::encode_into_slice(value, buf, bincode_config()).map_err(|e| {
             CodecError::Encode {
                 codec: Self::NAME,
                 message: e.to_string(),
@@ -105,10 +116,12 @@ impl Codec for Bincode {
     }
 
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-        let (v, used) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())
-            .map_err(|e| CodecError::Decode {
-                codec: Self::NAME,
-                message: e.to_string(),
+        let (v, used) =
+            bincode::serde::decode_from_slice(bytes, bincode_config()).map_err(|e| {
+                CodecError::Decode {
+                    codec: Self::NAME,
+                    message: e.to_string(),
+                }
             })?;
         if used != bytes.len() {
             return Err(CodecError::TrailingBytes {

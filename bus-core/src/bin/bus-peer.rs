@@ -9,6 +9,11 @@
 //! bus-peer stall BUS                                  subscribe, print "ready", never read
 //! bus-peer create-or-open BUS                         print the creation time of the bus
 //! bus-peer hang-in-loan BUS                           take a loan, print "loaned", hang
+//! bus-peer survive BUS LAST MIN MAX SEED               verify until producer 0's message LAST
+//! bus-peer tolerate BUS MILLIS                         read anything for MILLIS ms, count
+//! bus-peer scribble BUS MILLIS SEED                    write random words into the ring
+//!
+//! `produce` takes an optional 8th argument, a pause in µs before each message.
 //! ```
 //!
 //! A message of producer `id`, number `index`: byte 0 is `id`; if it has at least 9 bytes,
@@ -151,9 +156,13 @@ fn produce(args: &[String]) -> Result<(), String> {
         max: arg(args, 6, "max")?,
         seed: arg(args, 7, "seed")?,
     };
+    let pace_us: u64 = args.get(8).map_or(Ok(0), |_| arg(args, 8, "pace_us"))?;
     let mut publ = bus.publisher().map_err(|e| e.to_string())?;
     let mut buf = vec![0u8; spec.max];
     for index in 0..count {
+        if pace_us > 0 {
+            std::thread::sleep(Duration::from_micros(pace_us));
+        }
         let len = size_for(spec.seed, id, index, spec.min, spec.max);
         if index % 2 == 0 {
             // Half through the zero-copy loan, half through send(&[u8]).
@@ -250,6 +259,126 @@ fn consume(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// The survivor of the crash tests: verifies every producer's messages in order (each a
+/// prefix of what it sent: a killed producer's stream just stops), and stops once producer 0
+/// has delivered `last + 1` messages. Sequences only increase (repaired claims skip some).
+fn survive(args: &[String]) -> Result<(), String> {
+    let bus = Bus::open(&args[2]).map_err(|e| e.to_string())?;
+    let last: u64 = arg(args, 3, "last")?;
+    let spec = Spec {
+        min: arg(args, 4, "min")?,
+        max: arg(args, 5, "max")?,
+        seed: arg(args, 6, "seed")?,
+    };
+    let mut sub = bus.subscribe(Start::Latest).map_err(|e| e.to_string())?;
+    println!("ready");
+    std::io::stdout().flush().ok();
+    let mut v = Verifier {
+        spec,
+        next: [0; 256],
+        scratch: Vec::new(),
+    };
+    let deadline = Instant::now() + TIMEOUT;
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut prev_seq = None;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let s = match sub.recv_ref_timeout(left) {
+            Ok(s) => s,
+            Err(RecvError::Timeout) => std::process::exit(3),
+            Err(e) => return Err(format!("recv: {e}")),
+        };
+        let (id, index) = v.check(&s, true)?;
+        if prev_seq.is_some_and(|p| s.seq <= p) {
+            return Err(format!("seq {} after {prev_seq:?}", s.seq));
+        }
+        prev_seq = Some(s.seq);
+        for x in [s.seq, id as u64, index] {
+            hash = (hash ^ x).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        if id == 0 && index == last {
+            break;
+        }
+    }
+    let ids: Vec<String> = (0..256)
+        .filter(|&i| v.next[i] > 0)
+        .map(|i| format!("{i}:{}", v.next[i]))
+        .collect();
+    println!(
+        "done delivered={} unblocked={} hash={hash:016x} ids={}",
+        sub.delivered(),
+        sub.unblocked(),
+        ids.join(",")
+    );
+    Ok(())
+}
+
+/// Reads whatever arrives for MILLIS ms, checking nothing but that every call returns:
+/// messages, losses, corruption reports and timeouts are counted.
+fn tolerate(args: &[String]) -> Result<(), String> {
+    let bus = Bus::open(&args[2]).map_err(|e| e.to_string())?;
+    let millis: u64 = arg(args, 3, "millis")?;
+    let mut sub = bus.subscribe(Start::Latest).map_err(|e| e.to_string())?;
+    println!("ready");
+    std::io::stdout().flush().ok();
+    let until = Instant::now() + Duration::from_millis(millis);
+    let (mut messages, mut lost, mut corrupt, mut idle) = (0u64, 0u64, 0u64, 0u64);
+    let mut buf = Vec::new();
+    while Instant::now() < until {
+        match sub.recv_timeout(&mut buf, Duration::from_millis(20)) {
+            Ok(_) => messages += 1,
+            Err(RecvError::Lost(n)) => lost += n,
+            Err(RecvError::Corrupt { .. }) => corrupt += 1,
+            Err(RecvError::Timeout) | Err(RecvError::Empty) => idle += 1,
+        }
+    }
+    println!(
+        "done messages={messages} lost={lost} corrupt={corrupt} idle={idle} unblocked={}",
+        sub.unblocked()
+    );
+    Ok(())
+}
+
+/// Writes random words at random places of the data region for MILLIS ms.
+fn scribble(args: &[String]) -> Result<(), String> {
+    let bus = Bus::open(&args[2]).map_err(|e| e.to_string())?;
+    let millis: u64 = arg(args, 3, "millis")?;
+    let mut state: u64 = arg::<u64>(args, 4, "seed")? | 1;
+    let (data, capacity) = (bus.config().data_offset(), bus.config().capacity);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&args[2])
+        .map_err(|e| e.to_string())?;
+    let map = memmap2::MmapOptions::new()
+        .map_raw(&file)
+        .map_err(|e| e.to_string())?;
+    println!("ready");
+    std::io::stdout().flush().ok();
+    let until = Instant::now() + Duration::from_millis(millis);
+    let mut writes = 0u64;
+    while Instant::now() < until {
+        for _ in 0..16 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let at = data + (state % capacity) / 8 * 8;
+            let value = mix(state);
+            // SAFETY: `at` is 8-aligned inside the mapping (data offset + less than the
+            // capacity); the word is written atomically, as the bus reads it. This is the
+            // hostile process of the test, writing outside every protocol.
+            let word = unsafe {
+                &*(map.as_mut_ptr().add(at as usize) as *const std::sync::atomic::AtomicU64)
+            };
+            word.store(value, std::sync::atomic::Ordering::Relaxed);
+            writes += 1;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    println!("done writes={writes}");
+    Ok(())
+}
+
 fn create_or_open(args: &[String]) -> Result<(), String> {
     let opts = bus_core::BusOptions::new().capacity(1 << 16);
     let bus = Bus::open_or_create(&args[2], &opts).map_err(|e| e.to_string())?;
@@ -289,6 +418,9 @@ fn main() -> ExitCode {
         "stall" => stall(&args),
         "create-or-open" => create_or_open(&args),
         "hang-in-loan" => hang_in_loan(&args),
+        "survive" => survive(&args),
+        "tolerate" => tolerate(&args),
+        "scribble" => scribble(&args),
         other => {
             eprintln!("unknown role {other}");
             return ExitCode::from(2);
