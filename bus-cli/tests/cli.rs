@@ -565,3 +565,55 @@ fn bench_rejects_what_it_cannot_run() {
     );
     assert_fails(&env.run(&["bench", "--sizes", "8"], b""), 1, "too small");
 }
+
+#[test]
+fn the_default_directory_is_created_private() {
+    let top = tempfile::tempdir().unwrap();
+    let dir = top.path().join("new/shmbus");
+    let o = Command::new(SHMBUS)
+        .args(["create", "fresh"])
+        .env("SHMBUS_DIR", &dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mode = std::fs::metadata(&dir).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o700
+    );
+    assert!(dir.join("fresh.bus").exists());
+}
+
+#[test]
+fn stat_watch_refreshes_with_rates_until_interrupted() {
+    let env = Env::new();
+    assert!(env.run(&["create", "w"], b"").status.success());
+    let mut procs = Procs::new(Duration::from_secs(60));
+    let watch = env.spawn(
+        &mut procs,
+        "stat --watch",
+        &["stat", "w", "--json", "--watch", "50ms"],
+    );
+    let first = procs.expect_line(watch, "{");
+    assert!(env
+        .run(&["pub", "w", "--count", "1000", "--size", "64"], b"")
+        .status
+        .success());
+    // A later snapshot carries the rate and sees the messages.
+    let mut later = serde_json::Value::Null;
+    for _ in 0..100 {
+        later = serde_json::from_str(&procs.expect_line(watch, "{")).unwrap();
+        if later["seq"] == 1000 {
+            break;
+        }
+    }
+    let first: serde_json::Value = serde_json::from_str(&first).unwrap();
+    assert!(
+        first.get("rate").is_none(),
+        "no rate before a second snapshot"
+    );
+    assert_eq!(later["seq"], 1000);
+    assert!(later["rate"]["msgs_per_s"].is_number());
+    procs.signal(watch, libc::SIGINT);
+    procs.success(watch);
+}

@@ -336,6 +336,18 @@ impl Publisher {
     /// loan.copy_from_slice(&42u64.to_le_bytes());
     /// loan.commit().unwrap();
     /// ```
+    ///
+    /// A loan borrows its publisher: nothing else is sent until it is committed or dropped.
+    ///
+    /// ```compile_fail
+    /// # use bus_core::{Bus, BusOptions};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let bus = Bus::create(dir.path().join("b.bus"), &BusOptions::new().capacity(1 << 16)).unwrap();
+    /// let mut publ = bus.publisher().unwrap();
+    /// let loan = publ.loan(8).unwrap();
+    /// publ.send(b"meanwhile").unwrap(); // error: `publ` is borrowed by `loan`
+    /// loan.commit().unwrap();
+    /// ```
     pub fn loan(&mut self, len: usize) -> Result<Loan<'_>, SendError> {
         self.loan_with(len, Some(Deadline::never()))
     }

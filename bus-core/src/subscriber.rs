@@ -619,6 +619,31 @@ impl Subscriber {
     /// # Errors
     ///
     /// As [`Subscriber::recv`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use bus_core::{Bus, BusOptions, Start};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let bus = Bus::create(dir.path().join("b.bus"), &BusOptions::new().capacity(1 << 16)).unwrap();
+    /// let mut sub = bus.subscribe(Start::Latest).unwrap();
+    /// bus.publisher().unwrap().send(b"in place").unwrap();
+    /// let sample = sub.recv_ref().unwrap();
+    /// assert_eq!(&sample[..], b"in place");
+    /// ```
+    ///
+    /// The sample borrows the subscriber: the record stays protected from producers until it
+    /// is dropped, so no other receive can happen meanwhile.
+    ///
+    /// ```compile_fail
+    /// # use bus_core::{Bus, BusOptions, Start};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let bus = Bus::create(dir.path().join("b.bus"), &BusOptions::new().capacity(1 << 16)).unwrap();
+    /// let mut sub = bus.subscribe(Start::Latest).unwrap();
+    /// let first = sub.recv_ref().unwrap();
+    /// let second = sub.recv_ref().unwrap(); // error: `sub` is still borrowed by `first`
+    /// assert_ne!(first.seq, second.seq);
+    /// ```
     pub fn recv_ref(&mut self) -> Result<Sample<'_>, RecvError> {
         let (offset, len, extent) = self.next(Some(Deadline::never()))?;
         self.sample(offset, len, extent)
