@@ -71,6 +71,40 @@ fn names<'a>(rows: impl Iterator<Item = &'a str>) -> Vec<String> {
     out
 }
 
+/// A table with a row per transport (in order of appearance) and a column per size; `key`
+/// says which cell a measurement belongs to, `cell` what it shows.
+fn matrix<T>(
+    s: &mut String,
+    title: &str,
+    sizes: &[usize],
+    rows: &[T],
+    key: impl Fn(&T) -> (&str, usize),
+    cell: impl Fn(&T) -> String,
+) {
+    let _ = write!(s, "{title}\n\n| transport |");
+    for &z in sizes {
+        let _ = write!(s, " {} |", size_label(z));
+    }
+    let _ = write!(s, "\n|---|");
+    for _ in sizes {
+        s.push_str("---:|");
+    }
+    s.push('\n');
+    for t in names(rows.iter().map(|x| key(x).0)) {
+        let _ = write!(s, "| {t} |");
+        for &z in sizes {
+            match rows.iter().find(|x| key(x) == (t.as_str(), z)) {
+                Some(x) => {
+                    let _ = write!(s, " {} |", cell(x));
+                }
+                None => s.push_str(" n/a |"),
+            }
+        }
+        s.push('\n');
+    }
+    s.push('\n');
+}
+
 /// The Markdown report.
 pub fn markdown(r: &Results) -> String {
     let mut s = String::new();
@@ -93,105 +127,54 @@ pub fn markdown(r: &Results) -> String {
         r.limits.memcpy_gb_per_s, r.limits.cache_line_rtt_ns
     );
     let sizes = sizes(r);
-    let header = |s: &mut String, title: &str| {
-        let _ = writeln!(s, "{title}\n");
-        let _ = write!(s, "| transport |");
-        for &z in &sizes {
-            let _ = write!(s, " {} |", size_label(z));
-        }
-        let _ = write!(s, "\n|---|");
-        for _ in &sizes {
-            let _ = write!(s, "---:|");
-        }
-        s.push('\n');
-    };
-    let transports = names(r.throughput.iter().map(|t| t.transport.as_str()));
-    header(
+    matrix(
         &mut s,
         "**One-way throughput**, messages/s (for shmbus: × the best per-message kernel transport of the same size)",
+        &sizes,
+        &r.throughput,
+        |x| (x.transport.as_str(), x.size),
+        |x| {
+            let ratio = if is_shmbus(&x.transport) {
+                best_kernel(&r.throughput, x.size)
+                    .map(|b| format!(" ({:.1}×)", x.msgs_per_s / b.msgs_per_s))
+                    .unwrap_or_default()
+            } else {
+                String::new()
+            };
+            format!("{}{ratio}", rate(x.msgs_per_s))
+        },
     );
-    for t in &transports {
-        let _ = write!(s, "| {t} |");
-        for &z in &sizes {
-            match r
-                .throughput
-                .iter()
-                .find(|x| &x.transport == t && x.size == z)
-            {
-                Some(x) => {
-                    let ratio = if is_shmbus(t) {
-                        best_kernel(&r.throughput, z)
-                            .map(|b| format!(" ({:.1}×)", x.msgs_per_s / b.msgs_per_s))
-                            .unwrap_or_default()
-                    } else {
-                        String::new()
-                    };
-                    let _ = write!(s, " {}{ratio} |", rate(x.msgs_per_s));
-                }
-                None => s.push_str(" n/a |"),
-            }
-        }
-        s.push('\n');
-    }
-    s.push('\n');
-    header(&mut s, "**One-way throughput**, MB/s");
-    for t in &transports {
-        let _ = write!(s, "| {t} |");
-        for &z in &sizes {
-            match r
-                .throughput
-                .iter()
-                .find(|x| &x.transport == t && x.size == z)
-            {
-                Some(x) => {
-                    let _ = write!(s, " {:.0} |", x.mb_per_s);
-                }
-                None => s.push_str(" n/a |"),
-            }
-        }
-        s.push('\n');
-    }
-    s.push('\n');
-    header(&mut s, "**CPU per message**, µs (sender + receiver)");
-    for t in &transports {
-        let _ = write!(s, "| {t} |");
-        for &z in &sizes {
-            match r
-                .throughput
-                .iter()
-                .find(|x| &x.transport == t && x.size == z)
-            {
-                Some(x) => {
-                    let _ = write!(s, " {:.2} |", x.cpu_s_per_msg * 1e6);
-                }
-                None => s.push_str(" n/a |"),
-            }
-        }
-        s.push('\n');
-    }
-    s.push('\n');
-    let lat_transports = names(r.latency.iter().map(|t| t.transport.as_str()));
-    header(
+    matrix(
+        &mut s,
+        "**One-way throughput**, MB/s",
+        &sizes,
+        &r.throughput,
+        |x| (x.transport.as_str(), x.size),
+        |x| format!("{:.0}", x.mb_per_s),
+    );
+    matrix(
+        &mut s,
+        "**CPU per message**, µs (sender + receiver)",
+        &sizes,
+        &r.throughput,
+        |x| (x.transport.as_str(), x.size),
+        |x| format!("{:.2}", x.cpu_s_per_msg * 1e6),
+    );
+    matrix(
         &mut s,
         "**Round-trip latency** (ping-pong), µs: p50 / p99 (for shmbus at p50: × the cache-line floor)",
+        &sizes,
+        &r.latency,
+        |x| (x.transport.as_str(), x.size),
+        |x| {
+            let floor = if is_shmbus(&x.transport) && Some(&x.size) == sizes.first() {
+                format!(" ({:.1}×)", x.p50_ns as f64 / r.limits.cache_line_rtt_ns)
+            } else {
+                String::new()
+            };
+            format!("{} / {}{floor}", micros(x.p50_ns), micros(x.p99_ns))
+        },
     );
-    for t in &lat_transports {
-        let _ = write!(s, "| {t} |");
-        for &z in &sizes {
-            match r.latency.iter().find(|x| &x.transport == t && x.size == z) {
-                Some(x) => {
-                    let floor = if is_shmbus(t) && z == sizes[0] {
-                        format!(" ({:.1}×)", x.p50_ns as f64 / r.limits.cache_line_rtt_ns)
-                    } else {
-                        String::new()
-                    };
-                    let _ = write!(s, " {} / {}{floor} |", micros(x.p50_ns), micros(x.p99_ns));
-                }
-                None => s.push_str(" n/a |"),
-            }
-        }
-        s.push('\n');
-    }
     if let Some(&z) = sizes.first() {
         let _ = writeln!(
             s,

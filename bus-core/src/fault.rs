@@ -17,6 +17,7 @@
 //! ACTION is `kill` (SIGKILL: the process dies on the spot) or `stop` (SIGSTOP: alive, frozen).
 
 /// A place in the protocol where a test may kill or stop the process.
+#[cfg_attr(loom, allow(dead_code))] // loom builds only the ring
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Point {
     AfterClaim,

@@ -801,6 +801,62 @@ pub(crate) mod heap {
         pub words: Vec<AtomicU64>,
     }
 
+    /// What one step of a test reader got: a message `(sequence, bytes)`, or a loss.
+    #[derive(Debug, PartialEq)]
+    pub(crate) enum Got {
+        Msg(u64, Vec<u8>),
+        Lost(u64),
+    }
+
+    /// One step of a reader at `{ pos, seq }`, as a subscriber takes it (skips padding,
+    /// validates lossy copies, resynchronises when lapped). `Ok(None)`: nothing there yet.
+    pub(crate) fn read_one(
+        r: &HeapRegion,
+        p: &Params,
+        pos: &mut u64,
+        seq: &mut u64,
+    ) -> Result<Option<Got>, RecordProblem> {
+        let lossy = p.mode == Mode::Lossy;
+        loop {
+            let peeked = peek(r, p, *pos, *seq);
+            if lossy && !matches!(peeked, Peek::Data { .. }) {
+                if let Err(h) = still_retained(r, *pos) {
+                    let lost = h.1 - *seq;
+                    (*pos, *seq) = h;
+                    return Ok(Some(Got::Lost(lost)));
+                }
+            }
+            match peeked {
+                Peek::Data {
+                    offset,
+                    len,
+                    extent,
+                } => {
+                    let mut v = vec![0; len as usize];
+                    // SAFETY: peek bounds-checked the payload.
+                    unsafe { r.read_bytes(offset, &mut v) };
+                    if lossy {
+                        if let Err(h) = still_retained(r, *pos) {
+                            let lost = h.1 - *seq;
+                            (*pos, *seq) = h;
+                            return Ok(Some(Got::Lost(lost)));
+                        }
+                    }
+                    let got = Got::Msg(*seq, v);
+                    *pos += extent;
+                    *seq += 1;
+                    return Ok(Some(got));
+                }
+                Peek::Skip { extent, seqs, .. } => {
+                    *pos += extent;
+                    *seq += seqs;
+                }
+                Peek::NotReady => return Ok(None),
+                Peek::Corrupt(e) => return Err(e),
+            }
+        }
+    }
+
     impl std::fmt::Debug for HeapRegion {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.debug_struct("HeapRegion")
@@ -850,7 +906,7 @@ pub(crate) mod heap {
 
 #[cfg(all(test, not(loom)))]
 mod tests {
-    use super::heap::HeapRegion;
+    use super::heap::{read_one, Got, HeapRegion};
     use super::*;
 
     struct NoSubs;
@@ -895,25 +951,11 @@ mod tests {
     fn drain(r: &HeapRegion, p: &Params, mut pos: u64, mut seq: u64) -> (Vec<Vec<u8>>, u64, u64) {
         let mut out = Vec::new();
         loop {
-            match peek(r, p, pos, seq) {
-                Peek::Data {
-                    offset,
-                    len,
-                    extent,
-                } => {
-                    let mut v = vec![0; len as usize];
-                    // SAFETY: peek checked offset + len against the capacity.
-                    unsafe { r.read_bytes(offset, &mut v) };
-                    out.push(v);
-                    pos += extent;
-                    seq += 1;
-                }
-                Peek::Skip { extent, seqs, .. } => {
-                    pos += extent;
-                    seq += seqs;
-                }
-                Peek::NotReady => return (out, pos, seq),
-                Peek::Corrupt(e) => panic!("corrupt at {pos}: {e}"),
+            match read_one(r, p, &mut pos, &mut seq) {
+                Ok(Some(Got::Msg(_, v))) => out.push(v),
+                Ok(Some(Got::Lost(_))) => {}
+                Ok(None) => return (out, pos, seq),
+                Err(e) => panic!("corrupt at {pos}: {e}"),
             }
         }
     }

@@ -9,6 +9,7 @@
 pub(crate) use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
 #[cfg(loom)]
+#[allow(unused_imports)] // AtomicU32 is for the futex words, which loom builds leave out
 pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
 /// Two 64-bit words updated together by one lock-free 16-byte compare-and-swap.
@@ -99,6 +100,7 @@ pub(crate) struct Pair(loom::sync::Mutex<(u64, u64)>);
 
 #[cfg(loom)]
 impl Pair {
+    #[cfg(test)]
     pub(crate) fn new(first: u64, second: u64) -> Self {
         Pair(loom::sync::Mutex::new((first, second)))
     }

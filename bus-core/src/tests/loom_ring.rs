@@ -9,10 +9,10 @@ use loom::sync::Arc;
 use loom::thread;
 
 use crate::layout::Mode;
-use crate::ring::heap::HeapRegion;
+use crate::ring::heap::{self, Got, HeapRegion};
 use crate::ring::{
-    abandon, commit, inspect_stuck, latest, oldest, peek, still_retained, try_claim, write_claimed,
-    write_gap, Params, Peek, ProducerCursor, Region, Stuck, Subscribers,
+    abandon, commit, inspect_stuck, latest, oldest, peek, try_claim, write_claimed, write_gap,
+    Params, Peek, ProducerCursor, Region, Stuck, Subscribers,
 };
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
@@ -76,54 +76,10 @@ fn send(s: &Shared, p: &Params, cursor: &mut ProducerCursor, byte: u8, len: usiz
     claim.seq
 }
 
-/// What a reader got: a message (seq, bytes), or a loss.
-#[derive(Debug, PartialEq)]
-enum Got {
-    Msg(u64, Vec<u8>),
-    Lost(u64),
-}
-
 /// Reads one step at (pos, seq): `None` if nothing is there yet.
 fn read_one(s: &Shared, p: &Params, pos: &mut u64, seq: &mut u64) -> Option<Got> {
-    loop {
-        let r = &s.region;
-        let peeked = peek(r, p, *pos, *seq);
-        if p.mode == Mode::Lossy && !matches!(peeked, Peek::Data { .. }) {
-            if let Err(h) = still_retained(r, *pos) {
-                let lost = h.1 - *seq;
-                (*pos, *seq) = h;
-                return Some(Got::Lost(lost));
-            }
-        }
-        match peeked {
-            Peek::Data {
-                offset,
-                len,
-                extent,
-            } => {
-                let mut v = vec![0; len as usize];
-                // SAFETY: peek bounds-checked the payload.
-                unsafe { r.read_bytes(offset, &mut v) };
-                if p.mode == Mode::Lossy {
-                    if let Err(h) = still_retained(r, *pos) {
-                        let lost = h.1 - *seq;
-                        (*pos, *seq) = h;
-                        return Some(Got::Lost(lost));
-                    }
-                }
-                let got = Got::Msg(*seq, v);
-                *pos += extent;
-                *seq += 1;
-                return Some(got);
-            }
-            Peek::Skip { extent, seqs, .. } => {
-                *pos += extent;
-                *seq += seqs;
-            }
-            Peek::NotReady => return None,
-            Peek::Corrupt(e) => panic!("corrupt record at {pos}: {e}"),
-        }
-    }
+    heap::read_one(&s.region, p, pos, seq)
+        .unwrap_or_else(|e| panic!("corrupt record at {pos}: {e}"))
 }
 
 #[test]

@@ -8,10 +8,9 @@
 use proptest::prelude::*;
 
 use crate::layout::{Mode, RECORD_ALIGN};
-use crate::ring::heap::HeapRegion;
+use crate::ring::heap::{self, Got, HeapRegion};
 use crate::ring::{
-    inspect_stuck, peek, still_retained, try_claim, write_gap, Params, Peek, ProducerCursor,
-    Region, Stuck, Subscribers,
+    inspect_stuck, try_claim, write_gap, Params, ProducerCursor, Stuck, Subscribers,
 };
 use crate::sync::{AtomicU64, Ordering};
 
@@ -55,33 +54,11 @@ fn ring() -> impl Strategy<Value = (HeapRegion, Params)> {
 
 /// A subscriber's read loop, bounded: returns how many steps it took.
 fn read_all(r: &HeapRegion, p: &Params, mut pos: u64, mut seq: u64) -> usize {
-    let mut buf = vec![0u8; CAP as usize];
     for step in 0..10_000 {
-        let peeked = peek(r, p, pos, seq);
-        if p.mode == Mode::Lossy && !matches!(peeked, Peek::Data { .. }) {
-            if let Err(h) = still_retained(r, pos) {
-                (pos, seq) = h;
-                continue;
-            }
-        }
-        match peeked {
-            Peek::Data {
-                offset,
-                len,
-                extent,
-            } => {
-                assert!(offset + len as u64 <= CAP, "a payload inside the region");
-                // SAFETY: `peek` checked the payload's bounds (and so does the assert).
-                unsafe { r.read_bytes(offset, &mut buf[..len as usize]) };
-                pos += extent;
-                seq += 1;
-            }
-            Peek::Skip { extent, seqs, .. } => {
-                assert!((RECORD_ALIGN..=CAP).contains(&extent));
-                pos += extent;
-                seq += seqs;
-            }
-            Peek::NotReady | Peek::Corrupt(_) => return step,
+        match heap::read_one(r, p, &mut pos, &mut seq) {
+            Ok(Some(Got::Msg(_, v))) => assert!(v.len() as u64 <= CAP),
+            Ok(Some(Got::Lost(_))) => {}
+            Ok(None) | Err(_) => return step,
         }
     }
     panic!("the reader did not stop in 10 000 steps at {pos}");
