@@ -290,6 +290,11 @@ pub const MIN_CAPACITY: u64 = 4096;
 pub const MAX_CAPACITY: u64 = 1 << 40;
 /// Most subscriber (or producer) slots.
 pub const MAX_SLOTS: u32 = 4096;
+/// Largest absolute position a bus may reach (2^62 bytes: centuries at any speed). Keeps
+/// every `position + length` of the protocol far from overflow, whatever a header says.
+pub const MAX_POSITION: u64 = 1 << 62;
+/// Shortest unblock timeout (1 ms): readers sleep in slices of a quarter of it.
+pub const MIN_UNBLOCK_TIMEOUT_NS: u64 = 1_000_000;
 /// Longest unblock timeout a header may carry (one hour).
 pub const MAX_UNBLOCK_TIMEOUT_NS: u64 = 3_600_000_000_000;
 
@@ -403,8 +408,8 @@ pub enum ConfigError {
         /// The value given.
         found: u32,
     },
-    /// The unblock timeout must be more than zero and at most an hour.
-    #[error("unblock timeout {found_ns} ns is out of range (1 ns..=1 h)")]
+    /// The unblock timeout must be at least a millisecond and at most an hour.
+    #[error("unblock timeout {found_ns} ns is out of range (1 ms..=1 h)")]
     UnblockTimeoutOutOfRange {
         /// The value given, in nanoseconds.
         found_ns: u64,
@@ -412,6 +417,12 @@ pub enum ConfigError {
     /// The initial position must be a multiple of the record alignment (16).
     #[error("initial position {position} is not a multiple of {RECORD_ALIGN}")]
     InitialPositionUnaligned {
+        /// The value given.
+        position: u64,
+    },
+    /// The initial position must stay well below 2^64 ([`MAX_POSITION`]).
+    #[error("initial position {position} is above {MAX_POSITION}")]
+    InitialPositionTooLarge {
         /// The value given.
         position: u64,
     },
@@ -458,13 +469,18 @@ impl Config {
                 found: self.max_producers,
             });
         }
-        if !(1..=MAX_UNBLOCK_TIMEOUT_NS).contains(&self.unblock_timeout_ns) {
+        if !(MIN_UNBLOCK_TIMEOUT_NS..=MAX_UNBLOCK_TIMEOUT_NS).contains(&self.unblock_timeout_ns) {
             return Err(ConfigError::UnblockTimeoutOutOfRange {
                 found_ns: self.unblock_timeout_ns,
             });
         }
         if self.initial_position % RECORD_ALIGN != 0 {
             return Err(ConfigError::InitialPositionUnaligned {
+                position: self.initial_position,
+            });
+        }
+        if self.initial_position > MAX_POSITION {
+            return Err(ConfigError::InitialPositionTooLarge {
                 position: self.initial_position,
             });
         }

@@ -390,7 +390,8 @@ fn check_ring_state(seg: &Segment) -> Result<(), OpenErrorKind> {
     let head = seg.head().load(Ordering::Acquire);
     let tail = seg.tail().load(Ordering::Acquire);
     let c = &seg.config;
-    let ok = head.0 % RECORD_ALIGN == 0
+    let ok = tail.0 <= crate::layout::MAX_POSITION
+        && head.0 % RECORD_ALIGN == 0
         && tail.0 % RECORD_ALIGN == 0
         && head.0 >= c.initial_position
         && head.0 <= tail.0

@@ -10,7 +10,7 @@ use crate::fault;
 use crate::layout::{Mode, PROD_ABANDONED, PROD_BYTES, PROD_CLAIMING, PROD_SENT, SLOT_SLEEPING};
 use crate::registry::{self, JoinError, Slot, SlotKind, Subscribers};
 use crate::repair;
-use crate::ring::{self, Claim, ProducerCursor, Region};
+use crate::ring::{self, Claim, ClaimError, ProducerCursor, Region};
 use crate::sync::Ordering;
 use crate::wait::{self, Backoff, Deadline};
 use crate::Shared;
@@ -48,6 +48,13 @@ pub enum SendError {
     /// was not delivered. Only possible if this process lost its liveness lock.
     #[error("the record was unblocked by another process (this publisher was judged dead)")]
     Unblocked,
+    /// The ring's tail in the shared file is impossible: another process wrote garbage into
+    /// the bus header. The bus cannot be used; re-create it.
+    #[error("the ring's tail position {tail} is corrupt (written by another process)")]
+    RingCorrupt {
+        /// The position found.
+        tail: u64,
+    },
 }
 
 /// How often a publisher blocked on a full ring probes the subscribers' liveness locks.
@@ -177,13 +184,22 @@ impl Publisher {
         // Read the clock only once we have to wait: the fast path makes no clock call.
         let mut last_evict: Option<Instant> = None;
         loop {
+            // What a waiter's re-check compares against, read *before* the attempt: progress
+            // made between the failed attempt and the sleep then shows as a change and the
+            // sleep is skipped (reading it after the attempt could miss exactly that).
+            let min_before = ring::Subscribers::min_position(&subs);
+            // ORDERING: SeqCst: the Dekker pattern with subscribers publishing positions.
+            let head_before = seg.head().load(Ordering::SeqCst);
             match ring::try_claim(seg, &subs, params, &mut self.cursor, claiming, len) {
                 Ok(c) => {
                     ring::write_claimed(seg, params, &c);
                     self.stall = None;
                     return Ok(c);
                 }
-                Err(full) => watch_stall(shared, &mut self.stall, full.stalled_at),
+                Err(ClaimError::Full { stalled_at }) => {
+                    watch_stall(shared, &mut self.stall, stalled_at)
+                }
+                Err(ClaimError::Corrupt { tail }) => return Err(SendError::RingCorrupt { tail }),
             }
             let Some(deadline) = deadline else {
                 return Err(SendError::Full);
@@ -201,8 +217,6 @@ impl Publisher {
                 let _ = registry::evict_dead(shared, SlotKind::Subscriber);
                 last_evict = Some(Instant::now());
             }
-            let min_before = ring::Subscribers::min_position(&subs);
-            let head_before = seg.head().load(Ordering::SeqCst);
             let slice = match params.mode {
                 Mode::Reliable => EVICT_INTERVAL,
                 // Waiting for a producer a lap behind to commit: nobody wakes us; poll.
@@ -415,8 +429,11 @@ impl Deref for Loan<'_> {
         let p = &self.publisher.shared;
         let ptr = p.seg.data_ptr(self.claim.payload_offset(&p.params));
         // SAFETY: the claim owns these `len` bytes inside the data region until commit or
-        // abandon (both consume the loan); no other participant writes them meanwhile, and
-        // readers do not look past the CLAIMED header.
+        // abandon (both consume the loan): no other producer writes them, and readers that
+        // follow the protocol wait at the record's header until its commit. A lossy reader a
+        // lap behind may still be copying the earlier lap's bytes here; it validates that copy
+        // against head afterwards and discards it (the seqlock pattern). The bytes are plain
+        // `u8`, so no value is invalid.
         unsafe { std::slice::from_raw_parts(ptr, self.claim.len as usize) }
     }
 }

@@ -198,10 +198,41 @@ pub(crate) fn sweep(seg: &Segment) -> usize {
         }
     }
     if evicted > 0 {
+        give_back_leaked_waits(seg);
         // Producers blocked on a dead subscriber may go on now.
         crate::wait::futex_wake_all(seg.space());
     }
     evicted
+}
+
+/// After a death: lowers each waiting count to the number of slots that say they sleep.
+///
+/// A participant killed in the two instructions between raising a count and flagging its
+/// slot (or between clearing the flag and lowering the count) leaves a count nobody will give
+/// back, and every publish would then make a wake syscall for nobody, for the life of the
+/// file. A live sleeper caught in that same window by this correction loses at most one sleep
+/// slice (its sleeps are bounded), never a message.
+fn give_back_leaked_waits(seg: &Segment) {
+    for kind in [SlotKind::Subscriber, SlotKind::Producer] {
+        let sleeping = (0..slot_count(seg, kind))
+            .map(|i| slot_offset(seg, kind, i))
+            .filter(|&off| {
+                // ORDERING: SeqCst: compared with the count below; a stale answer costs one
+                // sleep slice at most (see above).
+                seg.slot32(off, crate::layout::SLOT_STATE)
+                    .load(Ordering::SeqCst)
+                    == SLOT_ACTIVE
+                    && seg.slot32(off, SLOT_SLEEPING).load(Ordering::SeqCst) != 0
+            })
+            .count() as u32;
+        let waiting = match kind {
+            SlotKind::Subscriber => seg.readers_waiting(),
+            SlotKind::Producer => seg.producers_waiting(),
+        };
+        let _ = waiting.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| {
+            (w > sleeping).then_some(sleeping)
+        });
+    }
 }
 
 /// Probes the active slots of `kind` without the lock; if any owner is dead, takes the lock

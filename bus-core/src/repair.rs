@@ -9,7 +9,8 @@
 //! liveness decides, not time alone; the timeout only says when to look.
 
 use crate::layout::{PROD_CLAIMING, SLOT_ACTIVE, SLOT_STATE};
-use crate::lock::LOCK_TIMEOUT;
+/// How long a repair waits for the control lock before giving up until its next try.
+const REPAIR_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(20);
 use crate::mapping::Segment;
 use crate::registry;
 use crate::ring::{self, Stuck};
@@ -20,7 +21,8 @@ use crate::Shared;
 /// What [`unblock`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Unblock {
-    /// The record (or the run of records) is padding now; `seqs` sequences were skipped.
+    /// The record (or the run of records) is padding now; `seqs` sequences were skipped (0:
+    /// padding left by a repairer that died between the pieces of a GAP).
     Repaired { seqs: u64 },
     /// A live producer may still commit it: keep waiting.
     OwnerAlive,
@@ -48,7 +50,9 @@ fn live_claimant(seg: &Segment, from: u64, to: u64) -> bool {
 pub(crate) fn unblock(shared: &Shared, pos: u64, seq: u64) -> Unblock {
     let seg = &shared.seg;
     let p = &shared.params;
-    let Ok(guard) = shared.lock.lock(seg, LOCK_TIMEOUT) else {
+    // A short wait: repairs are retried every unblock timeout, and a receive that looks for a
+    // stuck record must not block for long behind another repairer.
+    let Ok(guard) = shared.lock.lock(seg, REPAIR_LOCK_TIMEOUT) else {
         // Another repairer (or a joiner) holds the lock for long: try again later.
         return Unblock::OwnerAlive;
     };
@@ -62,10 +66,17 @@ pub(crate) fn unblock(shared: &Shared, pos: u64, seq: u64) -> Unblock {
             // A GAP counts at most u16::MAX sequences. (Crashes alone leave at most one
             // unheadered claim per producer slot; more means bytes were scribbled, which is
             // repaired the same way when no live producer may own them.)
-            if count == 0 || count > u16::MAX as u64 {
+            if count > u16::MAX as u64 {
                 Unblock::Implausible
             } else if live_claimant(seg, seq, end_seq) {
                 Unblock::OwnerAlive
+            } else if ring::inspect_stuck(seg, p, pos, seq) != (Stuck::Unheadered { end, end_seq })
+            {
+                // A producer that owned a claim in the region committed (and cleared its
+                // claiming word) between the scan and the liveness check: its header is
+                // visible now (its Release store of `claiming`, our Acquire load). Look again
+                // later rather than swallow its message.
+                Unblock::NotStuck
             } else if ring::write_gap(seg, p, pos, seq, end, count as u16) {
                 Unblock::Repaired { seqs: count }
             } else {

@@ -45,8 +45,8 @@
 
 use crate::layout::{
     pack_gap_word1, pack_word0, pack_word1, record_check, record_extent, unpack_word0,
-    unpack_word1, Mode, RECORD_ALIGN, RECORD_HEADER, SEQ_MASK, STATE_ABANDONED, STATE_DATA,
-    STATE_EMPTY, STATE_GAP, STATE_REPAIRING, STATE_WRAP,
+    unpack_word1, Mode, MAX_POSITION, RECORD_ALIGN, RECORD_HEADER, SEQ_MASK, STATE_ABANDONED,
+    STATE_DATA, STATE_EMPTY, STATE_GAP, STATE_REPAIRING, STATE_WRAP,
 };
 use crate::sync::{fence, AtomicU64, Ordering, Pair};
 
@@ -131,13 +131,16 @@ impl Claim {
     }
 }
 
-/// A claim failed: no room until `head` can move (subscribers read on, or a producer a lap
-/// behind commits).
+/// A claim failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Full {
-    /// `{ position, sequence }` of an uncommitted record that stopped `head` short of what
-    /// the claim needs, if that is why: its producer may have died (see [`unheadered_end`]).
-    pub stalled_at: Option<(u64, u64)>,
+pub(crate) enum ClaimError {
+    /// No room until `head` can move (subscribers read on, or a producer a lap behind
+    /// commits). `stalled_at` is the `{ position, sequence }` of an uncommitted record that
+    /// stopped `head` short of what the claim needs, if that is why: its producer may have
+    /// died (see [`inspect_stuck`]).
+    Full { stalled_at: Option<(u64, u64)> },
+    /// The tail in the shared file is past [`MAX_POSITION`]: another process wrote it.
+    Corrupt { tail: u64 },
 }
 
 /// Producer-local state: the position up to which this producer may claim without looking
@@ -163,13 +166,16 @@ pub(crate) fn try_claim<R: Region, S: Subscribers>(
     cursor: &mut ProducerCursor,
     claiming: &AtomicU64,
     len: u32,
-) -> Result<Claim, Full> {
+) -> Result<Claim, ClaimError> {
     debug_assert!(len <= p.max_message);
     let extent = record_extent(len as u64);
     let mut t = cursor.tail;
     // Whether `t` was read from the tail (or returned by a failed CAS) in this call.
     let mut fresh = false;
     loop {
+        if t.0 > MAX_POSITION {
+            return Err(ClaimError::Corrupt { tail: t.0 });
+        }
         let idx = t.0 & p.mask();
         let pad = if idx + extent > p.capacity {
             p.capacity - idx
@@ -191,7 +197,7 @@ pub(crate) fn try_claim<R: Region, S: Subscribers>(
                 // ORDERING: Relaxed: a producer that waits owns no claim; say so, so that
                 // a repairer does not wait for us.
                 claiming.store(0, Ordering::Relaxed);
-                return Err(Full { stalled_at });
+                return Err(ClaimError::Full { stalled_at });
             }
         }
         // ORDERING: Relaxed: published by the Release of the CAS below; a repairer that
@@ -226,6 +232,11 @@ pub(crate) fn try_claim<R: Region, S: Subscribers>(
 /// commit leaves an unheadered claim that the repairer sizes from the next header.
 #[inline]
 pub(crate) fn write_claimed<R: Region>(r: &R, p: &Params, c: &Claim) {
+    // ORDERING: a lossy reader validates a copy by re-reading head after an Acquire fence;
+    // this Release fence orders the head we advanced (or Acquired from another producer)
+    // before every byte we write over the earlier lap from here on, the WRAP header
+    // included (the seqlock writer's fence).
+    fence(Ordering::Release);
     let mask = p.mask();
     if c.pad > 0 {
         let at = c.start & mask;
@@ -238,10 +249,6 @@ pub(crate) fn write_claimed<R: Region>(r: &R, p: &Params, c: &Claim) {
         r.word(at)
             .store(pack_word0(c.seq, STATE_WRAP), Ordering::Release);
     }
-    // ORDERING: a lossy reader validates a copy by re-reading head after an Acquire fence;
-    // this Release fence orders the head we advanced (or Acquired from another producer)
-    // before the payload bytes we are about to write (the seqlock writer's fence).
-    fence(Ordering::Release);
 }
 
 /// Outcome of [`commit`] / [`abandon`] when a repairer got there first.
@@ -333,6 +340,10 @@ fn refresh_limit<R: Region, S: Subscribers>(
     loop {
         // ORDERING: SeqCst: part of the join protocol, see `limit_after_head`.
         let h = r.head().load(Ordering::SeqCst);
+        if h.0 > MAX_POSITION {
+            // Written by another process: nothing can be claimed against it.
+            return (0, None);
+        }
         if h.0 >= target {
             return (limit_after_head(subs, p, h.0), None);
         }
@@ -380,7 +391,7 @@ fn limit_after_head<S: Subscribers>(subs: &S, p: &Params, head: u64) -> u64 {
         Mode::Lossy => head,
         Mode::Reliable => subs.min_position().map_or(head, |m| m.min(head)),
     };
-    floor + p.capacity
+    floor.saturating_add(p.capacity)
 }
 
 /// Walks from `from` over committed records while below `goal` and `bound`; returns the first
@@ -442,6 +453,13 @@ pub enum RecordProblem {
         offset: u64,
         /// Bytes the record claims.
         extent: u64,
+    },
+    /// A ring position in the shared file beyond [`crate::layout::MAX_POSITION`]: written by
+    /// another process.
+    #[error("ring position {position} is out of range")]
+    PositionOutOfRange {
+        /// The position found.
+        position: u64,
     },
     /// A WRAP padding record that does not end exactly at the end of the region.
     #[error(
@@ -634,7 +652,7 @@ pub(crate) fn sequence_at<R: Region>(r: &R, p: &Params, pos: u64) -> Result<u64,
     // ORDERING: Acquire, as in `peek`.
     let (found, _) = unpack_word0(r.word(pos & p.mask()).load(Ordering::Acquire));
     // Rebuild the full sequence from its 60 stored bits: it lies in [head.seq, tail.seq).
-    let seq = head.1 + (found.wrapping_sub(head.1) & SEQ_MASK);
+    let seq = head.1.wrapping_add(found.wrapping_sub(head.1) & SEQ_MASK);
     if seq >= tail.1 {
         return Err(PositionError::NotARecord);
     }
@@ -675,19 +693,10 @@ pub(crate) enum Stuck {
 /// *claiming* words; the caller repairs only if none of them is alive.
 pub(crate) fn inspect_stuck<R: Region>(r: &R, p: &Params, pos: u64, seq: u64) -> Stuck {
     let tail = latest(r);
-    if tail.0 <= pos {
+    // More than a lap between a reader and the tail is not a crash but a corrupt tail (or a
+    // lapped lossy reader, which resynchronises instead): never scan or repair that.
+    if tail.0 <= pos || tail.0 - pos > p.capacity || !replaceable(r, p, pos, seq) {
         return Stuck::No;
-    }
-    // ORDERING: Acquire, as in `peek`.
-    let (found, state) = unpack_word0(r.word(pos & p.mask()).load(Ordering::Acquire));
-    if found == seq & SEQ_MASK {
-        match state {
-            // A repairer that died half-way (its lock is released): finish its work.
-            STATE_EMPTY | STATE_REPAIRING => {}
-            // A header another process scribbled over: as good as none.
-            _ if matches!(peek(r, p, pos, seq), Peek::Corrupt(_)) => {}
-            _ => return Stuck::No,
-        }
     }
     let mut q = pos + RECORD_ALIGN;
     while q < tail.0 {
@@ -702,13 +711,26 @@ pub(crate) fn inspect_stuck<R: Region>(r: &R, p: &Params, pos: u64, seq: u64) ->
     }
 }
 
-/// The sequence of a valid record header at `q` whose sequence lies in `(after, before)`.
-fn header_seq_at<R: Region>(r: &R, p: &Params, q: u64, after: u64, before: u64) -> Option<u64> {
+/// Whether the header at `pos` may be replaced by a repair: it is not a valid header of `seq`
+/// (stale bytes of an earlier lap, or scribbled), or a repair of it was started.
+fn replaceable<R: Region>(r: &R, p: &Params, pos: u64, seq: u64) -> bool {
+    // ORDERING: Acquire, as in `peek`.
+    let (found, state) = unpack_word0(r.word(pos & p.mask()).load(Ordering::Acquire));
+    found != seq & SEQ_MASK
+        || matches!(state, STATE_EMPTY | STATE_REPAIRING)
+        // A header another process scribbled over (or a stray word of a loser): as good as none.
+        || matches!(peek(r, p, pos, seq), Peek::Corrupt(_))
+}
+
+/// The sequence of a valid record header at `q` whose sequence lies in `[from, before)`.
+fn header_seq_at<R: Region>(r: &R, p: &Params, q: u64, from: u64, before: u64) -> Option<u64> {
     let at = q & p.mask();
     // ORDERING: Acquire, as in `peek`.
     let (found, state) = unpack_word0(r.word(at).load(Ordering::Acquire));
-    let s = after + (found.wrapping_sub(after) & SEQ_MASK);
-    if s <= after || s >= before {
+    let s = from.wrapping_add(found.wrapping_sub(from) & SEQ_MASK);
+    // The stuck sequence itself counts too: found after `pos`, it means `[pos, q)` holds no
+    // claim at all (what a repairer that died between the pieces of a GAP leaves behind).
+    if s < from || s >= before {
         return None;
     }
     let (_, high) = unpack_word1(r.word(at + 8).load(Ordering::Relaxed));
@@ -745,12 +767,13 @@ pub(crate) fn write_gap<R: Region>(
     let at = pos & p.mask();
     // ORDERING: Acquire: the value we replace; the CAS fails if it changed.
     let w0 = r.word(at).load(Ordering::Acquire);
-    let (found, state) = unpack_word0(w0);
-    if found == seq & SEQ_MASK && state != STATE_EMPTY && state != STATE_REPAIRING {
+    if !replaceable(r, p, pos, seq) {
         return false;
     }
     // Take word0 before touching word1: a commit racing us either won already (our CAS
-    // fails and we leave word1 alone) or fails its own CAS; the two never mix their words.
+    // fails and we leave word1 alone) or fails its own CAS. (A producer only races a repair
+    // if it was judged dead while alive; its word1 may then land on ours, which reads as a
+    // corrupt header and is repaired again.)
     // ORDERING: Relaxed: REPAIRING publishes nothing; readers treat it as not ready.
     if r.word(at)
         .compare_exchange(
@@ -937,7 +960,7 @@ mod tests {
         p: &Params,
         c: &mut ProducerCursor,
         data: &[u8],
-    ) -> Result<Claim, Full> {
+    ) -> Result<Claim, ClaimError> {
         let claiming = AtomicU64::new(0);
         let claim = try_claim(r, s, p, c, &claiming, data.len() as u32)?;
         write_claimed(r, p, &claim);
@@ -1132,6 +1155,87 @@ mod tests {
         let (msgs, pos, seq) = drain(&r, &p, 256 - 32, 0);
         assert_eq!(msgs, vec![b"next".to_vec()]);
         assert_eq!((pos, seq), (latest(&r).0, 3));
+    }
+
+    #[test]
+    fn a_gap_left_half_written_by_a_dead_repairer_is_finished() {
+        let p = params(256, Mode::Reliable);
+        // A dead claim that needed padding: [224, 256) pad + [256, 320) record, seq 0.
+        let r = HeapRegion::new(256, 224);
+        let mut c = ProducerCursor::default();
+        dead_claim(&r, &p, &mut c, 40);
+        let live = send(&r, &NoSubs, &p, &mut c, b"committed").unwrap();
+        assert_eq!(live.position(), 320);
+        // A repairer wrote the first piece of the GAP (to the end of the ring) and died
+        // before the piece at the start of the next lap.
+        assert!(write_gap(&r, &p, 224, 0, 256, 1));
+        let (msgs, pos, seq) = drain(&r, &p, 224, 0);
+        assert!(msgs.is_empty());
+        assert_eq!(
+            (pos, seq),
+            (256, 1),
+            "stuck where the missing piece should be"
+        );
+        // The next repairer finds the committed record of that very sequence further on: the
+        // bytes before it hold no claim, a GAP of no sequences.
+        assert_eq!(
+            inspect_stuck(&r, &p, 256, 1),
+            Stuck::Unheadered {
+                end: 320,
+                end_seq: 1
+            }
+        );
+        assert!(write_gap(&r, &p, 256, 1, 320, 0));
+        let (msgs, _, seq) = drain(&r, &p, 256, 1);
+        assert_eq!(msgs, vec![b"committed".to_vec()]);
+        assert_eq!(seq, 2);
+    }
+
+    #[test]
+    fn a_scribbled_header_is_replaceable_and_a_valid_one_is_not() {
+        let p = params(1024, Mode::Reliable);
+        let r = HeapRegion::new(1024, 0);
+        let mut c = ProducerCursor::default();
+        send(&r, &NoSubs, &p, &mut c, b"one").unwrap();
+        send(&r, &NoSubs, &p, &mut c, b"two").unwrap();
+        assert_eq!(inspect_stuck(&r, &p, 0, 0), Stuck::No);
+        assert!(
+            !write_gap(&r, &p, 0, 0, 32, 1),
+            "a valid header is never replaced"
+        );
+        r.word(8).store(0xdead_beef_dead_beef, Ordering::Relaxed);
+        assert!(matches!(peek(&r, &p, 0, 0), Peek::Corrupt(_)));
+        assert_eq!(
+            inspect_stuck(&r, &p, 0, 0),
+            Stuck::Unheadered {
+                end: 32,
+                end_seq: 1
+            }
+        );
+        assert!(write_gap(&r, &p, 0, 0, 32, 1));
+        let (msgs, _, _) = drain(&r, &p, 0, 0);
+        assert_eq!(msgs, vec![b"two".to_vec()]);
+    }
+
+    #[test]
+    fn a_tail_more_than_a_lap_ahead_is_not_scanned() {
+        let p = params(1024, Mode::Reliable);
+        let r = HeapRegion::new(1024, 0);
+        r.tail.store((1 << 61, 5), Ordering::Relaxed);
+        assert_eq!(inspect_stuck(&r, &p, 0, 0), Stuck::No);
+        let claiming = AtomicU64::new(0);
+        r.tail.store((MAX_POSITION + 16, 5), Ordering::Relaxed);
+        assert!(matches!(
+            try_claim(
+                &r,
+                &NoSubs,
+                &p,
+                &mut ProducerCursor::default(),
+                &claiming,
+                8
+            ),
+            Err(ClaimError::Corrupt { .. })
+        ));
     }
 
     #[test]

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::layout::{
-    Mode, SLOT_SLEEPING, SUB_DELIVERED, SUB_LOST, SUB_POSITION, SUB_SEQ, SUB_UNBLOCKED,
+    Mode, MAX_POSITION, SLOT_SLEEPING, SUB_DELIVERED, SUB_LOST, SUB_POSITION, SUB_SEQ,
+    SUB_UNBLOCKED,
 };
 use crate::registry::{self, JoinError, Slot, SlotKind};
 use crate::repair;
@@ -47,6 +48,13 @@ pub enum SubscribeError {
         oldest: u64,
         /// The position of the next message to be published.
         next: u64,
+    },
+    /// The ring's positions in the shared file are impossible (another process wrote
+    /// garbage into the bus header). Re-create the bus.
+    #[error("the ring's position {position} is corrupt (written by another process)")]
+    RingCorrupt {
+        /// The position found.
+        position: u64,
     },
     /// `Start::Position` names a position inside the ring that is not the start of a record.
     #[error("position {requested} is not the start of a record")]
@@ -190,6 +198,14 @@ impl std::fmt::Debug for Subscriber {
 
 impl Subscriber {
     fn pick(shared: &Shared, start: Start) -> Result<(u64, u64), SubscribeError> {
+        let picked = Self::pick_unchecked(shared, start)?;
+        if picked.0 > MAX_POSITION {
+            return Err(SubscribeError::RingCorrupt { position: picked.0 });
+        }
+        Ok(picked)
+    }
+
+    fn pick_unchecked(shared: &Shared, start: Start) -> Result<(u64, u64), SubscribeError> {
         let seg = &shared.seg;
         match start {
             Start::Latest => Ok(ring::latest(seg)),
@@ -353,6 +369,10 @@ impl Subscriber {
 
     /// Lossy mode: moves to the oldest retained record after being lapped.
     fn resync(&mut self, head: (u64, u64)) -> Polled {
+        if head.0 > MAX_POSITION {
+            // Written by another process: do not follow it.
+            return Polled::Corrupt(RecordProblem::PositionOutOfRange { position: head.0 });
+        }
         let n = head.1.saturating_sub(self.seq);
         self.pos = head.0;
         self.seq = head.1;

@@ -126,6 +126,7 @@ pub(crate) fn sleep_unless(
     }
     mine.store(0, Ordering::Relaxed);
     // ORDERING: Relaxed: only a count; an extra wake costs a syscall, never correctness.
-    waiting.fetch_sub(1, Ordering::Relaxed);
+    // Saturating: an evictor may have lowered a count it judged leaked (registry).
+    let _ = waiting.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| w.checked_sub(1));
     was_ready
 }

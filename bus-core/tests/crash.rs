@@ -375,3 +375,40 @@ fn a_scribbler_never_crashes_or_hangs_the_readers() {
         procs.wait(producer);
     }
 }
+
+#[test]
+fn a_scribbled_header_is_reported_then_repaired() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (bus, p) = bus(&dir, Mode::Reliable, 20);
+    let mut publ = bus.publisher().unwrap();
+    publ.send(b"first").unwrap();
+    publ.send(b"second").unwrap();
+    // Another process writes over word1 of the first record.
+    let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+    f.write_all_at(&[0xff; 8], bus.config().data_offset() + 8)
+        .unwrap();
+    let mut sub = bus.subscribe(Start::Oldest).unwrap();
+    let mut buf = Vec::new();
+    assert!(matches!(
+        sub.recv_timeout(&mut buf, Duration::from_secs(1)),
+        Err(RecvError::Corrupt { position: 0, .. })
+    ));
+    // Reported, not followed; and after the unblock timeout repaired like a dead claim.
+    let started = Instant::now();
+    loop {
+        match sub.recv_timeout(&mut buf, Duration::from_secs(5)) {
+            Ok(m) => {
+                assert_eq!((m.seq, &buf[..]), (1, &b"second"[..]));
+                break;
+            }
+            Err(RecvError::Corrupt { .. }) => std::thread::sleep(Duration::from_millis(1)),
+            Err(e) => panic!("{e}"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never repaired"
+        );
+    }
+    assert_eq!(sub.unblocked(), 1);
+}

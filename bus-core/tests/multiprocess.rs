@@ -163,6 +163,16 @@ fn a_killed_subscriber_unblocks_a_waiting_producer() {
         "no progress while the subscriber lives"
     );
 
+    // A reader that died between raising the readers' waiting count and flagging its slot
+    // leaves a count nobody gives back; fake one (the count is at offset 388 of the header,
+    // see layout.rs) and check that the eviction below repairs it.
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all_at(&3u32.to_ne_bytes(), 388).unwrap();
+    }
+    assert_eq!(bus.stats().readers_waiting, 3);
+
     let killed = Instant::now();
     procs.signal(stalled, libc::SIGKILL);
     procs.success(producer);
@@ -175,6 +185,10 @@ fn a_killed_subscriber_unblocks_a_waiting_producer() {
     assert_eq!(
         st.producers_waiting, 0,
         "the dead sleeper's count was given back"
+    );
+    assert_eq!(
+        st.readers_waiting, 0,
+        "the leaked readers' count was given back"
     );
 }
 

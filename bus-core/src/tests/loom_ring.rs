@@ -305,3 +305,71 @@ fn loom_a_late_commit_and_a_gap_repair_cannot_both_win() {
         }
     });
 }
+
+/// The repairer's steps as `repair::unblock` takes them: scan, ask which producers may own
+/// the claims (their claiming words), scan again, write. Returns whether it wrote a GAP.
+fn repair_as_unblock_does(s: &Shared, p: &Params, claiming: &[&AtomicU64]) -> bool {
+    let Stuck::Unheadered { end, end_seq } = inspect_stuck(&s.region, p, 0, 0) else {
+        return false;
+    };
+    let live = claiming.iter().any(|c| {
+        let c = c.load(Ordering::Acquire);
+        c != 0 && (0..end_seq).contains(&(c - 1))
+    });
+    !live
+        && inspect_stuck(&s.region, p, 0, 0) == (Stuck::Unheadered { end, end_seq })
+        && write_gap(&s.region, p, 0, 0, end, end_seq as u16)
+}
+
+#[test]
+fn loom_a_repair_never_swallows_a_message_committed_during_its_scan() {
+    loom::model(|| {
+        let p = params(Mode::Reliable);
+        let s = shared(0, true);
+        // Producer A claimed sequence 0 and died: no header, ever. (Its claiming word is
+        // left set, but it is dead, so the repairer does not count it.)
+        let dead = AtomicU64::new(0);
+        try_claim(
+            &s.region,
+            &s.slot,
+            &p,
+            &mut ProducerCursor::default(),
+            &dead,
+            8,
+        )
+        .unwrap();
+        // Producer B claimed sequence 1 and commits it while the repair runs.
+        let claiming = Arc::new(AtomicU64::new(0));
+        let claim = try_claim(
+            &s.region,
+            &s.slot,
+            &p,
+            &mut ProducerCursor::default(),
+            &claiming,
+            8,
+        )
+        .unwrap();
+        assert_eq!(claim.seq, 1);
+        write_claimed(&s.region, &p, &claim);
+        let (s2, c2) = (s.clone(), claiming.clone());
+        let producer = thread::spawn(move || {
+            // SAFETY: the claim owns its 8 payload bytes.
+            unsafe { s2.region.write_bytes(claim.payload_offset(&p), &[2; 8]) };
+            commit(&s2.region, &p, &claim, &c2).is_ok()
+        });
+        let repaired = repair_as_unblock_does(&s, &p, &[&claiming]);
+        let committed = producer.join().unwrap();
+        assert!(committed, "B is alive: nobody takes its record");
+        let (mut pos, mut seq) = (0, 0);
+        match read_one(&s, &p, &mut pos, &mut seq) {
+            Some(Got::Msg(1, v)) => {
+                assert!(repaired);
+                assert_eq!(v, vec![2; 8]);
+            }
+            // No repair this time (B's claim was live during it): the reader waits at A's
+            // dead claim until the next one, with B's message still there.
+            None => assert!(!repaired && pos == 0),
+            other => panic!("B's committed message was swallowed: {other:?}"),
+        }
+    });
+}
