@@ -91,6 +91,21 @@ pub fn cpu_seconds() -> f64 {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
+/// The CPUs this process may run on (its affinity mask), in order.
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: an all-zero cpu_set_t is the empty set; sched_getaffinity fills it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: pid 0 is this process; `set` is a writable cpu_set_t of the given size.
+    let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if r != 0 {
+        return vec![0];
+    }
+    (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: CPU_ISSET on a valid set, with an index below CPU_SETSIZE.
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect()
+}
+
 /// Pins this process to `cpu`.
 pub fn pin(cpu: usize) -> io::Result<()> {
     // SAFETY: an all-zero cpu_set_t is the empty set.
@@ -258,8 +273,13 @@ fn run(spec: &Spec) -> io::Result<()> {
         Role::Pong => {
             let (mut tx, mut rx, token) = t.duplex(&spec.dir, Side::B, "")?;
             ready(&token)?;
-            let cpu0 = cpu_seconds();
+            // Counted from the first measured round trip, like ping's: not the warm-up, not
+            // the wait for ping to start.
+            let mut cpu0 = cpu_seconds();
             for expected in 0..total {
+                if expected == spec.warmup {
+                    cpu0 = cpu_seconds();
+                }
                 let mut seq = u64::MAX;
                 rx.recv(&mut |msg| seq = header(msg).0)?;
                 if seq != expected {

@@ -112,8 +112,12 @@ pub struct Limits {
 pub struct Engine {
     program: PathBuf,
     dir: PathBuf,
-    cpus: usize,
+    /// The CPUs this process may run on (its affinity mask), in order.
+    cpus: Vec<usize>,
     pin: bool,
+    /// Set (by a signal handler, say) to stop the run in progress: its processes are killed
+    /// and its files removed.
+    interrupt: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     /// Longest a run may take before its processes are killed and it fails.
     pub run_timeout: Duration,
 }
@@ -144,13 +148,28 @@ impl Engine {
     /// An engine that re-executes `program` (which must call [`child_main`]), with run
     /// directories under `dir` (a tmpfs such as /dev/shm keeps shmbus off the disk).
     pub fn new(program: impl Into<PathBuf>, dir: impl Into<PathBuf>) -> Engine {
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cpus = child::allowed_cpus();
         Engine {
             program: program.into(),
             dir: dir.into(),
+            pin: cpus.len() >= 2,
             cpus,
-            pin: cpus >= 2,
+            interrupt: None,
             run_timeout: Duration::from_secs(120),
+        }
+    }
+
+    /// Stops the run in progress when `flag` becomes true (checked every 50 ms).
+    pub fn set_interrupt(&mut self, flag: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+        self.interrupt = Some(flag);
+    }
+
+    fn interrupted(&self) -> io::Result<()> {
+        match &self.interrupt {
+            Some(f) if f.load(std::sync::atomic::Ordering::Relaxed) => {
+                Err(io::Error::new(io::ErrorKind::Interrupted, "interrupted"))
+            }
+            _ => Ok(()),
         }
     }
 
@@ -161,27 +180,37 @@ impl Engine {
 
     /// Turns pinning off (it is on when the machine has two or more CPUs).
     pub fn set_pinning(&mut self, on: bool) {
-        self.pin = on && self.cpus >= 2;
+        self.pin = on && self.cpus.len() >= 2;
     }
 
+    /// The sending side on the first allowed CPU, the others on the rest in turn.
     fn cpu_for(&self, role: Role, index: u32) -> Option<usize> {
         if !self.pin {
             return None;
         }
         Some(match role {
-            Role::Send | Role::Ping | Role::LineA => 0,
-            _ => 1 + index as usize % (self.cpus - 1),
+            Role::Send | Role::Ping | Role::LineA => self.cpus[0],
+            _ => self.cpus[1 + index as usize % (self.cpus.len() - 1)],
         })
     }
 
     fn spawn(&self, spec: &Spec, what: String) -> io::Result<Proc> {
         let json = serde_json::to_string(spec).map_err(io::Error::other)?;
-        let mut child = Command::new(&self.program)
-            .arg(CHILD_ARG)
+        let mut cmd = Command::new(&self.program);
+        cmd.arg(CHILD_ARG)
             .arg(json)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(Stdio::piped());
+        // SAFETY: prctl is async-signal-safe; it asks the kernel to kill the child if this
+        // process dies, so no benchmark process outlives an interrupted run.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = cmd
             .spawn()
             .map_err(|e| io::Error::other(format!("starting {}: {e}", self.program.display())))?;
         let out = child.stdout.take().expect("piped");
@@ -215,6 +244,7 @@ impl Engine {
     /// Waits for a line starting with `prefix` ("ready" or "result") from `p`.
     fn line(&self, p: &mut Proc, prefix: &str, deadline: Instant) -> io::Result<String> {
         loop {
+            self.interrupted()?;
             let left = deadline.saturating_duration_since(Instant::now());
             match p.lines.recv_timeout(left.min(Duration::from_millis(50))) {
                 Ok(line) => {
@@ -224,7 +254,10 @@ impl Engine {
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) if left > Duration::ZERO => {}
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    return Err(io::Error::other(format!("{}: timed out", p.what)))
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("{}: timed out", p.what),
+                    ))
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     let status = p.child.wait()?;
@@ -317,6 +350,7 @@ impl Engine {
         // Watch progress until every receiver has reported.
         let mut reports: Vec<Option<Report>> = vec![None; rx.len()];
         while reports.iter().any(Option::is_none) {
+            self.interrupted()?;
             for (i, p) in rx.iter_mut().enumerate() {
                 if reports[i].is_none() {
                     match p.lines.try_recv() {
@@ -338,11 +372,17 @@ impl Engine {
             if let Ok(Some(status)) = tx.child.try_wait() {
                 if !status.success() {
                     // A receiver that found a bad sequence closes its end, which fails the
-                    // sender: report the receiver's reason, the root cause.
-                    let until = Instant::now() + Duration::from_secs(2);
+                    // sender: report the receiver's reason, the root cause. A receiver that
+                    // is merely still waiting (shmbus sees no end of stream) tells nothing:
+                    // then the sender's own error is the one.
+                    let until = Instant::now() + Duration::from_millis(500);
                     for (i, p) in rx.iter_mut().enumerate() {
                         if reports[i].is_none() {
-                            self.report(p, until)?;
+                            match self.report(p, until) {
+                                Err(e) if e.kind() == io::ErrorKind::TimedOut => {}
+                                Err(e) => return Err(e),
+                                Ok(_) => {}
+                            }
                         }
                     }
                     std::thread::sleep(Duration::from_millis(20));
@@ -422,7 +462,23 @@ impl Engine {
         let mut spec = self.spec(Role::Ping, t, dir.path(), size, round_trips, warmup);
         spec.tokens = vec![token];
         let mut a = self.spawn(&spec, format!("{} ping", t.name()))?;
-        let ra = self.report(&mut a, deadline)?;
+        // Wait for ping, but not for the whole timeout if pong died: its error is the one.
+        let ra = loop {
+            match self.report(
+                &mut a,
+                (Instant::now() + Duration::from_millis(100)).min(deadline),
+            ) {
+                Ok(r) => break r,
+                Err(e) if e.kind() == io::ErrorKind::TimedOut && Instant::now() < deadline => {
+                    if let Ok(Some(status)) = b.child.try_wait() {
+                        if !status.success() {
+                            self.report(&mut b, deadline)?;
+                        }
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        };
         let rb = self.report(&mut b, deadline)?;
         Ok(Latency {
             transport: t.name().to_string(),
@@ -497,7 +553,7 @@ impl Machine {
         let u = rustix::system::uname();
         Machine {
             cpu,
-            cpus: engine.cpus,
+            cpus: engine.cpus.len(),
             kernel: format!(
                 "{} {}",
                 u.sysname().to_string_lossy(),

@@ -118,7 +118,7 @@ pub fn markdown(r: &Results) -> String {
         if m.pinned {
             "Sender and receiver (ping and pong) pinned to different CPUs"
         } else {
-            "Not pinned (fewer than two CPUs)"
+            "Sender and receiver not pinned"
         }
     );
     let _ = writeln!(
@@ -144,6 +144,9 @@ pub fn markdown(r: &Results) -> String {
             format!("{}{ratio}", rate(x.msgs_per_s))
         },
     );
+    if r.throughput.iter().any(|x| x.transport == "pipe-batched") {
+        s.push_str("(`pipe-batched` is a reference, not per-message: its ends batch messages in 64 KiB buffers.)\n\n");
+    }
     matrix(
         &mut s,
         "**One-way throughput**, MB/s",

@@ -76,6 +76,12 @@ pub trait Transport: Sync {
     fn duplex(&self, dir: &Path, side: Side, token: &str) -> io::Result<DuplexEnds>;
 }
 
+impl std::fmt::Debug for dyn Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Every transport, in table order.
 pub fn all() -> Vec<&'static dyn Transport> {
     vec![
@@ -128,8 +134,9 @@ impl Shmbus {
         loan: true,
     };
 
-    /// The ring for messages of `size` bytes: 32 messages' worth, from 2 MiB to 8 MiB, so
-    /// that it stays in the caches, as a pipe's or a socket's kernel buffer does. (With the
+    /// The ring for messages of `size` bytes: 32 messages' worth, but at least 2 MiB and at
+    /// most 8 MiB (room for four above 2 MiB), so that it stays in the caches, as a pipe's or
+    /// a socket's kernel buffer does. (With the
     /// library's 64 MiB default, large messages go through DRAM on both sides and move at
     /// memory speed instead; `SHMBUS_BENCH_CAPACITY=BYTES` overrides the choice.)
     pub fn options(size: usize) -> BusOptions {
@@ -140,11 +147,13 @@ impl Shmbus {
                 ((size as u64) * 32)
                     .next_power_of_two()
                     .clamp(2 << 20, 8 << 20)
+                    // Messages above 2 MiB: room for four.
+                    .max((size as u64 * 4).next_power_of_two())
             });
-        let max = (capacity / 4) as u32;
+        let max = (capacity / 4).min(u32::MAX as u64) as u32;
         BusOptions::new()
             .capacity(capacity)
-            .max_message(max.max(size as u32))
+            .max_message(max.max(size.min(u32::MAX as usize) as u32))
     }
 
     fn open(path: &Path) -> io::Result<Bus> {

@@ -123,3 +123,44 @@ fn a_tiny_suite_renders_every_report() {
     assert!(text.contains("<svg") && text.contains("shmbus-spin"));
     assert!(!log.is_empty());
 }
+
+#[test]
+fn an_interrupted_run_stops_kills_its_processes_and_cleans_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut e = engine(&dir);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    e.set_interrupt(stop.clone());
+    let flag = stop.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        flag.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    let started = std::time::Instant::now();
+    // Far more than 300 ms of work.
+    let err = e
+        .throughput(
+            &transport::Stream::TCP,
+            64,
+            100_000_000,
+            1,
+            None,
+            &mut |_| {},
+        )
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::Interrupted);
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "run directory removed"
+    );
+}
+
+#[test]
+fn the_allowed_cpus_are_the_affinity_mask() {
+    let cpus = bus_bench::child::allowed_cpus();
+    assert!(!cpus.is_empty());
+    assert!(cpus.windows(2).all(|w| w[0] < w[1]));
+    let e = Engine::new("/bin/true", "/tmp");
+    assert_eq!(e.pinned(), cpus.len() >= 2);
+}

@@ -2,8 +2,11 @@
 
 use std::process::ExitCode;
 
-use anyhow::{bail, Context};
-use bus_bench::{report, transport, Engine, Suite};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::Context;
+use bus_bench::{report, Engine, Suite};
 
 use crate::flags::BenchArgs;
 
@@ -26,22 +29,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         Suite::full()
     };
     if !args.sizes.is_empty() {
-        suite.sizes = args.sizes.iter().map(|&s| s as usize).collect();
-        if let Some(s) = suite.sizes.iter().find(|&&s| s < 16) {
-            bail!("--sizes: {s} is too small (messages carry a 16-byte header)");
-        }
+        suite.sizes = args.sizes.clone();
     }
     if !args.transports.is_empty() {
-        suite.transports = args
-            .transports
-            .iter()
-            .map(|n| {
-                transport::by_name(n).with_context(|| {
-                    let known: Vec<_> = transport::all().iter().map(|t| t.name()).collect();
-                    format!("unknown transport {n:?} (known: {})", known.join(", "))
-                })
-            })
-            .collect::<anyhow::Result<_>>()?;
+        suite.transports = args.transports.clone();
         suite
             .fanout_transports
             .retain(|f| suite.transports.iter().any(|t| t.name() == f.name()));
@@ -49,16 +40,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     if args.no_fanout {
         suite.fanout.clear();
     }
-    let exe = std::env::current_exe().context("finding this executable")?;
-    let mut engine = Engine::new(exe, run_dir(&args.dir));
-    engine.set_pinning(!args.no_pin);
-    let results = bus_bench::run_suite(&engine, &suite, &mut |what| {
-        eprintln!("shmbus bench: {what}")
-    })?;
-    std::io::Write::write_all(
-        &mut std::io::stdout(),
-        report::markdown(&results).as_bytes(),
-    )?;
+    let engine = engine(&args.dir, !args.no_pin)?;
+    let results =
+        bus_bench::run_suite(&engine, &suite, &mut |what| errln!("shmbus bench: {what}"))?;
+    // The files first: a closed stdout must not lose the results of a long run.
     if let Some(p) = &args.json {
         std::fs::write(p, report::json_lines(&results))
             .with_context(|| format!("writing {}", p.display()))?;
@@ -70,5 +55,24 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     if let Some(p) = &args.svg {
         report::svg(&results, p).with_context(|| format!("writing {}", p.display()))?;
     }
+    std::io::Write::write_all(
+        &mut std::io::stdout(),
+        report::markdown(&results).as_bytes(),
+    )?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// An engine that re-executes this binary, stops (and cleans up) on SIGINT/SIGTERM, and
+/// exits at once on a second one.
+pub fn engine(dir: &Option<std::path::PathBuf>, pin: bool) -> anyhow::Result<Engine> {
+    let exe = std::env::current_exe().context("finding this executable")?;
+    let mut engine = Engine::new(exe, run_dir(dir));
+    engine.set_pinning(pin);
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(sig, 130, stop.clone())?;
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
+    engine.set_interrupt(stop);
+    Ok(engine)
 }

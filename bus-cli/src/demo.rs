@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use bus_bench::{transport, Engine, Throughput};
+use bus_bench::{transport, Throughput};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::flags::DemoArgs;
@@ -38,8 +38,9 @@ fn thousands(n: u64) -> String {
 
 fn summary(r: &Throughput, label: &str) -> std::io::Result<()> {
     outln!(
-        "{label}: {} messages published (a tenth of them warm-up)",
-        thousands(r.total)
+        "{label}: {} messages published (the first {} as warm-up)",
+        thousands(r.total),
+        thousands(r.total - r.messages)
     )?;
     for (i, s) in r.per_receiver.iter().enumerate() {
         outln!(
@@ -60,10 +61,9 @@ fn summary(r: &Throughput, label: &str) -> std::io::Result<()> {
 }
 
 pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
-    let size = usize::try_from(args.size)?.max(16);
+    let size = args.size;
     let dir = crate::bench::run_dir(&args.dir);
-    let exe = std::env::current_exe().context("finding this executable")?;
-    let engine = Engine::new(exe, &dir);
+    let engine = crate::bench::engine(&args.dir, true)?;
     let k = args.subscribers;
     outln!(
         "shmbus demo: a bus in a temporary directory under {}, 1 publisher and {k} subscriber processes,\n{} messages of {size} bytes (subscribers sleep on a futex when idle{}).\n",

@@ -122,7 +122,7 @@ pub struct PubArgs {
     #[arg(long, value_name = "N", requires = "size", conflicts_with = "messages")]
     pub count: Option<u64>,
     /// Size of each generated message (at least 8).
-    #[arg(long, value_name = "BYTES", value_parser = parse_size, requires = "count")]
+    #[arg(long, value_name = "BYTES", value_parser = parse_generated_size, requires = "count")]
     pub size: Option<u64>,
     /// Wait at most DUR for room in a full ring (reliable mode) before failing.
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
@@ -193,9 +193,9 @@ pub struct DemoArgs {
     /// Messages to publish.
     #[arg(long, default_value_t = 2_000_000, value_parser = clap::value_parser!(u64).range(1000..))]
     pub messages: u64,
-    /// Size of each message (at least 16: it carries a number and a timestamp).
-    #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value = "64")]
-    pub size: u64,
+    /// Size of each message, 16 bytes to 1 GiB (it carries a number and a timestamp).
+    #[arg(long, value_name = "BYTES", value_parser = parse_message_size, default_value = "64")]
+    pub size: usize,
     /// Directory for the temporary bus [default: /dev/shm].
     #[arg(long, value_name = "DIR")]
     pub dir: Option<std::path::PathBuf>,
@@ -206,13 +206,13 @@ pub struct BenchArgs {
     /// A short run (well under 30 s): fewer messages and round trips.
     #[arg(long)]
     pub quick: bool,
-    /// Message sizes [default: 64,1KiB,16KiB,256KiB,1MiB].
-    #[arg(long, value_name = "SIZE,...", value_delimiter = ',', value_parser = parse_size)]
-    pub sizes: Vec<u64>,
+    /// Message sizes, 16 bytes to 1 GiB [default: 64,1KiB,16KiB,256KiB,1MiB].
+    #[arg(long, value_name = "SIZE,...", value_delimiter = ',', value_parser = parse_message_size)]
+    pub sizes: Vec<usize>,
     /// Transports [default: all]: shmbus-spin, shmbus-block, shmbus-loan, pipe, pipe-batched,
     /// unix-stream, unix-seqpacket, tcp.
-    #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
-    pub transports: Vec<String>,
+    #[arg(long, value_name = "NAME,...", value_delimiter = ',', value_parser = parse_transport)]
+    pub transports: Vec<&'static dyn bus_bench::Transport>,
     /// Skip the fan-out runs.
     #[arg(long)]
     pub no_fanout: bool,
@@ -247,6 +247,36 @@ fn parse_size(s: &str) -> Result<u64, String> {
         .with_binary()
         .parse_size(s)
         .map_err(|e| format!("{e} (examples: 4096, 64KiB, 16MiB, 1GiB)"))
+}
+
+/// A benchmark message: 16 bytes (sequence number and time stamp) to 1 GiB.
+fn parse_message_size(s: &str) -> Result<usize, String> {
+    match parse_size(s)? {
+        n if (16..=1 << 30).contains(&n) => Ok(n as usize),
+        n => Err(format!(
+            "{n} is out of range (16 bytes to 1GiB: a message carries a 16-byte header)"
+        )),
+    }
+}
+
+/// A `pub --count` message: at least its 8-byte number.
+fn parse_generated_size(s: &str) -> Result<u64, String> {
+    match parse_size(s)? {
+        n if n >= 8 => Ok(n),
+        n => Err(format!(
+            "{n} is too small: generated messages carry an 8-byte number"
+        )),
+    }
+}
+
+fn parse_transport(s: &str) -> Result<&'static dyn bus_bench::Transport, String> {
+    bus_bench::transport::by_name(s).ok_or_else(|| {
+        let known: Vec<_> = bus_bench::transport::all()
+            .iter()
+            .map(|t| t.name())
+            .collect();
+        format!("unknown transport {s:?} (known: {})", known.join(", "))
+    })
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

@@ -17,6 +17,9 @@ pub fn create(args: &CreateArgs) -> anyhow::Result<ExitCode> {
     ensure_parent(&args.bus)?;
     let path = bus_path(&args.bus);
     let opts = bus_options(&args.opts)?;
+    // Before --force removes anything: invalid options must not cost the old bus.
+    opts.check()
+        .map_err(|e| anyhow::anyhow!("bus {}: invalid options: {e}", path.display()))?;
     if args.force {
         match std::fs::remove_file(&path) {
             Ok(()) => {}
@@ -158,8 +161,8 @@ fn to_json<'a>(
         head: st.head_position,
         head_seq: st.head_seq,
         published_messages: st.tail_seq,
-        published_bytes: st.tail_position - c.initial_position,
-        retained_bytes: st.tail_position - st.head_position,
+        published_bytes: st.tail_position.saturating_sub(c.initial_position),
+        retained_bytes: st.tail_position.saturating_sub(st.head_position),
         unblocked: st.unblocked,
         evicted: st.evicted,
         readers_waiting: st.readers_waiting,
@@ -245,15 +248,15 @@ fn print_human(
         st.tail_position,
         st.tail_seq,
         st.tail_seq,
-        bytes(st.tail_position - c.initial_position)
+        bytes(st.tail_position.saturating_sub(c.initial_position))
     )?;
     writeln!(
         out,
         "head       position {}, seq {}   (retained {} messages, {})",
         st.head_position,
         st.head_seq,
-        st.tail_seq - st.head_seq,
-        bytes(st.tail_position - st.head_position)
+        st.tail_seq.saturating_sub(st.head_seq),
+        bytes(st.tail_position.saturating_sub(st.head_position))
     )?;
     if let Some(r) = rate {
         writeln!(
@@ -347,8 +350,8 @@ pub fn stat(args: &StatArgs) -> anyhow::Result<ExitCode> {
         let rate = prev.map(|(t, seq, pos)| {
             let dt = now.duration_since(t).as_secs_f64().max(1e-9);
             Rate {
-                msgs_per_s: (st.tail_seq - seq) as f64 / dt,
-                mb_per_s: (st.tail_position - pos) as f64 / dt / 1e6,
+                msgs_per_s: st.tail_seq.saturating_sub(seq) as f64 / dt,
+                mb_per_s: st.tail_position.saturating_sub(pos) as f64 / dt / 1e6,
             }
         });
         prev = Some((now, st.tail_seq, st.tail_position));
@@ -367,8 +370,11 @@ pub fn stat(args: &StatArgs) -> anyhow::Result<ExitCode> {
                     joined_unix_ns: p.joined_unix_ns,
                 })
                 .collect();
-            serde_json::to_writer(&mut out, &to_json(&bus, &st, rate, &producers))?;
-            writeln!(out)?;
+            // Serialised in memory, written as an io::Error-returning write, so that a closed
+            // pipe is recognised (serde_json's error would hide it).
+            let mut line = serde_json::to_vec(&to_json(&bus, &st, rate, &producers))?;
+            line.push(b'\n');
+            out.write_all(&line)?;
         } else {
             if tty && args.watch.is_some() {
                 // Redraw in place.

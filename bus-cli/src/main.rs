@@ -15,6 +15,14 @@ macro_rules! outln {
     }};
 }
 
+/// `eprintln!` that ignores a closed stderr instead of panicking.
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod bench;
 mod demo;
 mod flags;
@@ -35,9 +43,16 @@ use crate::flags::{Cli, Command, CreateOpts, ModeArg};
 pub const EXIT_TIMEOUT: u8 = 124;
 
 fn main() -> ExitCode {
-    // `bench` and `demo` re-execute this binary for their processes.
-    let args: Vec<String> = std::env::args().collect();
-    if let Some(status) = bus_bench::child_main(&args) {
+    // `bench` and `demo` re-execute this binary for their processes. (args_os: an argument
+    // that is not UTF-8 must reach clap, not panic here.)
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == bus_bench::CHILD_ARG)
+    {
+        let args: Vec<String> = std::env::args_os()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let status = bus_bench::child_main(&args).unwrap_or(2);
         return ExitCode::from(status as u8);
     }
     let cli = Cli::parse();
@@ -47,7 +62,7 @@ fn main() -> ExitCode {
             if is_broken_pipe(&err) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("shmbus: error: {err:#}");
+            errln!("shmbus: error: {err:#}");
             ExitCode::from(1)
         }
     }

@@ -49,11 +49,19 @@ pub fn run(args: &PubArgs) -> anyhow::Result<ExitCode> {
         timeout: args.timeout,
         path: &path,
     };
+    let max = sink.publ.max_message() as usize;
+    let too_large = |len: usize| {
+        anyhow::anyhow!(
+            "bus {}: message of {len} bytes exceeds the bus maximum of {max} bytes",
+            path.display()
+        )
+    };
     if let (Some(count), Some(size)) = (args.count, args.size) {
-        if size < 8 {
-            bail!("--size {size} is too small: generated messages carry an 8-byte number");
-        }
-        let size = usize::try_from(size)?;
+        // Checked before anything is allocated: --size 1EiB is an error, not an abort.
+        let size = usize::try_from(size)
+            .ok()
+            .filter(|&s| s <= max)
+            .ok_or_else(|| too_large(size as usize))?;
         let mut msg = vec![0u8; size];
         for i in 0..count {
             msg[..8].copy_from_slice(&i.to_le_bytes());
@@ -74,12 +82,17 @@ pub fn run(args: &PubArgs) -> anyhow::Result<ExitCode> {
             let mut line = Vec::new();
             loop {
                 line.clear();
-                if input
+                // At most one byte more than the largest message: an endless line is an
+                // error, not an endless allocation.
+                let n = (&mut input)
+                    .take(max as u64 + 1)
                     .read_until(b'\n', &mut line)
-                    .context("reading standard input")?
-                    == 0
-                {
+                    .context("reading standard input")?;
+                if n == 0 {
                     break;
+                }
+                if line.len() > max && line.last() != Some(&b'\n') {
+                    return Err(too_large(line.len()).context("a line of standard input"));
                 }
                 if line.last() == Some(&b'\n') {
                     line.pop();
@@ -89,9 +102,13 @@ pub fn run(args: &PubArgs) -> anyhow::Result<ExitCode> {
         }
         InputFormat::Raw => {
             let mut all = Vec::new();
-            input
+            (&mut input)
+                .take(max as u64 + 1)
                 .read_to_end(&mut all)
                 .context("reading standard input")?;
+            if all.len() > max {
+                return Err(too_large(all.len()).context("standard input"));
+            }
             sink.send(&all)?;
         }
         InputFormat::Len => {

@@ -86,7 +86,7 @@ impl Printer {
         } else {
             // Keep stdout and stderr in order for a reader of both.
             self.out.flush()?;
-            eprintln!("shmbus: lost {n} messages");
+            errln!("shmbus: lost {n} messages");
         }
         Ok(())
     }
@@ -108,6 +108,9 @@ pub fn run(args: &SubArgs) -> anyhow::Result<ExitCode> {
     }
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [libc::SIGINT, libc::SIGTERM] {
+        // The first signal asks to leave cleanly; a second (say, while a write to a stalled
+        // pipe does not return) ends the process at once.
+        signal_hook::flag::register_conditional_shutdown(sig, 130, stop.clone())?;
         signal_hook::flag::register(sig, stop.clone())?;
     }
     let stdout = std::io::stdout();
@@ -122,6 +125,11 @@ pub fn run(args: &SubArgs) -> anyhow::Result<ExitCode> {
         if args.count.is_some_and(|c| received >= c) || stop.load(Ordering::Relaxed) {
             printer.out.flush()?;
             return Ok(ExitCode::SUCCESS);
+        }
+        // Also while messages keep coming: the timeout bounds the whole run.
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            printer.out.flush()?;
+            return Ok(ExitCode::from(EXIT_TIMEOUT));
         }
         // Take what is there without waiting; flush before waiting for more.
         let got = match sub.try_recv_ref() {

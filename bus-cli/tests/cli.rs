@@ -556,17 +556,6 @@ fn the_demo_runs_to_completion() {
 }
 
 #[test]
-fn bench_rejects_what_it_cannot_run() {
-    let env = Env::new();
-    assert_fails(
-        &env.run(&["bench", "--transports", "carrier-pigeon"], b""),
-        1,
-        "unknown transport",
-    );
-    assert_fails(&env.run(&["bench", "--sizes", "8"], b""), 1, "too small");
-}
-
-#[test]
 fn the_default_directory_is_created_private() {
     let top = tempfile::tempdir().unwrap();
     let dir = top.path().join("new/shmbus");
@@ -616,4 +605,114 @@ fn stat_watch_refreshes_with_rates_until_interrupted() {
     assert!(later["rate"]["msgs_per_s"].is_number());
     procs.signal(watch, libc::SIGINT);
     procs.success(watch);
+}
+
+#[test]
+fn bench_and_pub_reject_what_they_cannot_do() {
+    let env = Env::new();
+    // Usage errors: clap's exit 2, with the reason.
+    assert_fails(
+        &env.run(&["bench", "--transports", "carrier-pigeon"], b""),
+        2,
+        "unknown transport",
+    );
+    assert_fails(&env.run(&["bench", "--sizes", "8"], b""), 2, "out of range");
+    assert_fails(
+        &env.run(&["pub", "x", "--count", "1", "--size", "4"], b""),
+        2,
+        "too small",
+    );
+    // A huge generated message is an error before anything is allocated.
+    assert!(env
+        .run(&["create", "p", "--capacity", "64KiB"], b"")
+        .status
+        .success());
+    assert_fails(
+        &env.run(&["pub", "p", "--count", "1", "--size", "1EiB"], b""),
+        1,
+        "exceeds the bus maximum",
+    );
+    // An endless line or raw input stops at the bus maximum.
+    let big = vec![b'x'; 20_000];
+    assert_fails(&env.run(&["pub", "p"], &big), 1, "exceeds the bus maximum");
+    assert_fails(
+        &env.run(&["pub", "p", "--input", "raw"], &big),
+        1,
+        "exceeds the bus maximum",
+    );
+}
+
+#[test]
+fn create_force_with_bad_options_keeps_the_old_bus() {
+    let env = Env::new();
+    assert!(env
+        .run(&["create", "keep", "--capacity", "64KiB"], b"")
+        .status
+        .success());
+    assert!(env.run(&["pub", "keep", "precious"], b"").status.success());
+    assert_fails(
+        &env.run(&["create", "keep", "--force", "--capacity", "1000"], b""),
+        1,
+        "power of two",
+    );
+    let o = env.run(&["sub", "keep", "--from", "oldest", "--count", "1"], b"");
+    assert_eq!(stdout(&o), "precious\n");
+}
+
+#[test]
+fn odd_arguments_and_closed_pipes_never_panic() {
+    use std::os::unix::ffi::OsStrExt;
+    let env = Env::new();
+    let odd = std::ffi::OsStr::from_bytes(b"/tmp/\xff.bus");
+    // Not a name shmbus can take (BUS is text): a usage error, not a panic.
+    let o = env.cmd(&["stat"]).arg(odd).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("UTF-8"));
+    // stat --json into a pipe closed early: exit 0, no error message.
+    assert!(env.run(&["create", "c"], b"").status.success());
+    let mut child = env
+        .cmd(&["stat", "c", "--json", "--watch", "10ms"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut first = [0u8; 1];
+    std::io::Read::read_exact(&mut out, &mut first).unwrap();
+    drop(out);
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn sub_timeout_bounds_a_run_that_never_goes_quiet() {
+    let env = Env::new();
+    assert!(env
+        .run(&["create", "busy", "--mode", "lossy"], b"")
+        .status
+        .success());
+    let mut procs = Procs::new(Duration::from_secs(60));
+    let sub = env.spawn(
+        &mut procs,
+        "sub",
+        &["sub", "busy", "--timeout", "300ms", "--format", "hex"],
+    );
+    wait_subscribers(&env, "busy", 1);
+    // A publisher that keeps the bus busy for longer than the timeout.
+    let mut pub_cmd = env.cmd(&["pub", "busy", "--count", "100000000", "--size", "64"]);
+    pub_cmd.stdout(Stdio::null());
+    let publ = procs.spawn_command("pub", pub_cmd);
+    let (status, _) = procs.wait(sub);
+    assert_eq!(status.code(), Some(124));
+    procs.signal(publ, libc::SIGKILL);
 }

@@ -116,6 +116,15 @@ impl BusOptions {
         self.capacity
     }
 
+    /// Checks the options as [`Bus::create`] will, without creating anything.
+    ///
+    /// # Errors
+    ///
+    /// The first parameter out of range.
+    pub fn check(&self) -> Result<(), crate::ConfigError> {
+        self.config().check()
+    }
+
     fn config(&self) -> Config {
         let max_message = self
             .max_message
