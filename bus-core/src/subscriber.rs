@@ -315,19 +315,18 @@ impl Subscriber {
 
     /// Busy-polling without chasing the writer (DESIGN.md: a reader that polls a record while
     /// its producer writes it drags the producer's cache lines over on every message). The
-    /// pause between polls adapts when a wait ends, after `polls` polls:
+    /// pause between polls adapts when a wait ends, after `waited` pauses:
     /// * the previous wait was followed by a batch of several messages, or this one ended
     ///   within a few pauses: a stream; pause longer, so that records land between visits
     ///   and are read in batches;
     /// * a single message, after a longer wait: sparse messages (request/reply,
     ///   ping-pong), where only polling hard keeps latency low; pause less.
-    fn adapt_spin(&mut self, polls: u32) {
+    fn adapt_spin(&mut self, waited: u32) {
         if self.strategy != WaitStrategy::Spin {
             return;
         }
         let batch = std::mem::replace(&mut self.batch, 0);
-        // Count the wait in pauses, not polls: with long pauses every wait is one poll.
-        let waited = polls.saturating_mul(self.spin_pause);
+        // `waited` counts pauses, not polls: with long pauses every wait is one poll.
         if batch >= 2 || waited <= 4 {
             self.spin_pause = (self.spin_pause * 2).min(MAX_SPIN_PAUSE);
         } else {
@@ -466,6 +465,7 @@ impl Subscriber {
     fn next_waiting(&mut self, deadline: Option<Deadline>) -> Result<(u64, u32, u64), RecvError> {
         let backoff = Backoff::new();
         let mut polls = 0u32;
+        let mut waited = 0u32;
         loop {
             match self.poll() {
                 Polled::Data {
@@ -473,7 +473,7 @@ impl Subscriber {
                     len,
                     extent,
                 } => {
-                    self.adapt_spin(polls);
+                    self.adapt_spin(waited);
                     return Ok((offset, len, extent));
                 }
                 Polled::Lost(n) => return Err(RecvError::Lost(n)),
@@ -504,8 +504,13 @@ impl Subscriber {
             }
             match self.strategy {
                 WaitStrategy::Spin => {
+                    // Within one wait the pause doubles every 8 polls: a long wait (a large
+                    // message being written, a quiet stream) is not worth polling hard for,
+                    // and hard polling steals the core from a producer on the SMT sibling.
+                    let pause = (self.spin_pause << (polls / 8).min(6)).min(MAX_SPIN_PAUSE);
                     polls += 1;
-                    for _ in 0..self.spin_pause {
+                    waited = waited.saturating_add(pause);
+                    for _ in 0..pause {
                         std::hint::spin_loop();
                     }
                     continue;
