@@ -69,6 +69,9 @@ pub struct Throughput {
     pub load_p99_ns: u64,
     /// Each receiver on its own.
     pub per_receiver: Vec<ReceiverResult>,
+    /// The cache-line round trip measured just before this run (`run_suite` probes it; see
+    /// [`Engine::line_rtt`]), ns.
+    pub line_rtt_ns: Option<f64>,
 }
 
 /// One receiver of a throughput run.
@@ -96,6 +99,8 @@ pub struct Latency {
     pub max_ns: u64,
     /// CPU seconds per round trip, both sides.
     pub cpu_s_per_rt: f64,
+    /// The cache-line round trip measured just before this run, ns.
+    pub line_rtt_ns: Option<f64>,
 }
 
 /// The machine's limits, measured in the same run.
@@ -442,6 +447,7 @@ impl Engine {
                     p999_ns: r.p999_ns,
                 })
                 .collect(),
+            line_rtt_ns: None,
         })
     }
 
@@ -489,12 +495,24 @@ impl Engine {
             p999_ns: ra.p999_ns,
             max_ns: ra.max_ns,
             cpu_s_per_rt: (ra.cpu_s + rb.cpu_s) / round_trips as f64,
+            line_rtt_ns: None,
         })
     }
 
     /// The machine's limits: memcpy bandwidth (this process) and the cache-line round trip
     /// between two processes.
     pub fn limits(&self, rounds: u64) -> io::Result<Limits> {
+        Ok(Limits {
+            memcpy_gb_per_s: memcpy_bandwidth(),
+            cache_line_rtt_ns: self.line_rtt(rounds)?,
+        })
+    }
+
+    /// The cache-line round trip between two processes on the benchmark's two CPUs, ns:
+    /// the floor of any shared-memory round trip. On a VM it is also a probe of where the
+    /// hypervisor has placed the two virtual CPUs (sibling threads of one core, two cores,
+    /// two dies), which can change during a run and moves every shared-memory result with it.
+    pub fn line_rtt(&self, rounds: u64) -> io::Result<f64> {
         let dir = self.run_dir()?;
         let deadline = Instant::now() + self.run_timeout;
         let f = std::fs::File::create(dir.path().join("line"))?;
@@ -507,10 +525,7 @@ impl Engine {
         let mut a = self.spawn(&spec, "cache-line ping".into())?;
         let ra = self.report(&mut a, deadline)?;
         self.report(&mut b, deadline)?;
-        Ok(Limits {
-            memcpy_gb_per_s: memcpy_bandwidth(),
-            cache_line_rtt_ns: ra.line_rtt_ns,
-        })
+        Ok(ra.line_rtt_ns)
     }
 }
 
@@ -618,7 +633,12 @@ pub struct Results {
     pub skipped: Vec<String>,
 }
 
-/// Runs `suite`, telling `log` what it is doing.
+/// Round trips of the placement probe before each run: a millisecond or so.
+const PROBE_ROUNDS: u64 = 2_000;
+
+/// Runs `suite`, telling `log` what it is doing. Before every run it probes the cache-line
+/// round trip ([`Engine::line_rtt`]) and records it with the run, so that the report can
+/// tell results measured in a far placement of the CPUs from the rest.
 pub fn run_suite(engine: &Engine, suite: &Suite, log: &mut dyn FnMut(&str)) -> io::Result<Results> {
     log("machine limits");
     let limits = engine.limits(20_000)?;
@@ -646,14 +666,11 @@ pub fn run_suite(engine: &Engine, suite: &Suite, log: &mut dyn FnMut(&str)) -> i
                 t.name(),
                 report::size_label(size)
             ));
-            r.throughput.push(engine.throughput(
-                t,
-                size,
-                suite.messages(size),
-                1,
-                None,
-                &mut |_| {},
-            )?);
+            let line_rtt_ns = Some(engine.line_rtt(PROBE_ROUNDS)?);
+            r.throughput.push(Throughput {
+                line_rtt_ns,
+                ..engine.throughput(t, size, suite.messages(size), 1, None, &mut |_| {})?
+            });
             if t.is_reference() {
                 continue;
             }
@@ -663,7 +680,11 @@ pub fn run_suite(engine: &Engine, suite: &Suite, log: &mut dyn FnMut(&str)) -> i
                 report::size_label(size)
             ));
             let rts = (suite.round_trips * 1024 / size.max(1024) as u64).max(200);
-            r.latency.push(engine.latency(t, size, rts, rts / 10 + 10)?);
+            let line_rtt_ns = Some(engine.line_rtt(PROBE_ROUNDS)?);
+            r.latency.push(Latency {
+                line_rtt_ns,
+                ..engine.latency(t, size, rts, rts / 10 + 10)?
+            });
         }
     }
     let size = 64;
@@ -671,8 +692,11 @@ pub fn run_suite(engine: &Engine, suite: &Suite, log: &mut dyn FnMut(&str)) -> i
         for &t in &suite.fanout_transports {
             log(&format!("fan-out    {} to {k}", t.name()));
             let n = suite.messages(size) / k as u64;
-            r.fanout
-                .push(engine.throughput(t, size, n, k, None, &mut |_| {})?);
+            let line_rtt_ns = Some(engine.line_rtt(PROBE_ROUNDS)?);
+            r.fanout.push(Throughput {
+                line_rtt_ns,
+                ..engine.throughput(t, size, n, k, None, &mut |_| {})?
+            });
         }
     }
     Ok(r)

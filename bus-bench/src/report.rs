@@ -54,6 +54,54 @@ fn is_shmbus(name: &str) -> bool {
     transport::by_name(name).is_some_and(|t| t.is_shmbus())
 }
 
+/// The cache-line round trips probed before the runs, sorted.
+fn probes(r: &Results) -> Vec<f64> {
+    let mut p: Vec<f64> = r
+        .throughput
+        .iter()
+        .chain(&r.fanout)
+        .filter_map(|t| t.line_rtt_ns)
+        .chain(r.latency.iter().filter_map(|l| l.line_rtt_ns))
+        .collect();
+    p.sort_by(f64::total_cmp);
+    p
+}
+
+/// Where the hypervisor had placed the two CPUs for a run, judged by its probe against the
+/// run's usual (median) floor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    Usual,
+    /// A floor above twice the usual: CPUs further apart (another die, say).
+    Far,
+    /// A floor below half the usual: two threads of one core, sharing its caches and its
+    /// execution units.
+    Siblings,
+}
+
+fn placement(r: &Results, line_rtt_ns: Option<f64>) -> Placement {
+    let p = probes(r);
+    let (Some(v), Some(&median)) = (line_rtt_ns, p.get(p.len() / 2)) else {
+        return Placement::Usual;
+    };
+    if v > 2.0 * median {
+        Placement::Far
+    } else if v < median / 2.0 {
+        Placement::Siblings
+    } else {
+        Placement::Usual
+    }
+}
+
+/// The mark on a cell measured in an unusual placement.
+fn mark(r: &Results, line_rtt_ns: Option<f64>) -> &'static str {
+    match placement(r, line_rtt_ns) {
+        Placement::Usual => "",
+        Placement::Far => " †",
+        Placement::Siblings => " ‡",
+    }
+}
+
 fn sizes(r: &Results) -> Vec<usize> {
     let mut s: Vec<usize> = r.throughput.iter().map(|t| t.size).collect();
     s.sort_unstable();
@@ -126,6 +174,28 @@ pub fn markdown(r: &Results) -> String {
         "Limits measured in this run: single-thread memcpy **{:.1} GB/s**; cache-line round trip between two processes **{:.0} ns** (the floor of any shared-memory round trip).\n",
         r.limits.memcpy_gb_per_s, r.limits.cache_line_rtt_ns
     );
+    let probes = probes(r);
+    if let (Some(low), Some(high)) = (probes.first(), probes.last()) {
+        let median = probes[probes.len() / 2];
+        let _ = write!(
+            s,
+            "The floor, probed again before every run, was {median:.0} ns (median) and ranged from {low:.0} to {high:.0} ns: it moves when the hypervisor moves the two virtual CPUs closer together or further apart, and every shared-memory result moves with it."
+        );
+        let seen = |p: Placement| probes.iter().any(|&v| placement(r, Some(v)) == p);
+        if seen(Placement::Far) {
+            s.push_str(
+                " Runs marked † began with the CPUs far apart (a floor above twice the median): \
+                 every cache-line transfer cost more.",
+            );
+        }
+        if seen(Placement::Siblings) {
+            s.push_str(
+                " Runs marked ‡ began on two threads of one core (a floor below half the \
+                 median): transfers are cheap but the two sides share the core.",
+            );
+        }
+        s.push_str(" The placement can change during a run, too.\n\n");
+    }
     let sizes = sizes(r);
     matrix(
         &mut s,
@@ -141,7 +211,7 @@ pub fn markdown(r: &Results) -> String {
             } else {
                 String::new()
             };
-            format!("{}{ratio}", rate(x.msgs_per_s))
+            format!("{}{ratio}{}", rate(x.msgs_per_s), mark(r, x.line_rtt_ns))
         },
     );
     if r.throughput.iter().any(|x| x.transport == "pipe-batched") {
@@ -153,7 +223,7 @@ pub fn markdown(r: &Results) -> String {
         &sizes,
         &r.throughput,
         |x| (x.transport.as_str(), x.size),
-        |x| format!("{:.0}", x.mb_per_s),
+        |x| format!("{:.0}{}", x.mb_per_s, mark(r, x.line_rtt_ns)),
     );
     matrix(
         &mut s,
@@ -161,39 +231,46 @@ pub fn markdown(r: &Results) -> String {
         &sizes,
         &r.throughput,
         |x| (x.transport.as_str(), x.size),
-        |x| format!("{:.2}", x.cpu_s_per_msg * 1e6),
+        |x| format!("{:.2}{}", x.cpu_s_per_msg * 1e6, mark(r, x.line_rtt_ns)),
     );
     matrix(
         &mut s,
-        "**Round-trip latency** (ping-pong), µs: p50 / p99 (for shmbus at p50: × the cache-line floor)",
+        "**Round-trip latency** (ping-pong), µs: p50 / p99 (for shmbus at p50: × the cache-line floor probed before the run)",
         &sizes,
         &r.latency,
         |x| (x.transport.as_str(), x.size),
         |x| {
             let floor = if is_shmbus(&x.transport) && Some(&x.size) == sizes.first() {
-                format!(" ({:.1}×)", x.p50_ns as f64 / r.limits.cache_line_rtt_ns)
+                let line = x.line_rtt_ns.unwrap_or(r.limits.cache_line_rtt_ns);
+                format!(" ({:.1}×)", x.p50_ns as f64 / line)
             } else {
                 String::new()
             };
-            format!("{} / {}{floor}", micros(x.p50_ns), micros(x.p99_ns))
+            format!(
+                "{} / {}{floor}{}",
+                micros(x.p50_ns),
+                micros(x.p99_ns),
+                mark(r, x.line_rtt_ns)
+            )
         },
     );
     if let Some(&z) = sizes.first() {
         let _ = writeln!(
             s,
-            "\n**Round-trip latency at {}**, µs\n\n| transport | p50 | p99 | p99.9 | max | CPU µs per round trip |\n|---|---:|---:|---:|---:|---:|",
+            "**Round-trip latency at {}**, µs\n\n| transport | p50 | p99 | p99.9 | max | CPU µs per round trip |\n|---|---:|---:|---:|---:|---:|",
             size_label(z)
         );
         for x in r.latency.iter().filter(|x| x.size == z) {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {:.2} |",
+                "| {} | {} | {} | {} | {} | {:.2}{} |",
                 x.transport,
                 micros(x.p50_ns),
                 micros(x.p99_ns),
                 micros(x.p999_ns),
                 micros(x.max_ns),
-                x.cpu_s_per_rt * 1e6
+                x.cpu_s_per_rt * 1e6,
+                mark(r, x.line_rtt_ns)
             );
         }
     }
@@ -222,7 +299,7 @@ pub fn markdown(r: &Results) -> String {
                     .find(|f| f.transport == t && f.receivers == k)
                 {
                     Some(f) => {
-                        let _ = write!(s, " {} |", rate(f.msgs_per_s));
+                        let _ = write!(s, " {}{} |", rate(f.msgs_per_s), mark(r, f.line_rtt_ns));
                     }
                     None => s.push_str(" n/a |"),
                 }
@@ -248,7 +325,7 @@ pub fn json_lines(r: &Results) -> String {
             "messages": t.messages, "msgs_per_s": t.msgs_per_s, "mb_per_s": t.mb_per_s,
             "cpu_s_per_msg": t.cpu_s_per_msg, "cpu_send_s_per_msg": t.cpu_send_s_per_msg,
             "cpu_recv_s_per_msg": t.cpu_recv_s_per_msg, "load_p50_ns": t.load_p50_ns,
-            "load_p99_ns": t.load_p99_ns})
+            "load_p99_ns": t.load_p99_ns, "line_rtt_ns": t.line_rtt_ns})
     };
     for t in &r.throughput {
         out.push(tput("throughput", t));
@@ -257,7 +334,8 @@ pub fn json_lines(r: &Results) -> String {
         out.push(
             json!({"kind": "latency", "transport": l.transport, "size": l.size,
             "round_trips": l.round_trips, "p50_ns": l.p50_ns, "p99_ns": l.p99_ns,
-            "p999_ns": l.p999_ns, "max_ns": l.max_ns, "cpu_s_per_rt": l.cpu_s_per_rt}),
+            "p999_ns": l.p999_ns, "max_ns": l.max_ns, "cpu_s_per_rt": l.cpu_s_per_rt,
+            "line_rtt_ns": l.line_rtt_ns}),
         );
     }
     for f in &r.fanout {
@@ -266,15 +344,21 @@ pub fn json_lines(r: &Results) -> String {
     out.iter().map(|v| v.to_string() + "\n").collect()
 }
 
-/// CSV: one row per measurement.
+/// A probed floor as a CSV field: empty when not probed.
+fn probe(line_rtt_ns: Option<f64>) -> String {
+    line_rtt_ns.map(|v| format!("{v:.0}")).unwrap_or_default()
+}
+
+/// CSV: one row per measurement; `line_rtt_ns` is the cache-line round trip probed just
+/// before the run.
 pub fn csv(r: &Results) -> String {
     let mut s = String::from(
-        "kind,transport,size,receivers,msgs_per_s,mb_per_s,cpu_s_per_msg,p50_ns,p99_ns,p999_ns,max_ns\n",
+        "kind,transport,size,receivers,msgs_per_s,mb_per_s,cpu_s_per_msg,p50_ns,p99_ns,p999_ns,max_ns,line_rtt_ns\n",
     );
     let row = |s: &mut String, kind: &str, t: &Throughput| {
         let _ = writeln!(
             s,
-            "{kind},{},{},{},{:.0},{:.1},{:.3e},{},{},,",
+            "{kind},{},{},{},{:.0},{:.1},{:.3e},{},{},,,{}",
             t.transport,
             t.size,
             t.receivers,
@@ -282,7 +366,8 @@ pub fn csv(r: &Results) -> String {
             t.mb_per_s,
             t.cpu_s_per_msg,
             t.load_p50_ns,
-            t.load_p99_ns
+            t.load_p99_ns,
+            probe(t.line_rtt_ns)
         );
     };
     for t in &r.throughput {
@@ -294,18 +379,25 @@ pub fn csv(r: &Results) -> String {
     for l in &r.latency {
         let _ = writeln!(
             s,
-            "latency,{},{},1,,,{:.3e},{},{},{},{}",
-            l.transport, l.size, l.cpu_s_per_rt, l.p50_ns, l.p99_ns, l.p999_ns, l.max_ns
+            "latency,{},{},1,,,{:.3e},{},{},{},{},{}",
+            l.transport,
+            l.size,
+            l.cpu_s_per_rt,
+            l.p50_ns,
+            l.p99_ns,
+            l.p999_ns,
+            l.max_ns,
+            probe(l.line_rtt_ns)
         );
     }
     let _ = writeln!(
         s,
-        "limit,memcpy_gb_per_s,,,,{:.2},,,,,",
+        "limit,memcpy_gb_per_s,,,,{:.2},,,,,,",
         r.limits.memcpy_gb_per_s
     );
     let _ = writeln!(
         s,
-        "limit,cache_line_rtt_ns,,,,,,{:.0},,,",
+        "limit,cache_line_rtt_ns,,,,,,{:.0},,,,",
         r.limits.cache_line_rtt_ns
     );
     s
@@ -435,4 +527,147 @@ fn draw(r: &Results, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
     }
     root.present()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Limits, Machine};
+
+    fn throughput(transport: &str, size: usize, line_rtt_ns: f64) -> Throughput {
+        Throughput {
+            transport: transport.into(),
+            size,
+            receivers: 1,
+            messages: 1000,
+            total: 1100,
+            secs: 0.001,
+            msgs_per_s: 1e6,
+            mb_per_s: size as f64,
+            cpu_send_s_per_msg: 1e-7,
+            cpu_recv_s_per_msg: 1e-7,
+            cpu_s_per_msg: 2e-7,
+            load_p50_ns: 100,
+            load_p99_ns: 200,
+            per_receiver: Vec::new(),
+            line_rtt_ns: Some(line_rtt_ns),
+        }
+    }
+
+    fn latency(transport: &str, size: usize, p50_ns: u64, line_rtt_ns: f64) -> Latency {
+        Latency {
+            transport: transport.into(),
+            size,
+            round_trips: 1000,
+            p50_ns,
+            p99_ns: p50_ns * 2,
+            p999_ns: p50_ns * 3,
+            max_ns: p50_ns * 4,
+            cpu_s_per_rt: 1e-6,
+            line_rtt_ns: Some(line_rtt_ns),
+        }
+    }
+
+    fn results() -> Results {
+        Results {
+            machine: Machine {
+                cpu: "test CPU".into(),
+                cpus: 2,
+                kernel: "Linux test".into(),
+                pinned: true,
+            },
+            limits: Limits {
+                memcpy_gb_per_s: 20.0,
+                cache_line_rtt_ns: 60.0,
+            },
+            // The usual placement (60–70 ns), but shmbus-spin 1 KiB and its 64 B round
+            // trips began in a far one (300 ns).
+            throughput: vec![
+                throughput("shmbus-spin", 64, 60.0),
+                throughput("pipe", 64, 70.0),
+                throughput("shmbus-spin", 1024, 300.0),
+                throughput("pipe", 1024, 60.0),
+            ],
+            latency: vec![
+                latency("shmbus-spin", 64, 600, 300.0),
+                latency("pipe", 64, 50_000, 60.0),
+            ],
+            fanout: Vec::new(),
+            skipped: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn runs_in_a_far_placement_are_marked_and_near_ones_are_not() {
+        let r = results();
+        let md = markdown(&r);
+        assert!(md.contains("ranged from 60 to 300 ns"), "{md}");
+        assert!(md.contains("marked †"), "{md}");
+        assert!(!md.contains("marked ‡"), "{md}");
+        let row = |name: &str, title: &str| -> String {
+            let table = md.split(title).nth(1).unwrap();
+            table
+                .lines()
+                .find(|l| l.starts_with(&format!("| {name} |")))
+                .unwrap()
+                .to_string()
+        };
+        let spin = row("shmbus-spin", "messages/s");
+        let cells: Vec<&str> = spin.split('|').map(str::trim).collect();
+        // | shmbus-spin | 64 B cell | 1 KiB cell |
+        assert!(!cells[2].contains('†'), "{spin}");
+        assert!(cells[3].ends_with('†'), "{spin}");
+        // The round-trip ratio is against the floor probed before that run, not the first.
+        let rtt = row("shmbus-spin", "p50 / p99");
+        assert!(rtt.contains("(2.0×)") && rtt.contains('†'), "{rtt}");
+        let pipe = row("pipe", "p50 / p99");
+        assert!(!pipe.contains('†'), "{pipe}");
+    }
+
+    #[test]
+    fn one_placement_marks_nothing() {
+        let mut r = results();
+        for t in &mut r.throughput {
+            t.line_rtt_ns = Some(65.0);
+        }
+        for l in &mut r.latency {
+            l.line_rtt_ns = Some(65.0);
+        }
+        let md = markdown(&r);
+        assert!(!md.contains('†') && !md.contains('‡'), "{md}");
+        assert!(md.contains("ranged from 65 to 65 ns"), "{md}");
+    }
+
+    #[test]
+    fn siblings_are_marked_apart_from_the_usual_placement() {
+        let mut r = results();
+        // Usual 60 ns; one run on two threads of one core.
+        r.throughput[1].line_rtt_ns = Some(60.0);
+        r.throughput[2].line_rtt_ns = Some(25.0);
+        r.throughput[3].line_rtt_ns = Some(60.0);
+        r.latency[0].line_rtt_ns = Some(60.0);
+        let md = markdown(&r);
+        assert!(md.contains("marked ‡") && !md.contains("marked †"), "{md}");
+        let row = md
+            .lines()
+            .find(|l| l.starts_with("| shmbus-spin |"))
+            .unwrap();
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        assert!(!cells[2].contains('‡') && cells[3].ends_with('‡'), "{row}");
+    }
+
+    #[test]
+    fn csv_rows_all_have_the_header_s_columns_and_the_probe() {
+        let csv = csv(&results());
+        let mut lines = csv.lines();
+        let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+        assert_eq!(header.last(), Some(&"line_rtt_ns"));
+        for line in lines {
+            let fields: Vec<&str> = line.split(',').collect();
+            assert_eq!(fields.len(), header.len(), "{line}");
+            if !line.starts_with("limit") {
+                assert!(fields.last().unwrap().parse::<f64>().is_ok(), "{line}");
+            }
+        }
+    }
 }

@@ -110,9 +110,21 @@ fn a_tiny_suite_renders_every_report() {
     ] {
         assert!(md.contains(needle), "markdown lacks {needle:?}:\n{md}");
     }
+    // Every run carries the placement probe taken just before it.
+    for t in r.throughput.iter().chain(&r.fanout) {
+        assert!(t.line_rtt_ns.is_some_and(|v| v > 0.0), "{t:?}");
+    }
+    for l in &r.latency {
+        assert!(l.line_rtt_ns.is_some_and(|v| v > 0.0), "{l:?}");
+    }
+    assert!(md.contains("probed again before every run"), "{md}");
     let csv = report::csv(&r);
     assert!(csv.starts_with("kind,transport,size"));
     assert!(csv.lines().count() > 6);
+    let columns = csv.lines().next().unwrap().split(',').count();
+    for line in csv.lines() {
+        assert_eq!(line.split(',').count(), columns, "ragged CSV row {line:?}");
+    }
     for line in report::json_lines(&r).lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         assert!(v["kind"].is_string());
