@@ -30,6 +30,18 @@ impl Env {
     }
 
     /// Runs to completion (bounded by a watchdog) with `stdin`.
+    /// Runs `shmbus args` with no input and asserts that it succeeds.
+    fn ok(&self, args: &[&str]) -> Output {
+        let o = self.run(args, b"");
+        assert!(
+            o.status.success(),
+            "shmbus {args:?} failed ({}): {}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        );
+        o
+    }
+
     fn run(&self, args: &[&str], stdin: &[u8]) -> Output {
         let mut c = self.cmd(args);
         c.stdin(Stdio::piped())
@@ -109,10 +121,7 @@ fn wait_subscribers(env: &Env, name: &str, n: usize) {
 #[test]
 fn a_subscriber_receives_the_lines_a_publisher_reads_from_stdin() {
     let env = Env::new();
-    assert!(env
-        .run(&["create", "t", "--capacity", "1MiB"], b"")
-        .status
-        .success());
+    env.ok(&["create", "t", "--capacity", "1MiB"]);
     let mut procs = Procs::new(Duration::from_secs(60));
     let sub = env.spawn(
         &mut procs,
@@ -131,10 +140,7 @@ fn a_subscriber_receives_the_lines_a_publisher_reads_from_stdin() {
 fn three_publishers_two_subscribers_every_line_exactly_once_in_order() {
     let env = Env::new();
     // A small ring, so that publishers wait for the subscribers.
-    assert!(env
-        .run(&["create", "m", "--capacity", "64KiB"], b"")
-        .status
-        .success());
+    env.ok(&["create", "m", "--capacity", "64KiB"]);
     const N: usize = 3000;
     let mut procs = Procs::new(Duration::from_secs(120));
     let total = (3 * N).to_string();
@@ -233,11 +239,11 @@ fn a_stopped_lossy_subscriber_reports_exactly_what_it_lost() {
 #[test]
 fn stat_json_shows_the_live_subscribers() {
     let env = Env::new();
-    assert!(env.run(&["create", "s"], b"").status.success());
+    env.ok(&["create", "s"]);
     let mut procs = Procs::new(Duration::from_secs(60));
     let sub = env.spawn(&mut procs, "sub", &["sub", "s", "--timeout", "30s"]);
     wait_subscribers(&env, "s", 1);
-    assert!(env.run(&["pub", "s", "one", "two"], b"").status.success());
+    env.ok(&["pub", "s", "one", "two"]);
     let o = env.run(&["stat", "s", "--json"], b"");
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
@@ -259,14 +265,14 @@ fn stat_json_shows_the_live_subscribers() {
     );
     // rm refuses while the subscriber lives, and says why.
     assert_fails(&env.run(&["rm", "s"], b""), 1, "live subscriber");
-    assert!(env.run(&["rm", "s", "--force"], b"").status.success());
+    env.ok(&["rm", "s", "--force"]);
     assert!(!env.path("s").exists());
 }
 
 #[test]
 fn every_output_format() {
     let env = Env::new();
-    assert!(env.run(&["create", "f"], b"").status.success());
+    env.ok(&["create", "f"]);
     let mut frames = Vec::new();
     for m in [&b"\x00\xffbinary"[..], b"", b"text"] {
         frames.extend_from_slice(&(m.len() as u32).to_le_bytes());
@@ -312,10 +318,7 @@ fn every_output_format() {
     );
     assert!(stdout(&o).contains(r#""data":"a\nb\n""#), "{}", stdout(&o));
     // Generated messages start with their number.
-    assert!(env
-        .run(&["pub", "f", "--count", "3", "--size", "16"], b"")
-        .status
-        .success());
+    env.ok(&["pub", "f", "--count", "3", "--size", "16"]);
     let o = env.run(
         &[
             "sub", "f", "--from", "oldest", "--count", "7", "--format", "hex",
@@ -368,15 +371,9 @@ fn every_error_path_has_its_exit_code_and_message() {
         assert_fails(&env.run(cmd, b""), 1, &p("nope"));
     }
     // Exists.
-    assert!(env
-        .run(&["create", "b", "--capacity", "4KiB"], b"")
-        .status
-        .success());
+    env.ok(&["create", "b", "--capacity", "4KiB"]);
     assert_fails(&env.run(&["create", "b"], b""), 1, "already exists");
-    assert!(env
-        .run(&["create", "b", "--force", "--capacity", "4KiB"], b"")
-        .status
-        .success());
+    env.ok(&["create", "b", "--force", "--capacity", "4KiB"]);
     // Too large.
     let big = "x".repeat(600);
     assert_fails(
@@ -486,7 +483,7 @@ fn permission_denied_is_an_error_for_another_user() {
 #[test]
 fn interrupting_a_subscriber_leaves_its_slot() {
     let env = Env::new();
-    assert!(env.run(&["create", "i"], b"").status.success());
+    env.ok(&["create", "i"]);
     let mut procs = Procs::new(Duration::from_secs(60));
     let sub = env.spawn(&mut procs, "sub", &["sub", "i"]);
     wait_subscribers(&env, "i", 1);
@@ -500,11 +497,8 @@ fn interrupting_a_subscriber_leaves_its_slot() {
 #[test]
 fn a_closed_stdout_is_not_an_error() {
     let env = Env::new();
-    assert!(env.run(&["create", "c"], b"").status.success());
-    assert!(env
-        .run(&["pub", "c", "--count", "5000", "--size", "64"], b"")
-        .status
-        .success());
+    env.ok(&["create", "c"]);
+    env.ok(&["pub", "c", "--count", "5000", "--size", "64"]);
     // `shmbus sub ... | head -c 10`: the reader goes away early.
     let mut child = env
         .cmd(&[
@@ -576,7 +570,7 @@ fn the_default_directory_is_created_private() {
 #[test]
 fn stat_watch_refreshes_with_rates_until_interrupted() {
     let env = Env::new();
-    assert!(env.run(&["create", "w"], b"").status.success());
+    env.ok(&["create", "w"]);
     let mut procs = Procs::new(Duration::from_secs(60));
     let watch = env.spawn(
         &mut procs,
@@ -584,10 +578,7 @@ fn stat_watch_refreshes_with_rates_until_interrupted() {
         &["stat", "w", "--json", "--watch", "50ms"],
     );
     let first = procs.expect_line(watch, "{");
-    assert!(env
-        .run(&["pub", "w", "--count", "1000", "--size", "64"], b"")
-        .status
-        .success());
+    env.ok(&["pub", "w", "--count", "1000", "--size", "64"]);
     // A later snapshot carries the rate and sees the messages.
     let mut later = serde_json::Value::Null;
     for _ in 0..100 {
@@ -623,10 +614,7 @@ fn bench_and_pub_reject_what_they_cannot_do() {
         "too small",
     );
     // A huge generated message is an error before anything is allocated.
-    assert!(env
-        .run(&["create", "p", "--capacity", "64KiB"], b"")
-        .status
-        .success());
+    env.ok(&["create", "p", "--capacity", "64KiB"]);
     assert_fails(
         &env.run(&["pub", "p", "--count", "1", "--size", "1EiB"], b""),
         1,
@@ -645,11 +633,8 @@ fn bench_and_pub_reject_what_they_cannot_do() {
 #[test]
 fn create_force_with_bad_options_keeps_the_old_bus() {
     let env = Env::new();
-    assert!(env
-        .run(&["create", "keep", "--capacity", "64KiB"], b"")
-        .status
-        .success());
-    assert!(env.run(&["pub", "keep", "precious"], b"").status.success());
+    env.ok(&["create", "keep", "--capacity", "64KiB"]);
+    env.ok(&["pub", "keep", "precious"]);
     assert_fails(
         &env.run(&["create", "keep", "--force", "--capacity", "1000"], b""),
         1,
@@ -669,7 +654,7 @@ fn odd_arguments_and_closed_pipes_never_panic() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("UTF-8"));
     // stat --json into a pipe closed early: exit 0, no error message.
-    assert!(env.run(&["create", "c"], b"").status.success());
+    env.ok(&["create", "c"]);
     let mut child = env
         .cmd(&["stat", "c", "--json", "--watch", "10ms"])
         .stdout(Stdio::piped())
@@ -697,10 +682,7 @@ fn odd_arguments_and_closed_pipes_never_panic() {
 #[test]
 fn sub_timeout_bounds_a_run_that_never_goes_quiet() {
     let env = Env::new();
-    assert!(env
-        .run(&["create", "busy", "--mode", "lossy"], b"")
-        .status
-        .success());
+    env.ok(&["create", "busy", "--mode", "lossy"]);
     let mut procs = Procs::new(Duration::from_secs(60));
     let sub = env.spawn(
         &mut procs,
