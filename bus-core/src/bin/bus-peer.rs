@@ -87,6 +87,17 @@ struct Spec {
     max: usize,
 }
 
+impl Spec {
+    /// `min max seed` from the arguments, starting at `at`.
+    fn from_args(args: &[String], at: usize) -> Result<Spec, String> {
+        Ok(Spec {
+            min: arg(args, at, "min")?,
+            max: arg(args, at + 1, "max")?,
+            seed: arg(args, at + 2, "seed")?,
+        })
+    }
+}
+
 struct Verifier {
     spec: Spec,
     next: [u64; 256],
@@ -151,11 +162,7 @@ fn produce(args: &[String]) -> Result<(), String> {
     let bus = Bus::open(&args[2]).map_err(|e| e.to_string())?;
     let id: u8 = arg(args, 3, "id")?;
     let count: u64 = arg(args, 4, "count")?;
-    let spec = Spec {
-        min: arg(args, 5, "min")?,
-        max: arg(args, 6, "max")?,
-        seed: arg(args, 7, "seed")?,
-    };
+    let spec = Spec::from_args(args, 5)?;
     let pace_us: u64 = args.get(8).map_or(Ok(0), |_| arg(args, 8, "pace_us"))?;
     let mut publ = bus.publisher().map_err(|e| e.to_string())?;
     let mut buf = vec![0u8; spec.max];
@@ -183,11 +190,7 @@ fn produce(args: &[String]) -> Result<(), String> {
 fn consume(args: &[String]) -> Result<(), String> {
     let bus = Bus::open(&args[2]).map_err(|e| e.to_string())?;
     let total: u64 = arg(args, 3, "total")?;
-    let spec = Spec {
-        min: arg(args, 4, "min")?,
-        max: arg(args, 5, "max")?,
-        seed: arg(args, 6, "seed")?,
-    };
+    let spec = Spec::from_args(args, 4)?;
     let strict = match args.get(7).map(String::as_str) {
         Some("strict") => true,
         Some("lossy") => false,
@@ -265,11 +268,7 @@ fn consume(args: &[String]) -> Result<(), String> {
 fn survive(args: &[String]) -> Result<(), String> {
     let bus = Bus::open(&args[2]).map_err(|e| e.to_string())?;
     let last: u64 = arg(args, 3, "last")?;
-    let spec = Spec {
-        min: arg(args, 4, "min")?,
-        max: arg(args, 5, "max")?,
-        seed: arg(args, 6, "seed")?,
-    };
+    let spec = Spec::from_args(args, 4)?;
     let mut sub = bus.subscribe(Start::Latest).map_err(|e| e.to_string())?;
     println!("ready");
     std::io::stdout().flush().ok();
