@@ -360,6 +360,8 @@ fn cache_line(spec: &Spec) -> io::Result<()> {
     let word = unsafe { &*(ptr as *const AtomicU64) };
     let rounds = spec.count;
     let mut r = Report::default();
+    // ORDERING: Acquire/Release: the two sides hand one word back and forth, as a message
+    // and its reply would (a plain handoff, no fence beyond what a message needs).
     if spec.role == Role::LineB {
         ready("")?;
         for i in 0..rounds * 8 {

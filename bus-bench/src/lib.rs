@@ -171,6 +171,7 @@ impl Engine {
 
     fn interrupted(&self) -> io::Result<()> {
         match &self.interrupt {
+            // ORDERING: Relaxed: a stop request; nothing else is read through it.
             Some(f) if f.load(std::sync::atomic::Ordering::Relaxed) => {
                 Err(io::Error::new(io::ErrorKind::Interrupted, "interrupted"))
             }
@@ -633,7 +634,7 @@ pub struct Results {
     pub skipped: Vec<String>,
 }
 
-/// Round trips of the placement probe before each run: a millisecond or so.
+/// Round trips per batch of the placement probe before each run (eight batches: a few ms).
 const PROBE_ROUNDS: u64 = 2_000;
 
 /// Runs `suite`, telling `log` what it is doing. Before every run it probes the cache-line

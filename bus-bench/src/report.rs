@@ -79,9 +79,13 @@ enum Placement {
     Siblings,
 }
 
-fn placement(r: &Results, line_rtt_ns: Option<f64>) -> Placement {
-    let p = probes(r);
-    let (Some(v), Some(&median)) = (line_rtt_ns, p.get(p.len() / 2)) else {
+/// The run's usual floor: the median of its probes.
+fn median_floor(probes: &[f64]) -> Option<f64> {
+    probes.get(probes.len() / 2).copied()
+}
+
+fn placement(median: Option<f64>, line_rtt_ns: Option<f64>) -> Placement {
+    let (Some(v), Some(median)) = (line_rtt_ns, median) else {
         return Placement::Usual;
     };
     if v > 2.0 * median {
@@ -94,8 +98,8 @@ fn placement(r: &Results, line_rtt_ns: Option<f64>) -> Placement {
 }
 
 /// The mark on a cell measured in an unusual placement.
-fn mark(r: &Results, line_rtt_ns: Option<f64>) -> &'static str {
-    match placement(r, line_rtt_ns) {
+fn mark(median: Option<f64>, line_rtt_ns: Option<f64>) -> &'static str {
+    match placement(median, line_rtt_ns) {
         Placement::Usual => "",
         Placement::Far => " †",
         Placement::Siblings => " ‡",
@@ -175,13 +179,14 @@ pub fn markdown(r: &Results) -> String {
         r.limits.memcpy_gb_per_s, r.limits.cache_line_rtt_ns
     );
     let probes = probes(r);
-    if let (Some(low), Some(high)) = (probes.first(), probes.last()) {
-        let median = probes[probes.len() / 2];
+    let usual = median_floor(&probes);
+    let mark = |line_rtt_ns| mark(usual, line_rtt_ns);
+    if let (Some(low), Some(high), Some(median)) = (probes.first(), probes.last(), usual) {
         let _ = write!(
             s,
             "The floor, probed again before every run, was {median:.0} ns (median) and ranged from {low:.0} to {high:.0} ns: it moves when the hypervisor moves the two virtual CPUs closer together or further apart, and every shared-memory result moves with it."
         );
-        let seen = |p: Placement| probes.iter().any(|&v| placement(r, Some(v)) == p);
+        let seen = |p: Placement| probes.iter().any(|&v| placement(usual, Some(v)) == p);
         if seen(Placement::Far) {
             s.push_str(
                 " Runs marked † began with the CPUs far apart (a floor above twice the median): \
@@ -211,7 +216,7 @@ pub fn markdown(r: &Results) -> String {
             } else {
                 String::new()
             };
-            format!("{}{ratio}{}", rate(x.msgs_per_s), mark(r, x.line_rtt_ns))
+            format!("{}{ratio}{}", rate(x.msgs_per_s), mark(x.line_rtt_ns))
         },
     );
     if r.throughput.iter().any(|x| x.transport == "pipe-batched") {
@@ -223,7 +228,7 @@ pub fn markdown(r: &Results) -> String {
         &sizes,
         &r.throughput,
         |x| (x.transport.as_str(), x.size),
-        |x| format!("{:.0}{}", x.mb_per_s, mark(r, x.line_rtt_ns)),
+        |x| format!("{:.0}{}", x.mb_per_s, mark(x.line_rtt_ns)),
     );
     matrix(
         &mut s,
@@ -231,7 +236,7 @@ pub fn markdown(r: &Results) -> String {
         &sizes,
         &r.throughput,
         |x| (x.transport.as_str(), x.size),
-        |x| format!("{:.2}{}", x.cpu_s_per_msg * 1e6, mark(r, x.line_rtt_ns)),
+        |x| format!("{:.2}{}", x.cpu_s_per_msg * 1e6, mark(x.line_rtt_ns)),
     );
     matrix(
         &mut s,
@@ -250,7 +255,7 @@ pub fn markdown(r: &Results) -> String {
                 "{} / {}{floor}{}",
                 micros(x.p50_ns),
                 micros(x.p99_ns),
-                mark(r, x.line_rtt_ns)
+                mark(x.line_rtt_ns)
             )
         },
     );
@@ -270,7 +275,7 @@ pub fn markdown(r: &Results) -> String {
                 micros(x.p999_ns),
                 micros(x.max_ns),
                 x.cpu_s_per_rt * 1e6,
-                mark(r, x.line_rtt_ns)
+                mark(x.line_rtt_ns)
             );
         }
     }
@@ -299,7 +304,7 @@ pub fn markdown(r: &Results) -> String {
                     .find(|f| f.transport == t && f.receivers == k)
                 {
                     Some(f) => {
-                        let _ = write!(s, " {}{} |", rate(f.msgs_per_s), mark(r, f.line_rtt_ns));
+                        let _ = write!(s, " {}{} |", rate(f.msgs_per_s), mark(f.line_rtt_ns));
                     }
                     None => s.push_str(" n/a |"),
                 }

@@ -369,6 +369,8 @@ impl Bus {
         let tail = ring::latest(seg);
         let head = ring::oldest(seg);
         let mut subscribers = Vec::new();
+        // ORDERING: Acquire on a slot's state and position pairs with the SeqCst stores that
+        // publish them; the counters are Relaxed statistics (each exact, not one snapshot).
         for index in 0..seg.config.max_subscribers {
             let off = seg.config.subscriber_slot_offset(index);
             if seg.slot32(off, SLOT_STATE).load(Ordering::Acquire) != SLOT_ACTIVE {

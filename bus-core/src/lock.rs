@@ -192,6 +192,7 @@ impl Drop for ControlGuard<'_> {
     fn drop(&mut self) {
         // Crash-relevant order: clear dirty, *then* release. Dying between the two leaves a
         // clean state behind a lock the kernel releases.
+        // ORDERING: SeqCst: both stores are visible before the unlock syscall below.
         self.seg.control_holder().store(0, Ordering::SeqCst);
         self.seg.control_dirty().store(0, Ordering::SeqCst);
         let fd = std::os::fd::AsFd::as_fd(&self.seg.file);

@@ -458,6 +458,7 @@ impl Drop for Loan<'_> {
         let claiming = seg.slot64(offset, PROD_CLAIMING);
         if ring::abandon(seg, &publ.shared.params, &self.claim, claiming).is_ok() {
             publ.abandoned += 1;
+            // ORDERING: Relaxed: a statistic for `stat`.
             seg.slot64(offset, PROD_ABANDONED)
                 .store(publ.abandoned, Ordering::Relaxed);
             // Readers waiting at this record must move past it.

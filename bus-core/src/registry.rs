@@ -124,6 +124,8 @@ pub(crate) fn join(
                 // Held by a process that inherited a descriptor of a former owner: not free.
                 continue;
             }
+            // ORDERING: Relaxed: the slot is not active yet; the SeqCst store of SLOT_ACTIVE
+            // below publishes these fields with it.
             for field in (8..SLOT_SIZE).step_by(8) {
                 seg.slot64(offset, field).store(0, Ordering::Relaxed);
             }
@@ -189,9 +191,11 @@ pub(crate) fn sweep(seg: &Segment) -> usize {
                 };
                 // Give back the count of a participant that died asleep, so that producers
                 // stop making a wake syscall for nobody. Saturating: never wrap below 0.
+                // ORDERING: SeqCst: the waiter count is half of the Dekker pattern (wait).
                 let _ =
                     waiting.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| w.checked_sub(1));
             }
+            // ORDERING: SeqCst: slot transitions, as at join; `evicted` is a statistic.
             state.store(SLOT_FREE, Ordering::SeqCst);
             seg.evicted().fetch_add(1, Ordering::Relaxed);
             evicted += 1;
@@ -229,6 +233,7 @@ fn give_back_leaked_waits(seg: &Segment) {
             SlotKind::Subscriber => seg.readers_waiting(),
             SlotKind::Producer => seg.producers_waiting(),
         };
+        // ORDERING: SeqCst: the waiter count is half of the Dekker pattern (wait).
         let _ = waiting.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| {
             (w > sleeping).then_some(sleeping)
         });

@@ -85,6 +85,7 @@ pub(crate) fn unblock(shared: &Shared, pos: u64, seq: u64) -> Unblock {
         }
     };
     if let Unblock::Repaired { seqs } = outcome {
+        // ORDERING: Relaxed: a statistic for `stat`.
         seg.unblocked().fetch_add(seqs, Ordering::Relaxed);
         // Readers asleep at this record (in any process) may go on.
         wait::futex_wake_all(seg.notify());

@@ -241,6 +241,7 @@ pub(crate) fn write_claimed<R: Region>(r: &R, p: &Params, c: &Claim) {
     if c.pad > 0 {
         let at = c.start & mask;
         let units = (c.pad / RECORD_ALIGN) as u32;
+        // ORDERING: Relaxed: published by the Release store of word0 just below.
         r.word(at + 8).store(
             pack_word1(units, record_check(c.start, c.seq)),
             Ordering::Relaxed,
@@ -308,6 +309,7 @@ fn finish_word<R: Region>(r: &R, p: &Params, c: &Claim, state: u64) -> Result<()
         return Err(Unblocked);
     }
     // word1 goes in just before the commit point (readers read it only after seeing word0).
+    // ORDERING: Relaxed: published by the commit store of word0 below.
     r.word(at + 8).store(
         pack_word1(c.len, record_check(c.position(), c.seq)),
         Ordering::Relaxed,
@@ -787,6 +789,7 @@ pub(crate) fn write_gap<R: Region>(
         return false;
     }
     let first = piece(pos);
+    // ORDERING: Relaxed: we hold word0 (REPAIRING); the SeqCst store of GAP publishes this.
     r.word(at + 8).store(
         pack_gap_word1((first / RECORD_ALIGN) as u32, count, record_check(pos, seq)),
         Ordering::Relaxed,
@@ -801,6 +804,7 @@ pub(crate) fn write_gap<R: Region>(
     while q < end {
         let len = piece(q);
         let at = q & p.mask();
+        // ORDERING: Relaxed: published by the Release store of word0 below.
         r.word(at + 8).store(
             pack_gap_word1((len / RECORD_ALIGN) as u32, 0, record_check(q, next_seq)),
             Ordering::Relaxed,

@@ -236,6 +236,8 @@ impl Subscriber {
     pub(crate) fn join(shared: Arc<Shared>, start: Start) -> Result<Subscriber, SubscribeError> {
         let (pos, seq) = Self::pick(&shared, start)?;
         let slot = registry::join(&shared, SlotKind::Subscriber, |seg, off| {
+            // ORDERING: the start position SeqCst for the join protocol; both are published
+            // again by the SeqCst store that activates the slot.
             seg.slot64(off, SUB_SEQ).store(seq, Ordering::Relaxed);
             seg.slot64(off, SUB_POSITION).store(pos, Ordering::SeqCst);
         })?;

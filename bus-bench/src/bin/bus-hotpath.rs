@@ -37,6 +37,9 @@ fn main() -> ExitCode {
 }
 
 fn run(mode: &str, size: usize, count: u64) -> Result<(), Box<dyn std::error::Error>> {
+    if !["send", "copy", "loan"].contains(&mode) {
+        return Err(format!("unknown mode {mode:?}").into());
+    }
     let dir = tempfile::tempdir_in("/dev/shm").or_else(|_| tempfile::tempdir())?;
     let bus = Bus::create(
         dir.path().join("hot.bus"),
@@ -49,16 +52,13 @@ fn run(mode: &str, size: usize, count: u64) -> Result<(), Box<dyn std::error::Er
     let mut buf = Vec::with_capacity(size);
     let mut sum = 0u64;
     for i in 0..count {
-        match mode {
-            "send" => publ.send(&msg)?,
-            "copy" => publ.send(&msg)?,
-            "loan" => {
-                let mut loan = publ.loan(size)?;
-                loan.fill(i as u8);
-                loan.commit()?
-            }
-            other => return Err(format!("unknown mode {other:?}").into()),
-        };
+        if mode == "loan" {
+            let mut loan = publ.loan(size)?;
+            loan.fill(i as u8);
+            loan.commit()?;
+        } else {
+            publ.send(&msg)?;
+        }
         if mode == "copy" {
             sub.recv(&mut buf)?;
             sum += buf[0] as u64;
