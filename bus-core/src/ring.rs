@@ -115,6 +115,9 @@ pub(crate) struct Claim {
     pub pad: u64,
     pub seq: u64,
     pub len: u32,
+    /// word0 of the record's header as the claim found it: what an earlier lap left there.
+    /// Only a repairer changes it before our commit, which replaces exactly this value.
+    pub stale: u64,
 }
 
 impl Claim {
@@ -158,7 +161,7 @@ pub(crate) struct ProducerCursor {
 /// Reserves a record of `len` payload bytes (the caller has checked `len <= max_message`).
 ///
 /// On success the record header is *not* written yet: call [`write_claimed`] at once.
-#[inline]
+#[inline(always)]
 pub(crate) fn try_claim<R: Region, S: Subscribers>(
     r: &R,
     subs: &S,
@@ -211,11 +214,16 @@ pub(crate) fn try_claim<R: Region, S: Subscribers>(
         {
             Ok(()) => {
                 cursor.tail = (end, t.1 + 1);
+                // ORDERING: Acquire (and the Acquire of the CAS above): the last write of an
+                // earlier lap to this word happened before head passed it, and so before our
+                // claim; from here on only a repairer may change it.
+                let stale = r.word((t.0 + pad) & p.mask()).load(Ordering::Acquire);
                 return Ok(Claim {
                     start: t.0,
                     pad,
                     seq: t.1,
                     len,
+                    stale,
                 });
             }
             Err(now) => {
@@ -299,13 +307,13 @@ fn finish<R: Region>(
 fn finish_word<R: Region>(r: &R, p: &Params, c: &Claim, state: u64) -> Result<(), Unblocked> {
     let at = c.position() & p.mask();
     let word = r.word(at);
-    // word0 still holds whatever an earlier lap left (never our sequence, unless a repairer
-    // took this claim): replace exactly that value, so that a repairer that turned the claim
-    // into a GAP meanwhile wins, and we learn it.
-    // ORDERING: Relaxed: only the expected value of the CAS below.
-    let seen = word.load(Ordering::Relaxed);
-    let (seen_seq, seen_state) = unpack_word0(seen);
-    if seen_seq == c.seq & SEQ_MASK && seen_state != STATE_EMPTY {
+    // word0 may hold anything an earlier lap left, our own sequence included (a payload word
+    // can equal it): judge by change, not by content. Unless a repairer took the claim, it
+    // still holds what the claim found, and the CAS below replaces exactly that; a repairer
+    // that turned the claim into a GAP meanwhile wins, and we learn it.
+    // ORDERING: Relaxed: a repair that already happened makes the CAS fail anyway; this
+    // only spares word1 in the common case of a repair long done.
+    if word.load(Ordering::Relaxed) != c.stale {
         return Err(Unblocked);
     }
     // word1 goes in just before the commit point (readers read it only after seeing word0).
@@ -319,7 +327,7 @@ fn finish_word<R: Region>(r: &R, p: &Params, c: &Claim, state: u64) -> Result<()
     // sleeping reader increments that count and then SeqCst-loads this word (the Dekker
     // pattern of design question 6: one of the two must see the other).
     word.compare_exchange(
-        seen,
+        c.stale,
         pack_word0(c.seq, state),
         Ordering::SeqCst,
         Ordering::Relaxed,
@@ -605,7 +613,9 @@ pub(crate) fn is_ready<R: Region>(r: &R, p: &Params, pos: u64, seq: u64) -> bool
     // ORDERING: SeqCst: the Dekker pattern of design question 6.
     let (found, state) = unpack_word0(r.word(pos & p.mask()).load(Ordering::SeqCst));
     if found == seq & SEQ_MASK && !matches!(state, STATE_EMPTY | STATE_REPAIRING) {
-        return true;
+        // Bytes of an earlier lap can carry our sequence: ready only if the header is whole.
+        // (A commit after our load changes word0 and finds our waiter count: no lost wake.)
+        return !matches!(peek(r, p, pos, seq), Peek::Corrupt(_));
     }
     // ORDERING: SeqCst, as above: a lapping producer moved head before overwriting.
     p.mode == Mode::Lossy && r.head().load(Ordering::SeqCst).0 > pos
@@ -1036,6 +1046,47 @@ mod tests {
         let (msgs, _, seq) = drain(&r, &p, h.0, h.1);
         assert_eq!(seq, 100);
         assert_eq!(msgs.last().unwrap(), &vec![99; 20]);
+    }
+
+    #[test]
+    fn stale_bytes_that_carry_the_claimed_sequence_do_not_look_like_a_repair() {
+        let p = params(1024, Mode::Reliable);
+        let r = HeapRegion::new(1024, 0);
+        let mut c = ProducerCursor::default();
+        send(&r, &NoSubs, &p, &mut c, b"first").unwrap();
+        // An earlier lap left a payload word at the next header that reads as sequence 1
+        // with a state no producer writes (as the crash loop's payloads did: id 13, index 88).
+        let next = latest(&r).0;
+        for state in [13, STATE_DATA, STATE_GAP, STATE_REPAIRING] {
+            r.word(next).store(pack_word0(1, state), Ordering::Relaxed);
+            // Not ready yet, as any uncommitted record; never a reason to give the claim up.
+            assert!(!is_ready(&r, &p, next, 1), "state {state}");
+        }
+        let claiming = AtomicU64::new(0);
+        let claim = try_claim(&r, &NoSubs, &p, &mut c, &claiming, 6).unwrap();
+        write_claimed(&r, &p, &claim);
+        // SAFETY: the claim owns 6 bytes at its payload offset.
+        unsafe { r.write_bytes(claim.payload_offset(&p), b"second") };
+        assert_eq!(commit(&r, &p, &claim, &claiming), Ok(()));
+        assert!(is_ready(&r, &p, next, 1));
+        let (msgs, _, seq) = drain(&r, &p, 0, 0);
+        assert_eq!(msgs, vec![b"first".to_vec(), b"second".to_vec()]);
+        assert_eq!(seq, 2);
+    }
+
+    #[test]
+    fn a_repair_between_claim_and_commit_wins_over_the_commit() {
+        let p = params(1024, Mode::Reliable);
+        let r = HeapRegion::new(1024, 0);
+        let mut c = ProducerCursor::default();
+        let claiming = AtomicU64::new(0);
+        let claim = try_claim(&r, &NoSubs, &p, &mut c, &claiming, 10).unwrap();
+        write_claimed(&r, &p, &claim);
+        assert!(write_gap(&r, &p, 0, 0, latest(&r).0, 1));
+        assert_eq!(commit(&r, &p, &claim, &claiming), Err(Unblocked));
+        let (msgs, _, seq) = drain(&r, &p, 0, 0);
+        assert!(msgs.is_empty());
+        assert_eq!(seq, 1);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::layout::{
     SUB_UNBLOCKED,
 };
 use crate::registry::{self, JoinError, Slot, SlotKind};
-use crate::repair;
+use crate::repair::{self, Unblock};
 use crate::ring::{self, Peek, PositionError, RecordProblem, SkipKind};
 use crate::sync::Ordering;
 use crate::wait::{self, Backoff, Deadline, WaitStrategy};
@@ -93,7 +93,9 @@ pub enum RecvError {
     #[error("lost {0} messages")]
     Lost(u64),
     /// The record at `position` breaks the format (another process wrote garbage into the
-    /// ring). The subscriber stays where it is.
+    /// ring) and stayed so for the unblock timeout without the repairer being able to replace
+    /// it (a header that repairs like a dead claim is counted in `unblocked` instead). The
+    /// subscriber stays where it is.
     #[error("corrupt record at position {position}: {problem}")]
     Corrupt {
         /// Where.
@@ -383,22 +385,24 @@ impl Subscriber {
 
     /// Nothing at our position: if something is claimed there (the tail is past it) and has
     /// stayed uncommitted for the unblock timeout, ask the repairer whether its producer died.
-    fn check_stuck(&mut self) {
+    /// Returns what the repairer said, if it was asked.
+    fn check_stuck(&mut self) -> Option<Unblock> {
         let tail = ring::latest(&self.shared.seg);
         if tail.0 <= self.pos {
             self.stuck_since = None;
-            return;
+            return None;
         }
         let now = std::time::Instant::now();
         match self.stuck_since {
             Some((since, pos)) if pos == self.pos => {
                 if now.duration_since(since) >= self.unblock_timeout {
-                    repair::unblock(&self.shared, self.pos, self.seq);
                     self.stuck_since = Some((now, self.pos));
+                    return Some(repair::unblock(&self.shared, self.pos, self.seq));
                 }
             }
             _ => self.stuck_since = Some((now, self.pos)),
         }
+        None
     }
 
     fn poll(&mut self) -> Polled {
@@ -480,13 +484,21 @@ impl Subscriber {
                 }
                 Polled::Lost(n) => return Err(RecvError::Lost(n)),
                 Polled::Corrupt(problem) => {
-                    // Report it, and let the unblock timeout turn it into padding if it stays
-                    // (the repairer treats a scribbled header like a dead claim).
-                    self.check_stuck();
-                    return Err(RecvError::Corrupt {
-                        position: self.pos,
-                        problem,
-                    });
+                    // Bytes of an earlier lap can carry the very sequence we expect (a payload
+                    // word equal to it): until the unblock timeout that is a record not yet
+                    // written, not corruption. After it the repairer replaces the header like
+                    // a dead claim's (counted in `unblocked`); what it cannot replace, we
+                    // report. A live owner may still commit: keep waiting for it.
+                    match self.check_stuck() {
+                        Some(Unblock::Repaired { .. }) => continue,
+                        Some(Unblock::Implausible) => {
+                            return Err(RecvError::Corrupt {
+                                position: self.pos,
+                                problem,
+                            })
+                        }
+                        Some(Unblock::OwnerAlive | Unblock::NotStuck) | None => {}
+                    }
                 }
                 Polled::Empty => {}
             }
