@@ -12,7 +12,7 @@ use crate::registry::{self, JoinError, Slot, SlotKind, Subscribers};
 use crate::repair;
 use crate::ring::{self, Claim, ClaimError, ProducerCursor, Region};
 use crate::sync::Ordering;
-use crate::wait::{self, Backoff, Deadline};
+use crate::wait::{self, Backoff, Deadline, ReaderWake};
 use crate::Shared;
 
 /// Where a committed message went: its bus-wide sequence number and its position.
@@ -100,6 +100,8 @@ pub struct Publisher {
     /// Where the walk of `head` has been stopped by an uncommitted record, and since when:
     /// after the unblock timeout we ask whether its producer died (see `repair`).
     stall: Option<(Instant, (u64, u64))>,
+    /// How a commit is ordered before the look at sleeping readers (wait module).
+    wake: ReaderWake,
     _not_sync: PhantomData<Cell<()>>,
 }
 
@@ -116,7 +118,9 @@ impl std::fmt::Debug for Publisher {
 impl Publisher {
     pub(crate) fn join(shared: Arc<Shared>) -> Result<Publisher, JoinError> {
         let slot = registry::join(&shared, SlotKind::Producer, |_, _| {})?;
+        let wake = ReaderWake::for_producer(shared.params.exclusive);
         Ok(Publisher {
+            wake,
             shared,
             slot_offset: slot.offset,
             slot: Some(slot),
@@ -227,6 +231,8 @@ impl Publisher {
                 seg.slot32(offset, SLOT_SLEEPING),
                 seg.space(),
                 deadline.slice(slice),
+                // Subscribers publish their positions with a SeqCst store.
+                false,
                 || {
                     ring::Subscribers::min_position(&subs) != min_before
                         || seg.head().load(Ordering::SeqCst) != head_before
@@ -250,7 +256,7 @@ impl Publisher {
             .store(self.sent, Ordering::Relaxed);
         seg.slot64(offset, PROD_BYTES)
             .store(self.bytes, Ordering::Relaxed);
-        wait::wake_if_waiting(seg.readers_waiting(), seg.notify());
+        self.wake.wake(seg.readers_waiting(), seg.notify());
         Ok(Sent {
             seq: c.seq,
             position: c.position(),
@@ -462,7 +468,7 @@ impl Drop for Loan<'_> {
             seg.slot64(offset, PROD_ABANDONED)
                 .store(publ.abandoned, Ordering::Relaxed);
             // Readers waiting at this record must move past it.
-            wait::wake_if_waiting(seg.readers_waiting(), seg.notify());
+            publ.wake.wake(seg.readers_waiting(), seg.notify());
         }
     }
 }

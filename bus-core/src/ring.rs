@@ -92,6 +92,11 @@ pub(crate) struct Params {
     pub capacity: u64,
     pub max_message: u32,
     pub mode: Mode,
+    /// The bus has one producer slot, so at most one producer writes the tail and commits at
+    /// a time: the claim is a Release store of the tail and the commit a Release store of the
+    /// header, where shared buses need two locked instructions per message (see
+    /// [`try_claim`] and [`commit`]).
+    pub exclusive: bool,
 }
 
 impl Params {
@@ -117,6 +122,7 @@ pub(crate) struct Claim {
     pub len: u32,
     /// word0 of the record's header as the claim found it: what an earlier lap left there.
     /// Only a repairer changes it before our commit, which replaces exactly this value.
+    /// (Not read on an exclusive bus, where the commit is a plain store: 0 there.)
     pub stale: u64,
 }
 
@@ -156,6 +162,78 @@ pub(crate) struct ProducerCursor {
     /// guess only costs a failed CAS, which returns the real value; a right one (a producer
     /// alone, or the last to claim) saves a 16-byte load on every message.
     tail: (u64, u64),
+    /// Exclusive buses: where this producer's records begin, one every sixteenth of the ring.
+    marks: Marks,
+}
+
+/// How many record boundaries [`Marks`] keeps: with one every sixteenth of the ring and
+/// `tail - head <= capacity`, at most 17 are ahead of head at once.
+const MARKS: usize = 32;
+
+/// Record boundaries `{ position, sequence }` that an exclusive producer claimed, about one
+/// every sixteenth of the ring, and where its first claim began.
+///
+/// On an exclusive bus every record from this producer's first claim up to its tail is its
+/// own, and committed (it commits, or abandons, each claim before the next; a commit a
+/// repairer beat is a GAP): nothing there can stop head. So head may jump from mark to mark
+/// instead of reading every header on the way, which is a dependent chain of loads from a
+/// lap ago. Before the first claim (records of an earlier producer, perhaps one that died
+/// mid-claim) head still walks.
+#[derive(Debug, Clone, Copy, Default)]
+struct Marks {
+    at: [(u64, u64); MARKS],
+    /// Index of the oldest mark in `at`, and how many there are.
+    first: usize,
+    len: usize,
+    /// Position of this producer's first claim (`None`: no claim yet).
+    since: Option<u64>,
+}
+
+impl Marks {
+    /// Notes a claim at `{ pos, seq }` (WRAP padding included: it is a record boundary).
+    #[inline]
+    fn note(&mut self, pos: u64, seq: u64, spacing: u64) {
+        let last = match self.len {
+            0 => None,
+            n => Some(self.at[(self.first + n - 1) % MARKS].0),
+        };
+        if last.is_some_and(|l| pos < l + spacing) {
+            return;
+        }
+        self.since.get_or_insert(pos);
+        if self.len == MARKS {
+            self.first = (self.first + 1) % MARKS;
+            self.len -= 1;
+        }
+        self.at[(self.first + self.len) % MARKS] = (pos, seq);
+        self.len += 1;
+    }
+
+    /// Where head may jump from `head` towards `target` without reading headers: the first
+    /// mark at or past `target`, if it is not past `bound`; else the last mark before it, to
+    /// walk on from. `None` when head is not inside this producer's own records.
+    fn jump(&mut self, head: u64, target: u64, bound: u64) -> Option<(u64, u64)> {
+        if !self.since.is_some_and(|s| head >= s) {
+            return None;
+        }
+        // Marks head has passed are of no more use.
+        while self.len > 0 && self.at[self.first].0 <= head {
+            self.first = (self.first + 1) % MARKS;
+            self.len -= 1;
+        }
+        let mut best = None;
+        for i in 0..self.len {
+            let m = self.at[(self.first + i) % MARKS];
+            if m.0 > bound {
+                break;
+            }
+            best = Some(m);
+            if m.0 >= target {
+                break;
+            }
+        }
+        best
+    }
 }
 
 /// Reserves a record of `len` payload bytes (the caller has checked `len <= max_message`).
@@ -194,7 +272,7 @@ pub(crate) fn try_claim<R: Region, S: Subscribers>(
                 fresh = true;
                 continue;
             }
-            let (limit, stalled_at) = refresh_limit(r, subs, p, end);
+            let (limit, stalled_at) = refresh_limit(r, subs, p, &mut cursor.marks, end);
             cursor.limit = limit;
             if end > cursor.limit {
                 // ORDERING: Relaxed: a producer that waits owns no claim; say so, so that
@@ -203,21 +281,40 @@ pub(crate) fn try_claim<R: Region, S: Subscribers>(
                 return Err(ClaimError::Full { stalled_at });
             }
         }
-        // ORDERING: Relaxed: published by the Release of the CAS below; a repairer that
+        // ORDERING: Relaxed: published by the Release of the claim below; a repairer that
         // Acquires a tail including this claim sees which sequence we were claiming.
         claiming.store(t.1 + 1, Ordering::Relaxed);
-        // ORDERING: AcqRel on success: Release publishes `claiming` (above) to repairers;
-        // Acquire orders our later reads of head after every earlier claim.
-        match r
-            .tail()
-            .compare_exchange(t, (end, t.1 + 1), Ordering::AcqRel, Ordering::Relaxed)
-        {
+        let claimed = if p.exclusive {
+            // The only producer: nobody else moves the tail (a second producer cannot join
+            // while this one lives: one slot, held by its liveness lock), and `t` is the tail
+            // we last stored or one loaded fresh above. No locked instruction, so the stores
+            // of consecutive messages stream out of the store buffer instead of each waiting
+            // for the last to reach other cores.
+            // ORDERING: Release publishes `claiming` (above) to repairers, as the CAS does.
+            r.tail().store((end, t.1 + 1), Ordering::Release);
+            Ok(())
+        } else {
+            // ORDERING: AcqRel on success: Release publishes `claiming` (above) to
+            // repairers; Acquire orders our later reads of head after every earlier claim.
+            r.tail()
+                .compare_exchange(t, (end, t.1 + 1), Ordering::AcqRel, Ordering::Relaxed)
+        };
+        match claimed {
             Ok(()) => {
                 cursor.tail = (end, t.1 + 1);
-                // ORDERING: Acquire (and the Acquire of the CAS above): the last write of an
-                // earlier lap to this word happened before head passed it, and so before our
-                // claim; from here on only a repairer may change it.
-                let stale = r.word((t.0 + pad) & p.mask()).load(Ordering::Acquire);
+                if p.exclusive {
+                    cursor.marks.note(t.0, t.1, p.capacity / 16);
+                }
+                let stale = if p.exclusive {
+                    // Not needed (`finish_word`), and the load would wait for a line that a
+                    // reader polling this very header holds.
+                    0
+                } else {
+                    // ORDERING: Acquire (and the Acquire of the CAS above): the last write of
+                    // an earlier lap to this word happened before head passed it, and so
+                    // before our claim; from here on only a repairer may change it.
+                    r.word((t.0 + pad) & p.mask()).load(Ordering::Acquire)
+                };
                 return Ok(Claim {
                     start: t.0,
                     pad,
@@ -307,6 +404,19 @@ fn finish<R: Region>(
 fn finish_word<R: Region>(r: &R, p: &Params, c: &Claim, state: u64) -> Result<(), Unblocked> {
     let at = c.position() & p.mask();
     let word = r.word(at);
+    let word1 = pack_word1(c.len, record_check(c.position(), c.seq));
+    if p.exclusive {
+        // A repairer replaces a claim only once its producer's liveness lock is gone, so
+        // while we live nobody else writes this header: plain stores commit, and nothing is
+        // loaded from a line that a polling reader holds. The caller orders the commit before
+        // its check of the readers-waiting count (`wait::ReaderWake`).
+        // ORDERING: Relaxed: published by the Release store of word0 just below.
+        r.word(at + 8).store(word1, Ordering::Relaxed);
+        // ORDERING: Release: a reader whose Acquire load sees the new state sees word1 and
+        // the payload.
+        word.store(pack_word0(c.seq, state), Ordering::Release);
+        return Ok(());
+    }
     // word0 may hold anything an earlier lap left, our own sequence included (a payload word
     // can equal it): judge by change, not by content. Unless a repairer took the claim, it
     // still holds what the claim found, and the CAS below replaces exactly that; a repairer
@@ -318,10 +428,7 @@ fn finish_word<R: Region>(r: &R, p: &Params, c: &Claim, state: u64) -> Result<()
     }
     // word1 goes in just before the commit point (readers read it only after seeing word0).
     // ORDERING: Relaxed: published by the commit store of word0 below.
-    r.word(at + 8).store(
-        pack_word1(c.len, record_check(c.position(), c.seq)),
-        Ordering::Relaxed,
-    );
+    r.word(at + 8).store(word1, Ordering::Relaxed);
     // ORDERING: SeqCst. Release so that a reader whose Acquire load sees the new state sees
     // the payload; SeqCst because the caller next loads the readers-waiting count, and a
     // sleeping reader increments that count and then SeqCst-loads this word (the Dekker
@@ -344,6 +451,7 @@ fn refresh_limit<R: Region, S: Subscribers>(
     r: &R,
     subs: &S,
     p: &Params,
+    marks: &mut Marks,
     end: u64,
 ) -> (u64, Option<(u64, u64)>) {
     let target = end.saturating_sub(p.capacity);
@@ -367,7 +475,17 @@ fn refresh_limit<R: Region, S: Subscribers>(
             Mode::Reliable => subs.min_position().map_or(tail, |m| m.min(tail)),
         };
         let goal = (target + p.head_chunk()).min(bound).max(target);
-        let (next, stalled) = walk(r, p, h, goal, bound);
+        let jumped = if p.exclusive {
+            marks.jump(h.0, target, bound)
+        } else {
+            None
+        };
+        let (next, stalled) = match jumped {
+            Some(m) if m.0 >= target => (m, false),
+            // Short of the target: walk the rest from the mark.
+            Some(m) => walk(r, p, m, goal, bound),
+            None => walk(r, p, h, goal, bound),
+        };
         let stalled_at = (stalled && next.0 < target).then_some(next);
         if next.0 == h.0 {
             return (limit_after_head(subs, p, h.0), stalled_at);
@@ -965,6 +1083,7 @@ mod tests {
             capacity,
             max_message: (capacity / 2 - 16) as u32,
             mode,
+            exclusive: false,
         }
     }
 
@@ -1029,6 +1148,50 @@ mod tests {
         assert!(send(&r, &sub, &p, &mut c, &[7; 48]).is_err());
         sub.0.store(pos, Ordering::SeqCst);
         assert!(send(&r, &sub, &p, &mut c, &[8; 48]).is_ok());
+    }
+
+    #[test]
+    fn an_exclusive_producer_writes_the_same_ring_as_a_shared_one() {
+        // Plain-store claims and commits must leave what the CAS path leaves: the same tail,
+        // records, padding and sequences, across several wraps. (Head may stop at another
+        // boundary: an exclusive producer jumps it from mark to mark.)
+        for mode in [Mode::Reliable, Mode::Lossy] {
+            let shared = params(256, mode);
+            let exclusive = Params {
+                exclusive: true,
+                ..shared
+            };
+            let run = |p: &Params| {
+                let r = HeapRegion::new(256, 1024 - 48);
+                let mut c = ProducerCursor::default();
+                let (mut pos, mut seq) = (1024 - 48, 0);
+                let mut got = Vec::new();
+                for i in 0..40u8 {
+                    let len = 1 + (i as usize * 7) % 90;
+                    let claim = send(&r, &NoSubs, p, &mut c, &vec![i; len]).unwrap();
+                    assert_eq!(claim.seq, i as u64);
+                    if mode == Mode::Reliable {
+                        // Read as we go, so that reliable mode never laps the reader.
+                        let (msgs, p2, s2) = drain(&r, p, pos, seq);
+                        (pos, seq) = (p2, s2);
+                        got.extend(msgs);
+                    }
+                }
+                let (h, t) = (oldest(&r), latest(&r));
+                assert!(t.0 - h.0 <= 256, "head within a lap of the tail");
+                // Head is a record boundary with its sequence: reading from it reaches the
+                // tail without a corrupt header (`drain` panics on one).
+                let from_head = drain(&r, p, h.0, h.1);
+                assert_eq!((from_head.1, from_head.2), t);
+                if mode == Mode::Lossy {
+                    got = from_head.0;
+                }
+                (got, t)
+            };
+            let (a, b) = (run(&shared), run(&exclusive));
+            assert!(!a.0.is_empty());
+            assert_eq!(a, b, "{mode:?}");
+        }
     }
 
     #[test]
@@ -1165,6 +1328,89 @@ mod tests {
     fn dead_claim(r: &HeapRegion, p: &Params, c: &mut ProducerCursor, len: u32) -> Claim {
         let claiming = AtomicU64::new(0);
         try_claim(r, &NoSubs, p, c, &claiming, len).unwrap()
+    }
+
+    #[test]
+    fn marks_jump_head_only_inside_the_producers_own_records() {
+        let mut m = Marks::default();
+        assert_eq!(m.jump(0, 100, 1000), None, "no claim yet");
+        for (pos, seq) in [(64, 1), (80, 2), (128, 5), (200, 9), (300, 12)] {
+            m.note(pos, seq, 64);
+        }
+        assert_eq!(m.len, 4, "80 fell within 64 bytes of the previous mark");
+        assert_eq!(
+            m.jump(0, 100, 1000),
+            None,
+            "head before the first claim: walk"
+        );
+        assert_eq!(
+            m.jump(64, 100, 1000),
+            Some((128, 5)),
+            "first mark at or past the target"
+        );
+        assert_eq!(m.jump(64, 100, 127), None, "no mark up to the bound");
+        assert_eq!(
+            m.jump(64, 400, 1000),
+            Some((300, 12)),
+            "short of it: walk on from here"
+        );
+        assert_eq!(m.jump(64, 400, 299), Some((200, 9)));
+        assert_eq!(
+            m.jump(130, 400, 1000),
+            Some((300, 12)),
+            "passed marks are dropped"
+        );
+        assert_eq!(m.len, 2);
+        for i in 0..(2 * MARKS as u64) {
+            m.note(1000 + 64 * i, 100 + i, 64);
+        }
+        assert_eq!(m.len, MARKS, "a full ring drops its oldest mark");
+        let newest = 1000 + 64 * (2 * MARKS as u64 - 1);
+        assert_eq!(
+            m.jump(130, newest, u64::MAX),
+            Some((newest, 100 + 2 * MARKS as u64 - 1))
+        );
+    }
+
+    #[test]
+    fn an_exclusive_producer_never_jumps_head_over_a_dead_predecessors_claim() {
+        for mode in [Mode::Reliable, Mode::Lossy] {
+            let p = Params {
+                exclusive: true,
+                ..params(1024, mode)
+            };
+            let r = HeapRegion::new(1024, 0);
+            let first = send(&r, &NoSubs, &p, &mut ProducerCursor::default(), b"a").unwrap();
+            // The predecessor died with a claim open; its successor starts a fresh cursor.
+            let dead = dead_claim(&r, &p, &mut ProducerCursor::default(), 40);
+            let mut c = ProducerCursor::default();
+            // Within a lap it must run into the dead claim (bounded: a jump over it would
+            // let it send forever).
+            let stalled = (0..100)
+                .find_map(|_| match send(&r, &NoSubs, &p, &mut c, &[3; 100]) {
+                    Ok(_) => None,
+                    Err(ClaimError::Full { stalled_at }) => Some(stalled_at),
+                    Err(e) => panic!("{e:?}"),
+                })
+                .expect("head jumped over the dead claim");
+            assert_eq!(stalled, Some((dead.position(), dead.seq)), "{mode:?}");
+            assert_eq!(
+                oldest(&r),
+                (first.position() + 32, 1),
+                "head stops at the dead claim"
+            );
+            // Once repaired, head passes it and the successor's marks take over.
+            let end = dead.position() + 64;
+            assert!(write_gap(&r, &p, dead.position(), dead.seq, end, 1));
+            for _ in 0..40 {
+                send(&r, &NoSubs, &p, &mut c, &[4; 100]).unwrap();
+            }
+            let (h, t) = (oldest(&r), latest(&r));
+            assert!(h.0 > end && t.0 - h.0 <= 1024, "{mode:?}: {h:?} {t:?}");
+            let (msgs, pos, seq) = drain(&r, &p, h.0, h.1);
+            assert!(msgs.iter().all(|m| m == &[4; 100]));
+            assert_eq!((pos, seq), t);
+        }
     }
 
     #[test]

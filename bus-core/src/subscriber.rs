@@ -549,6 +549,7 @@ impl Subscriber {
                 seg.slot32(self.slot_offset(), SLOT_SLEEPING),
                 seg.notify(),
                 deadline.slice(SLEEP_SLICE.min(self.unblock_timeout / 4)),
+                params.exclusive,
                 || ring::is_ready(seg, &params, pos, seq),
             );
         }

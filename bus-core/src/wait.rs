@@ -19,12 +19,29 @@
 //! after the reader's increment (it wakes, and the bump of `notify` makes a wait that has not
 //! started yet return at once), or the reader's re-check comes after the commit (it does not
 //! sleep). A publish with no sleeper makes no system call.
+//!
+//! A bus with one producer slot commits with a plain Release store instead of the SeqCst CAS
+//! (ring::commit), and a store followed by a load needs a full barrier for the pattern to
+//! hold: a locked instruction on every message, which waits for the message's stores to
+//! reach other cores. There the barrier is made asymmetric: the producer puts only a
+//! compiler fence between its commit and its load of `waiting`, and a reader about to sleep
+//! calls `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)`, which runs a full barrier on every
+//! CPU that is running a thread of a process registered for it (every exclusive producer
+//! registers, [`ReaderWake::for_producer`]) before it returns. Either the barrier lands on
+//! the producer before its commit (then its load of `waiting`, later still, sees the
+//! increment, made before the call) or after it (then the commit is visible to the re-check
+//! that follows the call). A producer that is not running has passed a context switch,
+//! itself a full barrier. Producers that cannot register (a kernel before 4.16, a seccomp
+//! filter) use a SeqCst fence instead; a reader whose membarrier fails sleeps in short slices
+//! ([`sleep_unless`]), so a wake it might miss costs it at most a millisecond.
 
+use std::sync::atomic::compiler_fence;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use rustix::thread::futex;
+use rustix::thread::{futex, membarrier, MembarrierCommand};
 
-use crate::sync::{AtomicU32, Ordering};
+use crate::sync::{fence, AtomicU32, Ordering};
 
 pub(crate) use crossbeam_utils::Backoff;
 
@@ -73,6 +90,66 @@ pub(crate) fn wake_if_waiting(waiting: &AtomicU32, word: &AtomicU32) {
     }
 }
 
+/// How a producer orders its commit before its look at the readers' waiter count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReaderWake {
+    /// The commit was a SeqCst CAS (a bus shared by several producers).
+    AfterSeqCst,
+    /// The commit was a Release store and this process could not register for membarrier:
+    /// a SeqCst fence.
+    Fenced,
+    /// The commit was a Release store and sleeping readers run membarrier: a compiler fence.
+    Asymmetric,
+}
+
+impl ReaderWake {
+    /// What a producer on a bus with (`exclusive`) or without one producer slot uses.
+    pub(crate) fn for_producer(exclusive: bool) -> Self {
+        if !exclusive {
+            ReaderWake::AfterSeqCst
+        } else if registered_for_membarrier() {
+            ReaderWake::Asymmetric
+        } else {
+            ReaderWake::Fenced
+        }
+    }
+
+    /// Wakes sleeping readers after a commit, if there are any.
+    #[inline]
+    pub(crate) fn wake(self, waiting: &AtomicU32, word: &AtomicU32) {
+        match self {
+            ReaderWake::AfterSeqCst => wake_if_waiting(waiting, word),
+            ReaderWake::Fenced => {
+                // ORDERING: SeqCst fence between the Release commit and the SeqCst load:
+                // the Dekker pattern with the reader's SeqCst increment and re-check.
+                fence(Ordering::SeqCst);
+                wake_if_waiting(waiting, word);
+            }
+            ReaderWake::Asymmetric => {
+                // The compiler keeps the commit before the load; the CPU may not, and a
+                // reader's membarrier covers that (module doc).
+                compiler_fence(Ordering::SeqCst);
+                // ORDERING: Relaxed: the reader's membarrier supplies the barrier.
+                if waiting.load(Ordering::Relaxed) != 0 {
+                    futex_wake_all(word);
+                }
+            }
+        }
+    }
+}
+
+/// Registers this process for `MEMBARRIER_CMD_GLOBAL_EXPEDITED` (once); whether it is.
+fn registered_for_membarrier() -> bool {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    *REGISTERED.get_or_init(|| membarrier(MembarrierCommand::RegisterGlobalExpedited).is_ok())
+}
+
+/// Runs a full barrier on every CPU running a registered process (the readers' half of
+/// [`ReaderWake::Asymmetric`]); false if the kernel refused.
+fn global_barrier() -> bool {
+    membarrier(MembarrierCommand::GlobalExpedited).is_ok()
+}
+
 /// A deadline, or none.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Deadline(Option<Instant>);
@@ -101,20 +178,30 @@ impl Deadline {
     }
 }
 
+/// Longest sleep of a reader whose membarrier failed, on a bus whose producer may commit
+/// without a full barrier: the longest a wake it misses can keep it asleep.
+const UNFENCED_SLICE: Duration = Duration::from_millis(1);
+
 /// Sleeps on `word` as a registered waiter, unless `ready()` becomes true first.
 ///
 /// Increments `waiting` for the duration (and sets `mine`, the caller's slot flag, so that
 /// an evictor can give the count back if we die asleep), re-checks `ready` after reading the
-/// futex value, and sleeps at most `slice`. Returns whether `ready()` was seen true.
+/// futex value, and sleeps at most `slice`. `asymmetric`: the writer whose progress `ready`
+/// checks may commit without a full barrier ([`ReaderWake::Asymmetric`]); run membarrier
+/// between the announcement and the re-check. Returns whether `ready()` was seen true.
 pub(crate) fn sleep_unless(
     waiting: &AtomicU32,
     mine: &AtomicU32,
     word: &AtomicU32,
-    slice: Duration,
+    mut slice: Duration,
+    asymmetric: bool,
     ready: impl Fn() -> bool,
 ) -> bool {
     // ORDERING: SeqCst: announce before re-checking (module doc).
     waiting.fetch_add(1, Ordering::SeqCst);
+    if asymmetric && !global_barrier() {
+        slice = slice.min(UNFENCED_SLICE);
+    }
     // ORDERING: Relaxed: read by an evictor only after this process died.
     mine.store(1, Ordering::Relaxed);
     // ORDERING: SeqCst: the value we sleep on is read before the re-check, so a wake that

@@ -14,6 +14,16 @@ const PEER: &str = env!("CARGO_BIN_EXE_bus-peer");
 const SEED: &str = "11";
 
 fn bus(dir: &tempfile::TempDir, mode: Mode, unblock_ms: u64) -> (Bus, String) {
+    bus_with_producers(dir, mode, unblock_ms, 64)
+}
+
+/// A bus with `producers` producer slots (1: exclusive, plain-store claims and commits).
+fn bus_with_producers(
+    dir: &tempfile::TempDir,
+    mode: Mode,
+    unblock_ms: u64,
+    producers: u32,
+) -> (Bus, String) {
     let path = dir.path().join("c.bus");
     let bus = Bus::create(
         &path,
@@ -21,6 +31,7 @@ fn bus(dir: &tempfile::TempDir, mode: Mode, unblock_ms: u64) -> (Bus, String) {
             .capacity(64 * 1024)
             .max_message(1024)
             .mode(mode)
+            .max_producers(producers)
             .unblock_timeout(Duration::from_millis(unblock_ms)),
     )
     .unwrap();
@@ -68,10 +79,17 @@ fn read_until(sub: &mut Subscriber, last: u64) -> (u64, u64) {
 
 #[test]
 fn a_producer_killed_at_every_fault_point_never_wedges_the_bus() {
-    for mode in [Mode::Reliable, Mode::Lossy] {
+    // On an exclusive bus (one producer slot) the survivor can join only once the victim's
+    // slot is freed, and its claims are plain stores: the repair must still win.
+    for (mode, producers) in [
+        (Mode::Reliable, 64),
+        (Mode::Lossy, 64),
+        (Mode::Reliable, 1),
+        (Mode::Lossy, 1),
+    ] {
         for point in ["after-claim", "mid-copy", "before-commit"] {
             let dir = tempfile::tempdir().unwrap();
-            let (bus, p) = bus(&dir, mode, 50);
+            let (bus, p) = bus_with_producers(&dir, mode, 50, producers);
             let mut sub = bus.subscribe(Start::Latest).unwrap();
             let mut procs = Procs::new(Duration::from_secs(60));
             // Producer 1 dies at the fault point of its 6th message (index 5). mid-copy is
@@ -99,7 +117,7 @@ fn a_producer_killed_at_every_fault_point_never_wedges_the_bus() {
             let (from_victim, lost) = read_until(&mut sub, 49);
             procs.success(survivor);
             println!(
-                "{mode} {point}: went on {:?} after the victim died; {from_victim} of its messages delivered",
+                "{mode} {producers} producer slots {point}: went on {:?} after the victim died; {from_victim} of its messages delivered",
                 started.elapsed()
             );
             assert_eq!(
@@ -162,6 +180,59 @@ fn a_stopped_producer_is_waited_for_not_unblocked() {
     procs.success(victim);
     while got < 30 {
         sub.recv_timeout(&mut buf, Duration::from_secs(10)).unwrap();
+        got += 1;
+    }
+    assert_eq!(sub.unblocked(), 0);
+}
+
+#[test]
+fn an_exclusive_bus_waits_for_its_stopped_producer_and_admits_no_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bus, p) = bus_with_producers(&dir, Mode::Reliable, 50, 1);
+    let mut sub = bus.subscribe(Start::Latest).unwrap();
+    let mut procs = Procs::new(Duration::from_secs(60));
+    let victim = procs.spawn_command(
+        "stopped",
+        peer(
+            &["produce", &p, "0", "10", "16", "200", SEED],
+            Some("mid-copy:stop:2"),
+        ),
+    );
+    assert!(eventually(Duration::from_secs(10), || {
+        // SAFETY: waitpid with WNOHANG|WUNTRACED on our own child only inspects it.
+        let mut status = 0;
+        unsafe {
+            libc::waitpid(
+                procs.pid(victim),
+                &mut status,
+                libc::WNOHANG | libc::WUNTRACED,
+            ) > 0
+        }
+    }));
+    // Alive: its slot is not free, so no second producer can write the tail beside it.
+    assert!(matches!(
+        bus.publisher(),
+        Err(bus_core::JoinError::NoFreeSlot { max: 1, .. })
+    ));
+    let mut buf = Vec::new();
+    let mut got = 0;
+    while sub
+        .recv_timeout(&mut buf, Duration::from_millis(300))
+        .is_ok()
+    {
+        got += 1;
+    }
+    assert!(got < 10, "everything from the frozen claim on waits");
+    assert_eq!(
+        bus.stats().unblocked,
+        0,
+        "a live producer is never unblocked over"
+    );
+    procs.signal(victim, libc::SIGCONT);
+    procs.success(victim);
+    while got < 10 {
+        sub.recv_timeout(&mut buf, Duration::from_secs(10)).unwrap();
+        assert_eq!(parse(&buf), (0, got), "in order, exactly once");
         got += 1;
     }
     assert_eq!(sub.unblocked(), 0);

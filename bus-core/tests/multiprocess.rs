@@ -25,9 +25,12 @@ fn parse_done(line: &str) -> (u64, u64, String) {
     (d, l, h)
 }
 
+/// `producers` producer processes; a bus with one producer slot when there is one producer
+/// (exclusive: plain-store claims and commits, readers' membarrier before sleeping).
 fn run_producers_and_consumers(
     mode: Mode,
     capacity: u64,
+    producers: u64,
     per_producer: u64,
     (min, max): (usize, usize),
     consumers: &[&[&str]],
@@ -40,11 +43,12 @@ fn run_producers_and_consumers(
         &BusOptions::new()
             .capacity(capacity)
             .max_message(max as u32)
+            .max_producers(if producers == 1 { 1 } else { 64 })
             .mode(mode),
     )
     .unwrap();
     let path = path.to_str().unwrap().to_string();
-    let total = (3 * per_producer).to_string();
+    let total = (producers * per_producer).to_string();
     let (min_s, max_s, seed) = (min.to_string(), max.to_string(), "42".to_string());
     let mut procs = Procs::new(limit);
     let subs: Vec<usize> = consumers
@@ -60,7 +64,7 @@ fn run_producers_and_consumers(
         procs.expect_line(s, "ready");
     }
     let count = per_producer.to_string();
-    let prods: Vec<usize> = (0..3)
+    let prods: Vec<usize> = (0..producers)
         .map(|id| {
             let id = id.to_string();
             procs.spawn(
@@ -91,6 +95,7 @@ fn reliable_three_producers_three_subscribers_a_million_messages() {
     let results = run_producers_and_consumers(
         Mode::Reliable,
         1 << 20,
+        3,
         per,
         (1, 64 * 1024),
         &[&["strict"], &["strict"], &["strict"]],
@@ -107,11 +112,55 @@ fn reliable_three_producers_three_subscribers_a_million_messages() {
 }
 
 #[test]
+fn an_exclusive_producer_delivers_exactly_once_to_sleeping_subscribers() {
+    // One producer slot: plain-store claims and commits, and subscribers that sleep
+    // (SpinThenBlock) rely on their membarrier before each sleep to be woken. The napping
+    // subscriber falls asleep often; the ring is small, so the producer waits for it too.
+    let per = 200_000;
+    let results = run_producers_and_consumers(
+        Mode::Reliable,
+        64 * 1024,
+        1,
+        per,
+        (1, 4096),
+        &[&["strict"], &["strict", "1000", "500"]],
+        Duration::from_secs(300),
+    );
+    for (delivered, lost, _) in &results {
+        assert_eq!(*delivered, per, "every message exactly once");
+        assert_eq!(*lost, 0);
+    }
+    assert_eq!(results[0].2, results[1].2, "the same order: {results:?}");
+}
+
+#[test]
+fn an_exclusive_producer_in_lossy_mode_accounts_for_every_message() {
+    let per = 200_000;
+    let results = run_producers_and_consumers(
+        Mode::Lossy,
+        64 * 1024,
+        1,
+        per,
+        (9, 2048),
+        &[&["lossy"], &["lossy", "500", "2000"]],
+        Duration::from_secs(300),
+    );
+    for (delivered, lost, _) in &results {
+        assert_eq!(delivered + lost, per, "delivered + lost == published");
+    }
+    assert!(
+        results[1].1 > 0,
+        "the slow subscriber was lapped: {results:?}"
+    );
+}
+
+#[test]
 fn lossy_with_a_slow_subscriber_accounts_for_every_message() {
     let per = 100_000;
     let results = run_producers_and_consumers(
         Mode::Lossy,
         256 * 1024,
+        3,
         per,
         (9, 2048),
         // A subscriber that keeps up as best it can, and one that naps 2 ms every 500.

@@ -23,6 +23,15 @@ fn params(mode: Mode) -> Params {
         capacity: CAP,
         max_message: 16,
         mode,
+        exclusive: false,
+    }
+}
+
+/// A bus with one producer slot: plain-store claims and commits.
+fn exclusive(mode: Mode) -> Params {
+    Params {
+        exclusive: true,
+        ..params(mode)
     }
 }
 
@@ -117,8 +126,16 @@ fn loom_two_producers_one_total_order() {
 
 #[test]
 fn loom_reliable_backpressure_across_the_wrap() {
-    loom::model(|| {
-        let p = params(Mode::Reliable);
+    reliable_backpressure_across_the_wrap(params(Mode::Reliable));
+}
+
+#[test]
+fn loom_exclusive_reliable_backpressure_across_the_wrap() {
+    reliable_backpressure_across_the_wrap(exclusive(Mode::Reliable));
+}
+
+fn reliable_backpressure_across_the_wrap(p: Params) {
+    loom::model(move || {
         // Start 16 bytes before the end: the first record needs a WRAP padding.
         let s = shared(CAP - 16, true);
         let s2 = s.clone();
@@ -152,8 +169,16 @@ fn loom_reliable_backpressure_across_the_wrap() {
 
 #[test]
 fn loom_lossy_lapping_is_counted_and_never_torn() {
-    loom::model(|| {
-        let p = params(Mode::Lossy);
+    lossy_lapping_is_counted_and_never_torn(params(Mode::Lossy));
+}
+
+#[test]
+fn loom_exclusive_lossy_lapping_is_counted_and_never_torn() {
+    lossy_lapping_is_counted_and_never_torn(exclusive(Mode::Lossy));
+}
+
+fn lossy_lapping_is_counted_and_never_torn(p: Params) {
+    loom::model(move || {
         let s = shared(0, false);
         let s2 = s.clone();
         const N: u8 = 3;

@@ -47,6 +47,7 @@ fn ring() -> impl Strategy<Value = (HeapRegion, Params)> {
                 capacity: CAP,
                 max_message: (CAP / 2 - 16) as u32,
                 mode: if lossy { Mode::Lossy } else { Mode::Reliable },
+                exclusive: false,
             };
             (r, p)
         })
