@@ -88,6 +88,7 @@ pub fn all() -> Vec<&'static dyn Transport> {
         &Shmbus::SPIN,
         &Shmbus::BLOCK,
         &Shmbus::LOAN,
+        &Shmbus::SHARED,
         &Stream::PIPE,
         &Stream::PIPE_BATCHED,
         &Stream::UNIX,
@@ -109,37 +110,51 @@ pub struct Shmbus {
     about: &'static str,
     strategy: WaitStrategy,
     loan: bool,
+    /// Producer slots of the bus: 1 makes it exclusive (plain-store claims and commits).
+    producers: u32,
 }
 
 impl Shmbus {
     /// Receivers busy-poll.
     pub const SPIN: Shmbus = Shmbus {
         name: "shmbus-spin",
-        about: "shmbus, receiver busy-polls (WaitStrategy::Spin)",
+        about: "shmbus on an exclusive bus (one producer slot), receiver busy-polls (WaitStrategy::Spin)",
         strategy: WaitStrategy::Spin,
         loan: false,
+        producers: 1,
     };
     /// Receivers sleep on the futex whenever the ring is empty.
     pub const BLOCK: Shmbus = Shmbus {
         name: "shmbus-block",
-        about: "shmbus, receiver sleeps on the futex when empty (WaitStrategy::Block)",
+        about: "shmbus on an exclusive bus, receiver sleeps on the futex when empty (WaitStrategy::Block)",
         strategy: WaitStrategy::Block,
         loan: false,
+        producers: 1,
     };
     /// The sender writes each message in place in a loan; receivers busy-poll.
     pub const LOAN: Shmbus = Shmbus {
         name: "shmbus-loan",
-        about: "shmbus, sender fills each message in place (Loan), receiver busy-polls",
+        about: "shmbus on an exclusive bus, sender fills each message in place (Loan), receiver busy-polls",
         strategy: WaitStrategy::Spin,
         loan: true,
+        producers: 1,
+    };
+    /// As `shmbus-spin`, on a bus open to many producers: what the claim and commit CASes cost.
+    pub const SHARED: Shmbus = Shmbus {
+        name: "shmbus-shared",
+        about: "shmbus on a bus with 64 producer slots (CAS claim and commit), receiver busy-polls",
+        strategy: WaitStrategy::Spin,
+        loan: false,
+        producers: 64,
     };
 
-    /// The ring for messages of `size` bytes: 32 messages' worth, but at least 2 MiB and at
+    /// The bus for messages of `size` bytes, with `producers` producer slots. The ring:
+    /// 32 messages' worth, but at least 2 MiB and at
     /// most 8 MiB (room for four above 2 MiB), so that it stays in the caches, as a pipe's or
     /// a socket's kernel buffer does. (With the
     /// library's 64 MiB default, large messages go through DRAM on both sides and move at
     /// memory speed instead; `SHMBUS_BENCH_CAPACITY=BYTES` overrides the choice.)
-    pub fn options(size: usize) -> BusOptions {
+    pub fn options(size: usize, producers: u32) -> BusOptions {
         let capacity = std::env::var("SHMBUS_BENCH_CAPACITY")
             .ok()
             .and_then(|c| c.parse().ok())
@@ -154,6 +169,7 @@ impl Shmbus {
         BusOptions::new()
             .capacity(capacity)
             .max_message(max.max(size.min(u32::MAX as usize) as u32))
+            .max_producers(producers)
     }
 
     fn open(path: &Path) -> io::Result<Bus> {
@@ -205,7 +221,7 @@ impl Transport for Shmbus {
         true
     }
     fn prepare(&self, dir: &Path, _receivers: u32, size: usize, duplex: bool) -> io::Result<()> {
-        let opts = Self::options(size);
+        let opts = Self::options(size, self.producers);
         Bus::create(dir.join("a.bus"), &opts).map_err(io::Error::other)?;
         if duplex {
             Bus::create(dir.join("b.bus"), &opts).map_err(io::Error::other)?;
