@@ -152,7 +152,7 @@ impl Publisher {
     }
 
     /// Claims a record, waiting until `deadline` (`None`: do not wait).
-    #[inline]
+    #[inline(always)]
     fn claim(&mut self, len: u32, deadline: Option<Deadline>) -> Result<Claim, SendError> {
         let seg = &self.shared.seg;
         let params = &self.shared.params;
@@ -242,7 +242,7 @@ impl Publisher {
     }
 
     /// Commits `c` and wakes sleeping readers.
-    #[inline]
+    #[inline(always)]
     fn finish(&mut self, c: &Claim) -> Result<Sent, SendError> {
         let seg = &self.shared.seg;
         let claiming = seg.slot64(self.slot_offset, PROD_CLAIMING);

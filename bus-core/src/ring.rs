@@ -630,7 +630,7 @@ pub(crate) enum SkipKind {
 }
 
 /// Reads the header at `pos`, expecting sequence `seq`. Never reads outside the region.
-#[inline]
+#[inline(always)]
 pub(crate) fn peek<R: Region>(r: &R, p: &Params, pos: u64, seq: u64) -> Peek {
     let at = pos & p.mask();
     debug_assert_eq!(at % RECORD_ALIGN, 0);
