@@ -456,7 +456,7 @@ impl Subscriber {
 
     /// The next record: at once if it is there, else waiting until `poll` has something (or
     /// the deadline passes).
-    #[inline]
+    #[inline(always)]
     fn next(&mut self, deadline: Option<Deadline>) -> Result<(u64, u32, u64), RecvError> {
         self.maybe_publish();
         // The fast path: a committed message at our position.
@@ -556,6 +556,7 @@ impl Subscriber {
     }
 
     /// Copies the record at the current position into `buf` and moves on.
+    #[inline(always)]
     fn take_into(
         &mut self,
         buf: &mut Vec<u8>,
@@ -629,6 +630,7 @@ impl Subscriber {
         self.take_into(buf, offset, len, extent)
     }
 
+    #[inline(always)]
     fn sample(&mut self, offset: u64, len: u32, extent: u64) -> Result<Sample<'_>, RecvError> {
         let (seq, position) = (self.seq, self.pos);
         if self.shared.params.mode == Mode::Lossy {
