@@ -131,6 +131,30 @@ fn a_producer_killed_at_every_fault_point_never_wedges_the_bus() {
     }
 }
 
+/// Waits until child `victim` has stopped (at its `stop` fault point).
+fn wait_stopped(procs: &Procs, victim: usize) {
+    assert!(eventually(Duration::from_secs(10), || {
+        // SAFETY: waitpid with WNOHANG|WUNTRACED on our own child only inspects it.
+        let mut status = 0;
+        unsafe {
+            libc::waitpid(
+                procs.pid(victim),
+                &mut status,
+                libc::WNOHANG | libc::WUNTRACED,
+            ) > 0
+        }
+    }));
+}
+
+/// Receives until nothing comes for 300 ms; returns how many messages came.
+fn receive_until_quiet(sub: &mut Subscriber, buf: &mut Vec<u8>) -> u64 {
+    let mut got = 0;
+    while sub.recv_timeout(buf, Duration::from_millis(300)).is_ok() {
+        got += 1;
+    }
+    got
+}
+
 #[test]
 fn a_stopped_producer_is_waited_for_not_unblocked() {
     let dir = tempfile::tempdir().unwrap();
@@ -151,25 +175,9 @@ fn a_stopped_producer_is_waited_for_not_unblocked() {
     );
     procs.success(survivor);
     // Frozen in the middle of a message: alive, so nobody repairs over it; readers wait.
-    assert!(eventually(Duration::from_secs(10), || {
-        // SAFETY: waitpid with WNOHANG|WUNTRACED on our own child only inspects it.
-        let mut status = 0;
-        unsafe {
-            libc::waitpid(
-                procs.pid(victim),
-                &mut status,
-                libc::WNOHANG | libc::WUNTRACED,
-            ) > 0
-        }
-    }));
+    wait_stopped(&procs, victim);
     let mut buf = Vec::new();
-    let mut got = 0;
-    while sub
-        .recv_timeout(&mut buf, Duration::from_millis(300))
-        .is_ok()
-    {
-        got += 1;
-    }
+    let mut got = receive_until_quiet(&mut sub, &mut buf);
     assert!(got < 30, "everything after the frozen claim waits");
     assert_eq!(
         bus.stats().unblocked,
@@ -198,30 +206,14 @@ fn an_exclusive_bus_waits_for_its_stopped_producer_and_admits_no_other() {
             Some("mid-copy:stop:2"),
         ),
     );
-    assert!(eventually(Duration::from_secs(10), || {
-        // SAFETY: waitpid with WNOHANG|WUNTRACED on our own child only inspects it.
-        let mut status = 0;
-        unsafe {
-            libc::waitpid(
-                procs.pid(victim),
-                &mut status,
-                libc::WNOHANG | libc::WUNTRACED,
-            ) > 0
-        }
-    }));
+    wait_stopped(&procs, victim);
     // Alive: its slot is not free, so no second producer can write the tail beside it.
     assert!(matches!(
         bus.publisher(),
         Err(bus_core::JoinError::NoFreeSlot { max: 1, .. })
     ));
     let mut buf = Vec::new();
-    let mut got = 0;
-    while sub
-        .recv_timeout(&mut buf, Duration::from_millis(300))
-        .is_ok()
-    {
-        got += 1;
-    }
+    let mut got = receive_until_quiet(&mut sub, &mut buf);
     assert!(got < 10, "everything from the frozen claim on waits");
     assert_eq!(
         bus.stats().unblocked,
