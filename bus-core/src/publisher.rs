@@ -45,7 +45,10 @@ pub enum SendError {
     #[error("timed out waiting for space in the ring")]
     Timeout,
     /// A repairer judged this publisher dead and turned the record into padding; the message
-    /// was not delivered. Only possible if this process lost its liveness lock.
+    /// was not delivered. Only possible if this process lost its liveness lock. (On an
+    /// exclusive bus the commit is a plain store and cannot learn of a repair: there a lost
+    /// liveness lock shows as [`SendError::ProducerConflict`] instead, once another producer
+    /// has joined.)
     #[error("the record was unblocked by another process (this publisher was judged dead)")]
     Unblocked,
     /// The ring's tail in the shared file is impossible: another process wrote garbage into
@@ -54,6 +57,20 @@ pub enum SendError {
     RingCorrupt {
         /// The position found.
         tail: u64,
+    },
+    /// Exclusive bus (one producer slot): another producer moved the tail, which only happens
+    /// if this process lost its liveness lock (it closed descriptors it did not own, or a
+    /// forked child published through an inherited handle) and a second publisher joined.
+    /// Records of both may be overwritten; stop publishing through this handle.
+    #[error(
+        "another producer moved the tail of this one-producer bus (to {found}, expected \
+         {expected}): this process lost its producer slot"
+    )]
+    ProducerConflict {
+        /// Where this publisher's last claim left the tail.
+        expected: u64,
+        /// Where the tail was found.
+        found: u64,
     },
 }
 
@@ -204,6 +221,9 @@ impl Publisher {
                     watch_stall(shared, &mut self.stall, stalled_at)
                 }
                 Err(ClaimError::Corrupt { tail }) => return Err(SendError::RingCorrupt { tail }),
+                Err(ClaimError::Conflict { expected, found }) => {
+                    return Err(SendError::ProducerConflict { expected, found })
+                }
             }
             let Some(deadline) = deadline else {
                 return Err(SendError::Full);

@@ -80,6 +80,16 @@ pub(crate) struct Slot {
     pub(crate) offset: u64,
     /// The open file description holding the slot's liveness lock.
     fd: File,
+    /// The process that joined. A child forked without exec inherits the handle and the
+    /// descriptor (the same open file description, so the same lock), but not the slot.
+    owner: u32,
+}
+
+impl Slot {
+    /// Whether this process is the one that joined (not a child forked since).
+    pub(crate) fn is_ours(&self) -> bool {
+        std::process::id() == self.owner
+    }
 }
 
 pub(crate) fn slot_offset(seg: &Segment, kind: SlotKind, index: u32) -> u64 {
@@ -139,7 +149,12 @@ pub(crate) fn join(
             seg.slot32(offset, crate::layout::SLOT_STATE)
                 .store(SLOT_ACTIVE, Ordering::SeqCst);
             drop(guard);
-            return Ok(Slot { index, offset, fd });
+            return Ok(Slot {
+                index,
+                offset,
+                fd,
+                owner: std::process::id(),
+            });
         }
         if attempt == 0 && sweep(seg) == 0 {
             break;
@@ -153,9 +168,18 @@ pub(crate) fn join(
 
 /// Gives a slot back. Never fails: if the control lock cannot be taken, the slot is left
 /// ACTIVE without a lock holder, and the next sweep frees it.
+///
+/// In a child forked since the join, does nothing but close the child's copy of the
+/// descriptor: the lock belongs to the open file description the parent still holds, and
+/// unlocking it (or marking the slot free) would hand the parent's live slot to someone else
+/// (on an exclusive bus, a second producer writing the tail beside it).
 pub(crate) fn leave(shared: &Shared, slot: Slot) {
+    if !slot.is_ours() {
+        return;
+    }
     let seg = &shared.seg;
-    if let Ok(guard) = shared.lock.lock(seg, LOCK_TIMEOUT) {
+    let guard = shared.lock.lock(seg, LOCK_TIMEOUT).ok();
+    if let Some(guard) = &guard {
         if guard.recovered {
             sweep(seg);
         }
@@ -163,7 +187,10 @@ pub(crate) fn leave(shared: &Shared, slot: Slot) {
         seg.slot32(slot.offset, crate::layout::SLOT_STATE)
             .store(SLOT_FREE, Ordering::SeqCst);
     }
+    // Unlocked while the control lock is still held: a joiner (which takes the control lock)
+    // never finds the slot FREE but still locked, and so never reports it taken.
     let _ = lock::unlock_range(slot.fd.as_fd(), slot.offset, SLOT_SIZE as u64);
+    drop(guard);
     // Dropping `slot.fd` closes the description, which would release the lock anyway.
 }
 

@@ -29,6 +29,12 @@
 //!   it, so publishing is O(1) in the number of subscribers (design question 7).
 //! * **Commit** is a CAS of word0 from CLAIMED to DATA (or ABANDONED for a dropped loan), so
 //!   that a producer's late commit and a repairer's unblock cannot both win.
+//! * **Exclusive buses** (one producer slot, [`Params::exclusive`]): the only producer claims
+//!   with a Release store of the tail and commits with a Release store of word0 (no locked
+//!   instruction per message), and moves `head` by jumps between boundaries of its own
+//!   records ([`Marks`]). It relies on being the only writer: a second one (only possible if
+//!   a process's liveness lock is lost, see the README) is detected, within a lap, by a tail
+//!   that is not where this producer left it ([`ClaimError::Conflict`]).
 //! * **Read.** A reader knows the position and sequence of its next record. It Acquire-loads
 //!   word0 there; anything but `{ expected sequence, committed state }` means "not yet" (or,
 //!   in lossy mode, "lapped" once `head` has passed it). Every length is bounds-checked
@@ -150,6 +156,9 @@ pub(crate) enum ClaimError {
     Full { stalled_at: Option<(u64, u64)> },
     /// The tail in the shared file is past [`MAX_POSITION`]: another process wrote it.
     Corrupt { tail: u64 },
+    /// Exclusive bus: the tail is not where this producer's last claim left it, so another
+    /// producer has written it (`expected`, `found`: tail positions).
+    Conflict { expected: u64, found: u64 },
 }
 
 /// Producer-local state: the position up to which this producer may claim without looking
@@ -160,7 +169,8 @@ pub(crate) struct ProducerCursor {
     limit: u64,
     /// The tail after this producer's last claim: the expected value of its next CAS. A wrong
     /// guess only costs a failed CAS, which returns the real value; a right one (a producer
-    /// alone, or the last to claim) saves a 16-byte load on every message.
+    /// alone, or the last to claim) saves a 16-byte load on every message. On an exclusive bus
+    /// it is the tail itself (nobody else writes it) once this producer has claimed.
     tail: (u64, u64),
     /// Exclusive buses: where this producer's records begin, one every sixteenth of the ring.
     marks: Marks,
@@ -174,8 +184,12 @@ const MARKS: usize = 32;
 /// every sixteenth of the ring, and where its first claim began.
 ///
 /// On an exclusive bus every record from this producer's first claim up to its tail is its
-/// own, and committed (it commits, or abandons, each claim before the next; a commit a
-/// repairer beat is a GAP): nothing there can stop head. So head may jump from mark to mark
+/// own, and committed (it commits, or abandons, each claim before the next; a repairer does
+/// not touch the claims of a live producer): nothing there can stop head. (A loan leaked
+/// with `mem::forget` is never committed; jumping over it is harmless, and readers stuck
+/// there have it repaired, its sequence no longer being in our claiming word.) Marks are a
+/// sixteenth of the ring apart, so a jump may leave head up to that much further on than a
+/// walk would: an exclusive bus retains at least 15/16 of a lap of history, not all of it. So head may jump from mark to mark
 /// instead of reading every header on the way, which is a dependent chain of loads from a
 /// lap ago. Before the first claim (records of an earlier producer, perhaps one that died
 /// mid-claim) head still walks.
@@ -267,9 +281,17 @@ pub(crate) fn try_claim<R: Region, S: Subscribers>(
         if end > cursor.limit {
             if !fresh {
                 // ORDERING: Relaxed: a fresh guess, so as not to wait on a stale one; the CAS
-                // below validates it.
+                // below validates it (on an exclusive bus, the check just below).
                 t = r.tail().load(Ordering::Relaxed);
                 fresh = true;
+                if p.exclusive && cursor.marks.since.is_some() && t != cursor.tail {
+                    // We are not the only producer: stop before overwriting the other's
+                    // records (and before it overwrites more of ours).
+                    return Err(ClaimError::Conflict {
+                        expected: cursor.tail.0,
+                        found: t.0,
+                    });
+                }
                 continue;
             }
             let (limit, stalled_at) = refresh_limit(r, subs, p, &mut cursor.marks, end);
@@ -281,9 +303,11 @@ pub(crate) fn try_claim<R: Region, S: Subscribers>(
                 return Err(ClaimError::Full { stalled_at });
             }
         }
-        // ORDERING: Relaxed: published by the Release of the claim below; a repairer that
-        // Acquires a tail including this claim sees which sequence we were claiming.
-        claiming.store(t.1 + 1, Ordering::Relaxed);
+        // ORDERING: Release (a plain store on x86-64): published by the Release of the claim
+        // below, so that a repairer that Acquires a tail including this claim sees which
+        // sequence we were claiming; Release itself keeps the earlier clearing (0, after the
+        // last commit) ordered for a repairer that reads this newer value.
+        claiming.store(t.1 + 1, Ordering::Release);
         let claimed = if p.exclusive {
             // The only producer: nobody else moves the tail (a second producer cannot join
             // while this one lives: one slot, held by its liveness lock), and `t` is the tail
@@ -410,8 +434,8 @@ fn finish_word<R: Region>(r: &R, p: &Params, c: &Claim, state: u64) -> Result<()
         // while we live nobody else writes this header: plain stores commit, and nothing is
         // loaded from a line that a polling reader holds. The caller orders the commit before
         // its check of the readers-waiting count (`wait::ReaderWake`).
-        // ORDERING: Relaxed: published by the Release store of word0 just below.
-        r.word(at + 8).store(word1, Ordering::Relaxed);
+        // ORDERING: Release: see the shared path below.
+        r.word(at + 8).store(word1, Ordering::Release);
         // ORDERING: Release: a reader whose Acquire load sees the new state sees word1 and
         // the payload.
         word.store(pack_word0(c.seq, state), Ordering::Release);
@@ -427,8 +451,11 @@ fn finish_word<R: Region>(r: &R, p: &Params, c: &Claim, state: u64) -> Result<()
         return Err(Unblocked);
     }
     // word1 goes in just before the commit point (readers read it only after seeing word0).
-    // ORDERING: Relaxed: published by the commit store of word0 below.
-    r.word(at + 8).store(word1, Ordering::Relaxed);
+    // ORDERING: Release (a plain store on x86-64), with the reader's Acquire load of word1:
+    // stale bytes can make word0 look committed before it is (a payload word equal to the
+    // header we are about to write); a reader that then finds our word1 valid also sees the
+    // payload written before it, on weakly ordered CPUs too.
+    r.word(at + 8).store(word1, Ordering::Release);
     // ORDERING: SeqCst. Release so that a reader whose Acquire load sees the new state sees
     // the payload; SeqCst because the caller next loads the readers-waiting count, and a
     // sleeping reader increments that count and then SeqCst-loads this word (the Dekker
@@ -641,8 +668,9 @@ pub(crate) fn peek<R: Region>(r: &R, p: &Params, pos: u64, seq: u64) -> Peek {
     if found_seq != seq & SEQ_MASK {
         return Peek::NotReady;
     }
-    // ORDERING: Relaxed: ordered after word0 by the Acquire above.
-    let (low, high) = unpack_word1(r.word(at + 8).load(Ordering::Relaxed));
+    // ORDERING: Acquire: pairs with the producer's Release store of word1, for the case where
+    // the word0 we read is stale bytes that happen to match (see `finish_word`).
+    let (low, high) = unpack_word1(r.word(at + 8).load(Ordering::Acquire));
     let check = record_check(pos, seq);
     match state {
         STATE_EMPTY | STATE_REPAIRING => Peek::NotReady,
@@ -1370,6 +1398,34 @@ mod tests {
             m.jump(130, newest, u64::MAX),
             Some((newest, 100 + 2 * MARKS as u64 - 1))
         );
+    }
+
+    #[test]
+    fn a_second_writer_on_an_exclusive_ring_is_detected_within_a_lap() {
+        // Two cursors on one exclusive ring: what a process that lost its liveness lock and
+        // a newcomer would be. Each stores the tail from its own idea of it; the first to
+        // refresh its limit finds the tail elsewhere and stops.
+        let p = Params {
+            exclusive: true,
+            ..params(1024, Mode::Lossy)
+        };
+        let r = HeapRegion::new(1024, 0);
+        let (mut a, mut b) = (ProducerCursor::default(), ProducerCursor::default());
+        let conflict = (0..40).find_map(|_| {
+            [&mut a, &mut b]
+                .into_iter()
+                .find_map(|c| send(&r, &NoSubs, &p, c, &[5; 40]).err())
+        });
+        assert!(
+            matches!(conflict, Some(ClaimError::Conflict { .. })),
+            "{conflict:?}"
+        );
+        // A producer alone never sees one, however many laps it writes.
+        let r = HeapRegion::new(1024, 0);
+        let mut c = ProducerCursor::default();
+        for _ in 0..200 {
+            send(&r, &NoSubs, &p, &mut c, &[6; 40]).unwrap();
+        }
     }
 
     #[test]

@@ -30,7 +30,9 @@ const STUCK_CHECK_EVERY: u32 = 256;
 const MAX_SKIPS_PER_POLL: u32 = 1024;
 
 /// Longest pause between two polls of a busy-polling reader, in spin-loop hints (about
-/// 14 µs on the Xeon of the README's runs, where a `pause` takes ~14 ns). A reader that
+/// 14 µs on the Xeon of the README's runs, where a `pause` takes ~14 ns; on cores where it
+/// takes ~140 cycles, Skylake's, about 50 µs: the trailing latency of a stream, not of
+/// request/reply traffic, where the pause adapts down to one hint). A reader that
 /// polls the record a producer is writing pulls its lines back on every poll; one that
 /// trails a stream by a few microseconds reads whole lines the producer has finished. At
 /// 64 B, raising this from 64 to 1024 took `shmbus-spin` from about 6.5 M to 12-14 M
@@ -719,6 +721,13 @@ impl Subscriber {
 
 impl Drop for Subscriber {
     fn drop(&mut self) {
+        if !self.slot.as_ref().is_some_and(|s| s.is_ours()) {
+            // A child forked since the join: the slot is the parent's (registry::leave).
+            if let Some(slot) = self.slot.take() {
+                registry::leave(&self.shared, slot);
+            }
+            return;
+        }
         self.publish();
         if let Some(slot) = self.slot.take() {
             registry::leave(&self.shared, slot);

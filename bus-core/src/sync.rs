@@ -109,7 +109,6 @@ impl Pair {
         *self.0.lock().unwrap()
     }
 
-    #[allow(dead_code)] // the mapping initialises pairs; not built under loom
     pub(crate) fn store(&self, value: (u64, u64), _order: Ordering) {
         *self.0.lock().unwrap() = value;
     }

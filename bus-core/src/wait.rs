@@ -145,9 +145,19 @@ fn registered_for_membarrier() -> bool {
 }
 
 /// Runs a full barrier on every CPU running a registered process (the readers' half of
-/// [`ReaderWake::Asymmetric`]); false if the kernel refused.
+/// [`ReaderWake::Asymmetric`]); false if the kernel refused, now or before (a refusal is
+/// remembered: the syscall is not tried again).
 fn global_barrier() -> bool {
-    membarrier(MembarrierCommand::GlobalExpedited).is_ok()
+    static REFUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    // ORDERING: Relaxed: a cache of the kernel's answer; a stale `false` only retries.
+    if REFUSED.load(std::sync::atomic::Ordering::Relaxed) {
+        return false;
+    }
+    let ok = membarrier(MembarrierCommand::GlobalExpedited).is_ok();
+    if !ok {
+        REFUSED.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    ok
 }
 
 /// A deadline, or none.
@@ -199,11 +209,13 @@ pub(crate) fn sleep_unless(
 ) -> bool {
     // ORDERING: SeqCst: announce before re-checking (module doc).
     waiting.fetch_add(1, Ordering::SeqCst);
+    // ORDERING: Relaxed: read by an evictor only after this process died. Set at once, before
+    // the membarrier syscall: an evictor that finds the count above the flags set takes the
+    // difference for leaked, so the window between the two must stay a few instructions.
+    mine.store(1, Ordering::Relaxed);
     if asymmetric && !global_barrier() {
         slice = slice.min(UNFENCED_SLICE);
     }
-    // ORDERING: Relaxed: read by an evictor only after this process died.
-    mine.store(1, Ordering::Relaxed);
     // ORDERING: SeqCst: the value we sleep on is read before the re-check, so a wake that
     // follows the re-check changes it.
     let v = word.load(Ordering::SeqCst);

@@ -507,3 +507,60 @@ fn stats_describe_the_bus() {
         "blocks reserved up front"
     );
 }
+
+#[test]
+fn a_forked_child_dropping_inherited_handles_leaves_the_parents_slots_alone() {
+    // A child forked without exec shares the parent's liveness locks (same open file
+    // descriptions). If dropping its copies gave the slots back, a second producer could join
+    // an exclusive bus beside the live parent.
+    let d = dir();
+    let bus = Bus::create(
+        d.path().join("fork.bus"),
+        &small(Mode::Reliable).max_producers(1).max_subscribers(1),
+    )
+    .unwrap();
+    let mut publ = bus.publisher().unwrap();
+    let mut sub = bus.subscribe(Start::Latest).unwrap();
+    // SAFETY: the child only drops the two handles (which, seeing another pid, close a
+    // descriptor each and take no lock) and exits without running anything else.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        drop(publ);
+        drop(sub);
+        // SAFETY: ends the child at once, without the test harness's exit path.
+        unsafe { libc::_exit(0) };
+    }
+    // Watchdog: the child must be gone within 10 s, or it is killed and the test fails.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid on our own child.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            // SAFETY: kill and reap our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+            }
+            panic!("the child did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+    assert!(
+        matches!(bus.publisher(), Err(JoinError::NoFreeSlot { .. })),
+        "the producer slot is still the parent's"
+    );
+    assert!(matches!(
+        bus.subscribe(Start::Latest),
+        Err(SubscribeError::Join(JoinError::NoFreeSlot { .. }))
+    ));
+    publ.send(b"still mine").unwrap();
+    let mut buf = Vec::new();
+    sub.recv_timeout(&mut buf, Duration::from_secs(5)).unwrap();
+    assert_eq!(buf, b"still mine");
+}
