@@ -201,19 +201,18 @@ struct Marks {
     len: usize,
     /// Position of this producer's first claim (`None`: no claim yet).
     since: Option<u64>,
+    /// The next claim at or past this position is marked (one compare per message).
+    next: u64,
 }
 
 impl Marks {
     /// Notes a claim at `{ pos, seq }` (WRAP padding included: it is a record boundary).
     #[inline]
     fn note(&mut self, pos: u64, seq: u64, spacing: u64) {
-        let last = match self.len {
-            0 => None,
-            n => Some(self.at[(self.first + n - 1) % MARKS].0),
-        };
-        if last.is_some_and(|l| pos < l + spacing) {
+        if pos < self.next {
             return;
         }
+        self.next = pos + spacing;
         self.since.get_or_insert(pos);
         if self.len == MARKS {
             self.first = (self.first + 1) % MARKS;
