@@ -229,3 +229,95 @@ pub(crate) fn sleep_unless(
     let _ = waiting.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| w.checked_sub(1));
     was_ready
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[test]
+    fn exclusive_producers_use_the_asymmetric_barrier_where_the_kernel_has_it() {
+        assert_eq!(ReaderWake::for_producer(false), ReaderWake::AfterSeqCst);
+        let exclusive = ReaderWake::for_producer(true);
+        // Linux 4.16 and later have MEMBARRIER_CMD_GLOBAL_EXPEDITED; readers and producers
+        // must agree on whether it is there.
+        assert_eq!(
+            exclusive == ReaderWake::Asymmetric,
+            global_barrier(),
+            "{exclusive:?}"
+        );
+    }
+
+    /// A reader sleeping with a slice far longer than the test's watchdog, woken by commits
+    /// made with `wake` right around its announcement: a wake it missed would leave it
+    /// asleep past the watchdog.
+    fn sleeper_is_always_woken(wake: ReaderWake, asymmetric: bool) {
+        struct Shared {
+            waiting: AtomicU32,
+            mine: AtomicU32,
+            word: AtomicU32,
+            ready: AtomicBool,
+        }
+        for round in 0..300u32 {
+            let s = Arc::new(Shared {
+                waiting: AtomicU32::new(0),
+                mine: AtomicU32::new(0),
+                word: AtomicU32::new(0),
+                ready: AtomicBool::new(false),
+            });
+            let s2 = s.clone();
+            let (done_tx, done_rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                while !s2.ready.load(Ordering::Acquire) {
+                    sleep_unless(
+                        &s2.waiting,
+                        &s2.mine,
+                        &s2.word,
+                        Duration::from_secs(60),
+                        asymmetric,
+                        || s2.ready.load(Ordering::SeqCst),
+                    );
+                }
+                let _ = done_tx.send(());
+            });
+            // Commit at a different moment each round: maybe before the reader announces
+            // itself, just after (the window before its re-check and its futex call), or once
+            // it is surely asleep.
+            if round % 3 != 0 {
+                while s.waiting.load(Ordering::SeqCst) == 0 {
+                    std::hint::spin_loop();
+                }
+            }
+            for _ in 0..(round % 7) * 50 {
+                std::hint::spin_loop();
+            }
+            if round % 3 == 2 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let commit = if wake == ReaderWake::AfterSeqCst {
+                Ordering::SeqCst
+            } else {
+                Ordering::Release
+            };
+            s.ready.store(true, commit);
+            wake.wake(&s.waiting, &s.word);
+            // Watchdog: the sleeper's slice is 60 s; a lost wake-up fails here.
+            assert!(
+                done_rx.recv_timeout(Duration::from_secs(10)).is_ok(),
+                "{wake:?}: the reader slept through the commit in round {round}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_sleeping_reader_is_always_woken_by_a_shared_bus_commit() {
+        sleeper_is_always_woken(ReaderWake::AfterSeqCst, false);
+    }
+
+    #[test]
+    fn a_sleeping_reader_is_always_woken_by_an_exclusive_bus_commit() {
+        sleeper_is_always_woken(ReaderWake::for_producer(true), true);
+    }
+}
