@@ -187,12 +187,13 @@ const MARKS: usize = 32;
 /// own, and committed (it commits, or abandons, each claim before the next; a repairer does
 /// not touch the claims of a live producer): nothing there can stop head. (A loan leaked
 /// with `mem::forget` is never committed; jumping over it is harmless, and readers stuck
-/// there have it repaired, its sequence no longer being in our claiming word.) Marks are a
-/// sixteenth of the ring apart, so a jump may leave head up to that much further on than a
-/// walk would: an exclusive bus retains at least 15/16 of a lap of history, not all of it. So head may jump from mark to mark
-/// instead of reading every header on the way, which is a dependent chain of loads from a
-/// lap ago. Before the first claim (records of an earlier producer, perhaps one that died
-/// mid-claim) head still walks.
+/// there have it repaired, its sequence no longer being in our claiming word.) So head may
+/// jump from mark to mark instead of reading every header on the way, which is a dependent
+/// chain of loads from a lap ago. Before the first claim (records of an earlier producer,
+/// perhaps one that died mid-claim) head still walks.
+///
+/// Marks are a sixteenth of the ring apart, so a jump may leave head up to that much further
+/// on than a walk would: an exclusive bus retains at least 15/16 of a lap of history.
 #[derive(Debug, Clone, Copy, Default)]
 struct Marks {
     at: [(u64, u64); MARKS],
@@ -325,12 +326,10 @@ pub(crate) fn try_claim<R: Region, S: Subscribers>(
         match claimed {
             Ok(()) => {
                 cursor.tail = (end, t.1 + 1);
-                if p.exclusive {
-                    cursor.marks.note(t.0, t.1, p.capacity / 16);
-                }
                 let stale = if p.exclusive {
-                    // Not needed (`finish_word`), and the load would wait for a line that a
-                    // reader polling this very header holds.
+                    cursor.marks.note(t.0, t.1, p.capacity / 16);
+                    // The stale header is not needed (`finish_word`), and loading it would
+                    // wait for a line that a reader polling this very header holds.
                     0
                 } else {
                     // ORDERING: Acquire (and the Acquire of the CAS above): the last write of

@@ -722,10 +722,8 @@ impl Subscriber {
 impl Drop for Subscriber {
     fn drop(&mut self) {
         if !self.slot.as_ref().is_some_and(|s| s.is_ours()) {
-            // A child forked since the join: the slot is the parent's (registry::leave).
-            if let Some(slot) = self.slot.take() {
-                registry::leave(&self.shared, slot);
-            }
+            // A child forked since the join: the slot is the parent's (registry::leave); only
+            // our copy of its descriptor closes, with `self.slot`.
             return;
         }
         self.publish();

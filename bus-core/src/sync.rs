@@ -6,7 +6,9 @@
 //! Nothing else in the crate names `std::sync::atomic` or `loom` directly.
 
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+pub(crate) use std::sync::atomic::{
+    compiler_fence, fence, AtomicBool, AtomicU32, AtomicU64, Ordering,
+};
 
 #[cfg(loom)]
 #[allow(unused_imports)] // AtomicU32 is for the futex words, which loom builds leave out

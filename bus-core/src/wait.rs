@@ -35,13 +35,12 @@
 //! filter) use a SeqCst fence instead; a reader whose membarrier fails sleeps in short slices
 //! ([`sleep_unless`]), so a wake it might miss costs it at most a millisecond.
 
-use std::sync::atomic::compiler_fence;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use rustix::thread::{futex, membarrier, MembarrierCommand};
 
-use crate::sync::{fence, AtomicU32, Ordering};
+use crate::sync::{compiler_fence, fence, AtomicBool, AtomicU32, Ordering};
 
 pub(crate) use crossbeam_utils::Backoff;
 
@@ -148,14 +147,15 @@ fn registered_for_membarrier() -> bool {
 /// [`ReaderWake::Asymmetric`]); false if the kernel refused, now or before (a refusal is
 /// remembered: the syscall is not tried again).
 fn global_barrier() -> bool {
-    static REFUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    static REFUSED: AtomicBool = AtomicBool::new(false);
     // ORDERING: Relaxed: a cache of the kernel's answer; a stale `false` only retries.
-    if REFUSED.load(std::sync::atomic::Ordering::Relaxed) {
+    if REFUSED.load(Ordering::Relaxed) {
         return false;
     }
     let ok = membarrier(MembarrierCommand::GlobalExpedited).is_ok();
     if !ok {
-        REFUSED.store(true, std::sync::atomic::Ordering::Relaxed);
+        // ORDERING: Relaxed: as above.
+        REFUSED.store(true, Ordering::Relaxed);
     }
     ok
 }
@@ -232,7 +232,6 @@ pub(crate) fn sleep_unless(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
 
     use super::*;
