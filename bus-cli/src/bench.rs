@@ -2,9 +2,6 @@
 
 use std::process::ExitCode;
 
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
-
 use anyhow::Context;
 use bus_bench::{report, Engine, Suite};
 
@@ -68,11 +65,7 @@ pub fn engine(dir: &Option<std::path::PathBuf>, pin: bool) -> anyhow::Result<Eng
     let exe = std::env::current_exe().context("finding this executable")?;
     let mut engine = Engine::new(exe, run_dir(dir));
     engine.set_pinning(pin);
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        signal_hook::flag::register_conditional_shutdown(sig, 130, stop.clone())?;
-        signal_hook::flag::register(sig, stop.clone())?;
-    }
+    let stop = crate::signals::install()?;
     engine.set_interrupt(stop);
     Ok(engine)
 }

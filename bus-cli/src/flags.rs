@@ -180,8 +180,8 @@ pub struct StatArgs {
     /// One JSON object (per refresh with --watch).
     #[arg(long)]
     pub json: bool,
-    /// Refresh every DUR, with rates, until interrupted.
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    /// Refresh every DUR (at least 10ms), with rates, until interrupted.
+    #[arg(long, value_name = "DUR", value_parser = parse_watch_interval)]
     pub watch: Option<Duration>,
 }
 
@@ -281,6 +281,19 @@ fn parse_transport(s: &str) -> Result<&'static dyn bus_bench::Transport, String>
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 5s, 2m)"))
+}
+
+/// Shortest `stat --watch` interval: a refresh loop faster than this only burns a core.
+pub const MIN_WATCH: Duration = Duration::from_millis(10);
+
+fn parse_watch_interval(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < MIN_WATCH {
+        return Err(format!(
+            "{s:?} is shorter than the shortest refresh interval, 10ms"
+        ));
+    }
+    Ok(d)
 }
 
 fn parse_octal(s: &str) -> Result<u32, String> {

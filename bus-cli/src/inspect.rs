@@ -335,16 +335,19 @@ fn print_human(
 }
 
 pub fn stat(args: &StatArgs) -> anyhow::Result<ExitCode> {
+    // Handlers before the bus is opened, so that an interrupt at any point of a watch ends it
+    // cleanly; every wait below checks them.
+    let stop = match args.watch {
+        Some(_) => crate::signals::install()?,
+        None => Arc::new(AtomicBool::new(false)),
+    };
     let bus = open(&args.bus)?;
-    let stop = Arc::new(AtomicBool::new(false));
-    if args.watch.is_some() {
-        for sig in [libc::SIGINT, libc::SIGTERM] {
-            signal_hook::flag::register(sig, stop.clone())?;
-        }
-    }
     let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let mut prev: Option<(Instant, u64, u64)> = None;
     loop {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(ExitCode::SUCCESS);
+        }
         let st = bus.stats();
         let now = Instant::now();
         let rate = prev.map(|(t, seq, pos)| {

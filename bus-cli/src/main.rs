@@ -28,6 +28,7 @@ mod demo;
 mod flags;
 mod inspect;
 mod publish;
+mod signals;
 mod subscribe;
 
 use std::path::PathBuf;

@@ -7,8 +7,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -93,6 +92,9 @@ impl Printer {
 }
 
 pub fn run(args: &SubArgs) -> anyhow::Result<ExitCode> {
+    // Handlers first, before the slot is taken: a signal between the join and their
+    // installation would kill the process with its slot held (until a producer evicts it).
+    let stop = crate::signals::install()?;
     let bus = open(&args.bus)?;
     let path = bus_path(&args.bus);
     let start = match args.from {
@@ -105,13 +107,6 @@ pub fn run(args: &SubArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("bus {}", path.display()))?;
     if args.spin {
         sub.set_wait_strategy(WaitStrategy::Spin);
-    }
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        // The first signal asks to leave cleanly; a second (say, while a write to a stalled
-        // pipe does not return) ends the process at once.
-        signal_hook::flag::register_conditional_shutdown(sig, 130, stop.clone())?;
-        signal_hook::flag::register(sig, stop.clone())?;
     }
     let stdout = std::io::stdout();
     let mut printer = Printer {

@@ -494,6 +494,53 @@ fn interrupting_a_subscriber_leaves_its_slot() {
     assert_eq!(st.evicted, 0, "it left by itself, nobody had to evict it");
 }
 
+/// Issue 8: `sub` used to take its slot before installing its handlers, so an interrupt right
+/// after start killed it with the slot held. Interrupts at every moment of start-up now
+/// either end it before it joins (killed, nothing held) or make it leave cleanly.
+#[test]
+fn an_interrupt_at_start_up_never_strands_a_slot() {
+    let env = Env::new();
+    env.ok(&["create", "s"]);
+    let mut procs = Procs::new(Duration::from_secs(120));
+    for round in 0..240u64 {
+        let sub = env.spawn(&mut procs, "sub", &["sub", "s"]);
+        // From at once to well after the join, in steps of 25 µs (the window this guards
+        // was a few microseconds wide).
+        std::thread::sleep(Duration::from_micros(round * 25));
+        procs.signal(sub, libc::SIGINT);
+        let (status, out) = procs.wait(sub);
+        assert!(
+            status.success() || status.signal() == Some(libc::SIGINT),
+            "round {round}: {status} {out:?}"
+        );
+        let st = env.bus("s").stats();
+        assert!(
+            st.subscribers.iter().all(|s| s.alive),
+            "round {round}: a dead subscriber's slot is held: {:?}",
+            st.subscribers
+        );
+        assert!(
+            st.subscribers.is_empty(),
+            "round {round}: {:?}",
+            st.subscribers
+        );
+    }
+    assert_eq!(env.bus("s").stats().evicted, 0, "nobody had to be evicted");
+}
+
+#[test]
+fn stat_refuses_a_watch_interval_that_would_spin() {
+    let env = Env::new();
+    env.ok(&["create", "z"]);
+    for dur in ["0s", "0ms", "5ms"] {
+        assert_fails(
+            &env.run(&["stat", "z", "--watch", dur], b""),
+            2,
+            "shortest refresh interval",
+        );
+    }
+}
+
 #[test]
 fn a_closed_stdout_is_not_an_error() {
     let env = Env::new();
