@@ -12,7 +12,7 @@ use crate::registry::{self, JoinError, Slot, SlotKind, Subscribers};
 use crate::repair;
 use crate::ring::{self, Claim, ClaimError, ProducerCursor, Region};
 use crate::sync::Ordering;
-use crate::wait::{self, Backoff, Deadline, ReaderWake};
+use crate::wait::{self, Backoff, Deadline, ReaderWake, Woke};
 use crate::Shared;
 
 /// Where a committed message went: its bus-wide sequence number and its position.
@@ -74,8 +74,15 @@ pub enum SendError {
     },
 }
 
-/// How often a publisher blocked on a full ring probes the subscribers' liveness locks.
+/// How often a publisher that finds the ring full probes the subscribers' liveness locks,
+/// whichever call it makes (`try_send`, `send_timeout` of any length, `send`): a dead
+/// subscriber holds a reliable ring full for about this long at most.
 const EVICT_INTERVAL: Duration = Duration::from_millis(10);
+
+/// After this many wakes that found nobody asleep although the waiting count said otherwise,
+/// a publisher looks for subscribers that died asleep (their count stays up, and every publish
+/// would make a wake system call for nobody until an eviction gives it back).
+const FRUITLESS_WAKES_BEFORE_SWEEP: u32 = 64;
 
 /// Tracks an uncommitted record that keeps `head` from moving; once it has stayed for the
 /// unblock timeout, asks the repairer whether its producer died.
@@ -119,6 +126,12 @@ pub struct Publisher {
     stall: Option<(Instant, (u64, u64))>,
     /// How a commit is ordered before the look at sleeping readers (wait module).
     wake: ReaderWake,
+    /// When this publisher last probed for dead subscribers (rate limit of
+    /// [`EVICT_INTERVAL`], kept across calls so that `try_send` loops probe too).
+    last_evict: Option<Instant>,
+    /// Wakes since the last sweep that found nobody asleep (see
+    /// [`FRUITLESS_WAKES_BEFORE_SWEEP`]).
+    fruitless_wakes: u32,
     _not_sync: PhantomData<Cell<()>>,
 }
 
@@ -146,6 +159,8 @@ impl Publisher {
             bytes: 0,
             abandoned: 0,
             stall: None,
+            last_evict: None,
+            fruitless_wakes: 0,
             _not_sync: PhantomData,
         })
     }
@@ -202,8 +217,6 @@ impl Publisher {
         let claiming = seg.slot64(offset, PROD_CLAIMING);
         let subs = Subscribers(seg);
         let backoff = Backoff::new();
-        // Read the clock only once we have to wait: the fast path makes no clock call.
-        let mut last_evict: Option<Instant> = None;
         loop {
             // What a waiter's re-check compares against, read *before* the attempt: progress
             // made between the failed attempt and the sleep then shows as a change and the
@@ -225,6 +238,13 @@ impl Publisher {
                     return Err(SendError::ProducerConflict { expected, found })
                 }
             }
+            // A subscriber that died holds a reliable ring full until evicted: probe on every
+            // path, `try_send` included, at most once an interval.
+            if Self::evict_due(&mut self.last_evict)
+                && registry::evict_dead(shared, SlotKind::Subscriber).unwrap_or(0) > 0
+            {
+                continue;
+            }
             let Some(deadline) = deadline else {
                 return Err(SendError::Full);
             };
@@ -234,12 +254,6 @@ impl Publisher {
             if !backoff.is_completed() {
                 backoff.snooze();
                 continue;
-            }
-            let since = *last_evict.get_or_insert_with(Instant::now);
-            if since.elapsed() >= EVICT_INTERVAL {
-                // A subscriber that died holds the ring full until evicted.
-                let _ = registry::evict_dead(shared, SlotKind::Subscriber);
-                last_evict = Some(Instant::now());
             }
             let slice = match params.mode {
                 Mode::Reliable => EVICT_INTERVAL,
@@ -261,6 +275,31 @@ impl Publisher {
         }
     }
 
+    /// Whether a probe for dead subscribers is due (at most one per [`EVICT_INTERVAL`]);
+    /// if so, starts the next interval. Reads the clock: only called on a full ring.
+    fn evict_due(last: &mut Option<Instant>) -> bool {
+        let now = Instant::now();
+        match *last {
+            Some(t) if now.duration_since(t) < EVICT_INTERVAL => false,
+            _ => {
+                *last = Some(now);
+                true
+            }
+        }
+    }
+
+    /// A wake found the waiting count up but nobody asleep; after a run of those, look for
+    /// subscribers that died asleep and give their counts back.
+    #[cold]
+    #[inline(never)]
+    fn note_fruitless_wake(&mut self) {
+        self.fruitless_wakes += 1;
+        if self.fruitless_wakes >= FRUITLESS_WAKES_BEFORE_SWEEP {
+            self.fruitless_wakes = 0;
+            let _ = registry::evict_dead(&self.shared, SlotKind::Subscriber);
+        }
+    }
+
     /// Commits `c` and wakes sleeping readers.
     #[inline(always)]
     fn finish(&mut self, c: &Claim) -> Result<Sent, SendError> {
@@ -276,7 +315,9 @@ impl Publisher {
             .store(self.sent, Ordering::Relaxed);
         seg.slot64(offset, PROD_BYTES)
             .store(self.bytes, Ordering::Relaxed);
-        self.wake.wake(seg.readers_waiting(), seg.notify());
+        if self.wake.wake(seg.readers_waiting(), seg.notify()) == Woke::Nobody {
+            self.note_fruitless_wake();
+        }
         Ok(Sent {
             seq: c.seq,
             position: c.position(),

@@ -115,9 +115,10 @@ pub(crate) fn join(
 ) -> Result<Slot, JoinError> {
     let seg = &shared.seg;
     let guard = shared.lock.lock(seg, LOCK_TIMEOUT)?;
-    if guard.recovered {
-        sweep(seg);
-    }
+    // Every join reclaims the slots (and waiting counts) of the dead, on either kind of bus:
+    // on a lossy bus nothing else would (no producer there ever waits for a subscriber).
+    // Joining is rare and the probe is one fcntl per active slot.
+    sweep(seg);
     let fd = lock::reopen(&seg.file).map_err(io_err)?;
     for attempt in 0..2 {
         for index in 0..slot_count(seg, kind) {
@@ -156,6 +157,7 @@ pub(crate) fn join(
                 owner: std::process::id(),
             });
         }
+        // A participant may have died since the sweep above.
         if attempt == 0 && sweep(seg) == 0 {
             break;
         }

@@ -69,12 +69,26 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
     let _ = futex::wait(word, futex::Flags::empty(), expected, Some(&ts));
 }
 
-/// Wakes every sleeper on `word` (in any process).
-pub(crate) fn futex_wake_all(word: &AtomicU32) {
+/// Wakes every sleeper on `word` (in any process). Returns how many the kernel woke (0 on
+/// an error).
+pub(crate) fn futex_wake_all(word: &AtomicU32) -> usize {
     // ORDERING: Release: the bump pairs with the sleeper's SeqCst load of the value it
     // passes to futex_wait; the new value makes a wait that has not started return at once.
     word.fetch_add(1, Ordering::Release);
-    let _ = futex::wake(word, futex::Flags::empty(), i32::MAX as u32);
+    futex::wake(word, futex::Flags::empty(), i32::MAX as u32).unwrap_or(0)
+}
+
+/// What a wake found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Woke {
+    /// The waiting count was 0: no system call.
+    NoWaiters,
+    /// The count said someone sleeps, and the kernel woke somebody.
+    Some,
+    /// The count said someone sleeps, but nobody was asleep on the word: a waiter between
+    /// its announcement and its sleep, or one that died asleep (whose count stays until an
+    /// eviction gives it back). Callers count these to decide when to look for the dead.
+    Nobody,
 }
 
 /// Wakes sleepers on `word` if the `waiting` count says there are any.
@@ -82,10 +96,21 @@ pub(crate) fn futex_wake_all(word: &AtomicU32) {
 /// The caller's preceding write (the commit, the new read position) must be SeqCst, and so is
 /// this load: the Dekker pattern in the module doc.
 #[inline]
-pub(crate) fn wake_if_waiting(waiting: &AtomicU32, word: &AtomicU32) {
+pub(crate) fn wake_if_waiting(waiting: &AtomicU32, word: &AtomicU32) -> Woke {
     // ORDERING: SeqCst, see the module doc.
     if waiting.load(Ordering::SeqCst) != 0 {
-        futex_wake_all(word);
+        wake_counted(word)
+    } else {
+        Woke::NoWaiters
+    }
+}
+
+#[cold]
+fn wake_counted(word: &AtomicU32) -> Woke {
+    if futex_wake_all(word) > 0 {
+        Woke::Some
+    } else {
+        Woke::Nobody
     }
 }
 
@@ -115,14 +140,14 @@ impl ReaderWake {
 
     /// Wakes sleeping readers after a commit, if there are any.
     #[inline]
-    pub(crate) fn wake(self, waiting: &AtomicU32, word: &AtomicU32) {
+    pub(crate) fn wake(self, waiting: &AtomicU32, word: &AtomicU32) -> Woke {
         match self {
             ReaderWake::AfterSeqCst => wake_if_waiting(waiting, word),
             ReaderWake::Fenced => {
                 // ORDERING: SeqCst fence between the Release commit and the SeqCst load:
                 // the Dekker pattern with the reader's SeqCst increment and re-check.
                 fence(Ordering::SeqCst);
-                wake_if_waiting(waiting, word);
+                wake_if_waiting(waiting, word)
             }
             ReaderWake::Asymmetric => {
                 // The compiler keeps the commit before the load; the CPU may not, and a
@@ -130,7 +155,9 @@ impl ReaderWake {
                 compiler_fence(Ordering::SeqCst);
                 // ORDERING: Relaxed: the reader's membarrier supplies the barrier.
                 if waiting.load(Ordering::Relaxed) != 0 {
-                    futex_wake_all(word);
+                    wake_counted(word)
+                } else {
+                    Woke::NoWaiters
                 }
             }
         }

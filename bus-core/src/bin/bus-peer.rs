@@ -7,6 +7,7 @@
 //!                                                      MODE strict (reliable) or lossy;
 //!                                                      prints "ready", then "done ..."
 //! bus-peer stall BUS                                  subscribe, print "ready", never read
+//! bus-peer sleep BUS                                  subscribe, print "ready", block in recv
 //! bus-peer create-or-open BUS                         print the creation time of the bus
 //! bus-peer hang-in-loan BUS                           take a loan, print "loaned", hang
 //! bus-peer survive BUS LAST MIN MAX SEED               verify until producer 0's message LAST
@@ -405,6 +406,17 @@ fn stall(args: &[String]) -> Result<(), String> {
     std::process::exit(3);
 }
 
+fn sleep(args: &[String]) -> Result<(), String> {
+    let bus = Bus::open(&args[2]).map_err(|e| e.to_string())?;
+    let mut sub = bus.subscribe(Start::Latest).map_err(|e| e.to_string())?;
+    sub.set_wait_strategy(bus_core::WaitStrategy::Block);
+    println!("ready");
+    std::io::stdout().flush().ok();
+    let mut buf = Vec::new();
+    let _ = sub.recv_timeout(&mut buf, TIMEOUT);
+    std::process::exit(3);
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
@@ -415,6 +427,7 @@ fn main() -> ExitCode {
         "produce" => produce(&args),
         "consume" => consume(&args),
         "stall" => stall(&args),
+        "sleep" => sleep(&args),
         "create-or-open" => create_or_open(&args),
         "hang-in-loan" => hang_in_loan(&args),
         "survive" => survive(&args),
