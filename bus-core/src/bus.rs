@@ -146,6 +146,7 @@ impl BusOptions {
             created_unix_ns: mapping::now_unix_ns(),
             unblock_timeout_ns: self.unblock_timeout.as_nanos().min(u64::MAX as u128) as u64,
             initial_position: self.initial_position,
+            record_key: crate::layout::RecordKey::generate(),
         }
     }
 }
@@ -234,6 +235,7 @@ impl Bus {
                     max_message: c.max_message,
                     mode: c.mode,
                     exclusive: c.max_producers == 1,
+                    key: c.record_key,
                 },
                 seg,
                 lock: ControlLock::new(),

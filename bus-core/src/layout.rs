@@ -56,7 +56,7 @@
 //! 104 +--------------------------------+--------------------------------+
 //!     | slot size (128)                | reserved (0)                   |
 //! 112 +--------------------------------+--------------------------------+
-//!     | reserved (0)                                                    |
+//!     | record key: 64 random bits drawn at creation (see "records")   |
 //! 120 +-----------------------------------------------------------------+
 //!     | checksum: FNV-1a 64 of bytes 0..120, init state read as 0       |
 //! 128 +-----------------------------------------------------------------+
@@ -68,15 +68,39 @@
 //!   0 +-----------------------------------------------------------------+
 //!     | word0: { sequence: 60 bits, state: 4 bits }   (the commit word)  |
 //!   8 +--------------------------------+--------------------------------+
-//!     | word1 low: payload length,     | word1 high: check of           |
-//!     |   or extent in 16-byte units   |   { position, sequence }       |
+//!     | word1 low: `low` (by state:    | word1 high: check =            |
+//!     |   length, units or count)      |   keyed(key, position, word0,  |
+//!     |                                |         low)                   |
 //!  16 +--------------------------------+--------------------------------+
 //!     | payload ...                                                     |
 //! ```
 //!
-//! A reader knows the sequence it expects at a position, so a stale header from an earlier
-//! lap (smaller sequence) or payload bytes that happen to sit there fail the sequence and
-//! the 32-bit check keyed on the position.
+//! | state | word1 low | extent | sequences it consumes |
+//! |---|---|---|---|
+//! | DATA (2) | payload length | `record_extent(len)` | 1 |
+//! | ABANDONED (4) | payload length | `record_extent(len)` | 1 |
+//! | WRAP (3) | extent in 16-byte units, reaching the end of the region exactly | units x 16 | 0 |
+//! | GAP (6) | count of sequences | 16 | count |
+//! | FILL (5) | extent in 16-byte units, not past the end of the region | units x 16 | 0 |
+//!
+//! # Only what this bus's protocol wrote is a header
+//!
+//! A reader looks at bytes that an earlier lap left, and a payload may hold any bytes,
+//! including headers in this very format (a publisher relays data it does not choose). Two
+//! rules make sure no such bytes are taken for a record a producer has not written:
+//!
+//! 1. **Readers never interpret bytes at or beyond a tail they have observed** (`ring`):
+//!    everything ahead of the tail is an earlier lap's. What remains is the window between a
+//!    claim (which moves the tail) and its commit (which writes the header), where the
+//!    record's header words still hold an earlier lap's bytes.
+//! 2. **The check is keyed** with a 64-bit secret drawn from the operating system when the bus
+//!    is created ([`record_check`]): it binds the position, the sequence, the state and the
+//!    `low` word, so an earlier lap's real header (another position), a header whose word0
+//!    and word1 come from different writes (another state or length), and any bytes written
+//!    without the key fail it. Bytes crafted without the key pass with probability 2^-32,
+//!    only in that window and only at the one position where they sit. The key is in the
+//!    file (mode 0600 by default): a process that can read it can also write the ring, which
+//!    no format can defend against.
 
 // Under loom only the ring is built; most of the file format is unused there.
 #![cfg_attr(loom, allow(dead_code))]
@@ -86,7 +110,9 @@ use std::fmt;
 /// Bytes at offset 0 of every bus file.
 pub const MAGIC: [u8; 8] = *b"SHMBUS\x1a\n";
 /// Format version; any change of this layout bumps it and `open` refuses a mismatch.
-pub const FORMAT_VERSION: u32 = 1;
+///
+/// 2: the keyed record check (record key at offset 112), GAP and FILL records.
+pub const FORMAT_VERSION: u32 = 2;
 /// Written in native order; reads back differently on a machine of the other byte order.
 pub const BYTE_ORDER_MARK: u32 = 0x0102_0304;
 /// Size of the header page.
@@ -117,11 +143,14 @@ pub(crate) const INITIAL_POSITION_OFFSET: usize = UNBLOCK_TIMEOUT_OFFSET + 8;
 pub(crate) const WORD_SIZE_OFFSET: usize = INITIAL_POSITION_OFFSET + 8;
 pub(crate) const RECORD_ALIGN_OFFSET: usize = WORD_SIZE_OFFSET + 4;
 pub(crate) const SLOT_SIZE_OFFSET: usize = RECORD_ALIGN_OFFSET + 4;
-pub(crate) const CHECKSUM_OFFSET: usize = 120;
+/// The record key (see the module doc); 4 reserved bytes precede it.
+pub(crate) const RECORD_KEY_OFFSET: usize = SLOT_SIZE_OFFSET + 8;
+pub(crate) const CHECKSUM_OFFSET: usize = RECORD_KEY_OFFSET + 8;
 /// Bytes of line 0 that `decode` reads.
 pub(crate) const CONFIG_BYTES: usize = CHECKSUM_OFFSET + 8;
 
-const _: () = assert!(SLOT_SIZE_OFFSET + 4 <= CHECKSUM_OFFSET);
+const _: () = assert!(SLOT_SIZE_OFFSET + 4 <= RECORD_KEY_OFFSET && RECORD_KEY_OFFSET % 8 == 0);
+const _: () = assert!(RECORD_KEY_OFFSET == 112 && CHECKSUM_OFFSET == 120);
 const _: () = assert!(CONFIG_BYTES == LINE);
 const _: () = assert!(CAPACITY_OFFSET % 8 == 0 && SLOTS_OFFSET_OFFSET % 8 == 0);
 const _: () = assert!(INITIAL_POSITION_OFFSET % 8 == 0 && CREATED_OFFSET % 8 == 0);
@@ -216,21 +245,25 @@ pub const RECORD_HEADER: u64 = 16;
 pub const RECORD_ALIGN: u64 = 16;
 
 /// Record state (low 4 bits of word0): never written (a fresh, zeroed file).
-pub(crate) const STATE_EMPTY: u64 = 0;
+pub const STATE_EMPTY: u64 = 0;
 /// Committed message.
-pub(crate) const STATE_DATA: u64 = 2;
+pub const STATE_DATA: u64 = 2;
 /// Padding to the end of the region before a record that would straddle it; carries the
 /// sequence of the record that follows and consumes none.
-pub(crate) const STATE_WRAP: u64 = 3;
+pub const STATE_WRAP: u64 = 3;
 /// A loan dropped without commit; consumes its sequence, delivered to nobody.
-pub(crate) const STATE_ABANDONED: u64 = 4;
-/// A region of claims whose producers died before writing their headers; consumes
-/// `count` sequences (word1 holds `{ units, count: 16 bits, check: 16 bits }`).
-pub(crate) const STATE_GAP: u64 = 6;
+pub const STATE_ABANDONED: u64 = 4;
+/// Padding after a GAP, up to the end of the repaired region (or of the ring, or of what
+/// one header can describe); consumes no sequence. Carries the sequence that follows the
+/// GAP. word1 low: extent in 16-byte units.
+pub const STATE_FILL: u64 = 5;
+/// The first 16 bytes of a region of claims whose producers died before writing their
+/// headers: consumes `count` sequences (word1 low), and FILL records cover the rest.
+pub const STATE_GAP: u64 = 6;
 /// A repairer has taken a claim that had no header and is writing its GAP; readers wait.
 /// (Taking word0 first, by CAS, before touching word1 means a commit racing the repair
 /// either wins outright or finds word0 taken; the two never mix their words.)
-pub(crate) const STATE_REPAIRING: u64 = 7;
+pub const STATE_REPAIRING: u64 = 7;
 
 const STATE_BITS: u32 = 4;
 const STATE_MASK: u64 = (1 << STATE_BITS) - 1;
@@ -239,7 +272,7 @@ pub const SEQ_MASK: u64 = (1 << (64 - STATE_BITS)) - 1;
 
 /// word0 of a record: `{ sequence, state }`.
 #[inline]
-pub(crate) fn pack_word0(seq: u64, state: u64) -> u64 {
+pub fn pack_word0(seq: u64, state: u64) -> u64 {
     debug_assert!(state <= STATE_MASK);
     ((seq & SEQ_MASK) << STATE_BITS) | state
 }
@@ -250,30 +283,92 @@ pub(crate) fn unpack_word0(w: u64) -> (u64, u64) {
     (w >> STATE_BITS, w & STATE_MASK)
 }
 
-/// The 32-bit check of a record at `position` with sequence `seq`: tells the record from
-/// stale bytes of an earlier lap or payload bytes that happen to hold a plausible word0.
-#[inline]
-pub(crate) fn record_check(position: u64, seq: u64) -> u32 {
-    let x = (position ^ (seq & SEQ_MASK).rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    ((x >> 32) as u32) ^ (x as u32)
+/// The 64-bit secret of a bus, drawn from the operating system at creation and kept at
+/// [`RECORD_KEY_OFFSET`]; it keys every record's check (module doc). Its `Debug` output does
+/// not show it.
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+pub struct RecordKey(pub u64);
+
+impl fmt::Debug for RecordKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RecordKey(..)")
+    }
 }
 
-/// word1 of a DATA / CLAIMED / ABANDONED / REPAIRED record.
+impl RecordKey {
+    /// A fresh key from the operating system's random source (getrandom(2)). Should that
+    /// fail (a kernel before 3.17, a seccomp filter), the clock, the pid and an address are
+    /// mixed instead: unpredictable enough to tell laps and payloads apart, if not secret.
+    pub(crate) fn generate() -> RecordKey {
+        let mut b = [0u8; 8];
+        let mut filled = 0;
+        while filled < b.len() {
+            match rustix::rand::getrandom(&mut b[filled..], rustix::rand::GetRandomFlags::empty()) {
+                Ok(n) => filled += n,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(_) => break,
+            }
+        }
+        let mut k = u64::from_ne_bytes(b);
+        if filled < b.len() {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            k ^= mix64(t ^ mix64(std::process::id() as u64 ^ (&b as *const _ as u64)));
+        }
+        RecordKey(k)
+    }
+}
+
+/// A bijective 64-bit finaliser (splitmix64's).
 #[inline]
-pub(crate) fn pack_word1(low: u32, check: u32) -> u64 {
+fn mix64(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// The 32-bit check of a record header: keyed with the bus's [`RecordKey`], it binds the
+/// record's absolute `position`, its whole `word0` (sequence and state) and the `low` half of
+/// word1 (length, units or count).
+///
+/// With `y = (((position ^ key) * K1) ^ word0) * K2 ^ low`: `hi32((y ^ (y >> 32)) * K3)`, with
+/// odd constants `K1..K3`.
+///
+/// For a key unknown to whoever wrote some bytes, the check of any header they could write is
+/// uniformly distributed: the key enters through `position ^ key` and a multiplication by an
+/// odd constant (a bijection), and every later step is a bijection in the running value and
+/// in each of the other inputs (xor, multiplication by an odd constant, xor-shift). The high
+/// half of a product depends on every bit of its operand, and the xor-shift brings the high
+/// bits down first, so a difference in any input reaches the 32 bits kept. So a header not written with the key passes with probability 2^-32, and a
+/// header of one `{ position, word0, low }` does not pass for another except by that chance.
+/// Three multiplications: it runs once per message on each side (see the README's
+/// instruction counts).
+#[inline]
+pub fn record_check(key: RecordKey, position: u64, word0: u64, low: u32) -> u32 {
+    let x = (position ^ key.0).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ word0;
+    let x = x.wrapping_mul(0xD6E8_FEB8_6659_FD93) ^ low as u64;
+    // Fold the high half in, so that the key's high bits reach every bit of the result.
+    ((x ^ (x >> 32)).wrapping_mul(0xBF58_476D_1CE4_E5B9) >> 32) as u32
+}
+
+/// word1 of a record: `{ low, check }`.
+#[inline]
+pub fn pack_word1(low: u32, check: u32) -> u64 {
     (low as u64) | ((check as u64) << 32)
+}
+
+/// The complete header `(word0, word1)` of a record of `state` with `low` at `position`.
+#[inline]
+pub fn header(key: RecordKey, position: u64, seq: u64, state: u64, low: u32) -> (u64, u64) {
+    let w0 = pack_word0(seq, state);
+    (w0, pack_word1(low, record_check(key, position, w0, low)))
 }
 
 /// Splits word1 into `{ low, high }`.
 #[inline]
 pub(crate) fn unpack_word1(w: u64) -> (u32, u32) {
     (w as u32, (w >> 32) as u32)
-}
-
-/// word1 of a GAP record: `{ units, count: 16, check: 16 }`.
-#[inline]
-pub(crate) fn pack_gap_word1(units: u32, count: u16, check: u32) -> u64 {
-    (units as u64) | ((count as u64) << 32) | (((check & 0xFFFF) as u64) << 48)
 }
 
 /// Bytes a record with a payload of `len` bytes occupies in the ring.
@@ -370,6 +465,8 @@ pub struct Config {
     pub unblock_timeout_ns: u64,
     /// Absolute position of the first record ever written (a multiple of 16).
     pub initial_position: u64,
+    /// The key of every record's check (drawn at creation; not shown by `Debug`).
+    pub record_key: RecordKey,
 }
 
 /// A parameter of a bus that is out of range, from [`crate::BusOptions`] or from a header.
@@ -541,6 +638,7 @@ impl Config {
         put_u32(&mut b, WORD_SIZE_OFFSET, usize::BITS / 8);
         put_u32(&mut b, RECORD_ALIGN_OFFSET, RECORD_ALIGN as u32);
         put_u32(&mut b, SLOT_SIZE_OFFSET, SLOT_SIZE as u32);
+        put_u64(&mut b, RECORD_KEY_OFFSET, self.record_key.0);
         let sum = checksum(&b);
         put_u64(&mut b, CHECKSUM_OFFSET, sum);
         b
@@ -614,6 +712,7 @@ impl Config {
             created_unix_ns: get_u64(b, CREATED_OFFSET),
             unblock_timeout_ns: get_u64(b, UNBLOCK_TIMEOUT_OFFSET),
             initial_position: get_u64(b, INITIAL_POSITION_OFFSET),
+            record_key: RecordKey(get_u64(b, RECORD_KEY_OFFSET)),
         };
         config.check().map_err(HeaderError::Config)?;
         for (field, offset, expected) in [
@@ -792,6 +891,7 @@ mod tests {
             created_unix_ns: 1_700_000_000_000_000_000,
             unblock_timeout_ns: 200_000_000,
             initial_position: 0,
+            record_key: RecordKey(0x0123_4567_89ab_cdef),
         }
     }
 
@@ -966,9 +1066,55 @@ mod tests {
         assert_eq!(record_extent(1), 32);
         assert_eq!(record_extent(16), 32);
         assert_eq!(record_extent(17), 48);
-        // The check differs between laps of the same index and between sequences.
-        assert_ne!(record_check(4096, 9), record_check(4096 + (1 << 36), 9));
-        assert_ne!(record_check(4096, 9), record_check(4096, 10));
+        // The check differs between laps of the same index, between sequences, states,
+        // lengths and keys.
+        let k = RecordKey(0x5eed);
+        let w = pack_word0(9, STATE_DATA);
+        assert_ne!(
+            record_check(k, 4096, w, 5),
+            record_check(k, 4096 + (1 << 36), w, 5)
+        );
+        assert_ne!(
+            record_check(k, 4096, w, 5),
+            record_check(k, 4096, pack_word0(10, STATE_DATA), 5)
+        );
+        assert_ne!(
+            record_check(k, 4096, w, 5),
+            record_check(k, 4096, pack_word0(9, STATE_ABANDONED), 5)
+        );
+        assert_ne!(record_check(k, 4096, w, 5), record_check(k, 4096, w, 6));
+        assert_ne!(
+            record_check(k, 4096, w, 5),
+            record_check(RecordKey(0x5eee), 4096, w, 5)
+        );
+    }
+
+    /// For a fixed record, the check over many keys looks uniform: every bit is set about half
+    /// the time (a key-independent bit would let bytes written without the key pass more often
+    /// than 2^-32).
+    #[test]
+    fn the_check_depends_on_every_bit_of_the_key() {
+        let w = pack_word0(77, STATE_DATA);
+        let mut ones = [0u32; 32];
+        let n = 4096u64;
+        for i in 0..n {
+            let c = record_check(RecordKey(mix64(i)), 1 << 20, w, 100);
+            for (b, one) in ones.iter_mut().enumerate() {
+                *one += (c >> b) & 1;
+            }
+        }
+        for (b, &one) in ones.iter().enumerate() {
+            assert!(
+                (1800..=2300).contains(&one),
+                "bit {b} set {one} times of {n}"
+            );
+        }
+        // And one bit of the key changes about half the check's bits.
+        for bit in 0..64 {
+            let a = record_check(RecordKey(0xfeed), 1 << 20, w, 100);
+            let b = record_check(RecordKey(0xfeed ^ (1 << bit)), 1 << 20, w, 100);
+            assert!((a ^ b).count_ones() >= 4, "key bit {bit}: {a:08x} {b:08x}");
+        }
     }
 
     #[test]

@@ -64,7 +64,7 @@ pub use bus::{
     default_dir, ensure_dir, resolve, Bus, BusOptions, BusStats, OpenOptions, ProducerStats, Start,
     SubscriberStats, DEFAULT_CAPACITY, DEFAULT_UNBLOCK_TIMEOUT,
 };
-pub use layout::{Config, ConfigError, HeaderError, Mode};
+pub use layout::{Config, ConfigError, HeaderError, Mode, RecordKey};
 #[cfg(not(loom))]
 pub use lock::LockError;
 #[cfg(not(loom))]

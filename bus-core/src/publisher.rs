@@ -132,6 +132,11 @@ pub struct Publisher {
     /// Wakes since the last sweep that found nobody asleep (see
     /// [`FRUITLESS_WAKES_BEFORE_SWEEP`]).
     fruitless_wakes: u32,
+    /// The claim of the loan out now, if any. A loan leaked with `mem::forget` is neither
+    /// committed nor abandoned; the next claim (or the drop of this publisher) abandons it,
+    /// so that it holds no reader and no walk of `head` (on an exclusive bus, head would
+    /// otherwise jump past it while readers wait to repair it).
+    loaned: Option<Claim>,
     _not_sync: PhantomData<Cell<()>>,
 }
 
@@ -161,6 +166,7 @@ impl Publisher {
             stall: None,
             last_evict: None,
             fruitless_wakes: 0,
+            loaned: None,
             _not_sync: PhantomData,
         })
     }
@@ -186,6 +192,9 @@ impl Publisher {
     /// Claims a record, waiting until `deadline` (`None`: do not wait).
     #[inline(always)]
     fn claim(&mut self, len: u32, deadline: Option<Deadline>) -> Result<Claim, SendError> {
+        if self.loaned.is_some() {
+            self.abandon_leaked_loan();
+        }
         let seg = &self.shared.seg;
         let params = &self.shared.params;
         let claiming = seg.slot64(self.slot_offset, PROD_CLAIMING);
@@ -272,6 +281,31 @@ impl Publisher {
                         || seg.head().load(Ordering::SeqCst) != head_before
                 },
             );
+        }
+    }
+
+    /// Abandons the claim of a loan that was leaked (`mem::forget`): nothing can reach its
+    /// bytes any more, since the loan that lent them is gone without running its drop.
+    #[cold]
+    #[inline(never)]
+    fn abandon_leaked_loan(&mut self) {
+        if let Some(c) = self.loaned.take() {
+            self.abandon_claim(&c);
+        }
+    }
+
+    /// Gives a claim up: its record becomes padding that consumes its sequence.
+    fn abandon_claim(&mut self, c: &Claim) {
+        let seg = &self.shared.seg;
+        let offset = self.slot_offset;
+        let claiming = seg.slot64(offset, PROD_CLAIMING);
+        if ring::abandon(seg, &self.shared.params, c, claiming).is_ok() {
+            self.abandoned += 1;
+            // ORDERING: Relaxed: a statistic for `stat`.
+            seg.slot64(offset, PROD_ABANDONED)
+                .store(self.abandoned, Ordering::Relaxed);
+            // Readers waiting at this record must move past it.
+            self.wake.wake(seg.readers_waiting(), seg.notify());
         }
     }
 
@@ -391,6 +425,7 @@ impl Publisher {
     fn loan_with(&mut self, len: usize, deadline: Option<Deadline>) -> Result<Loan<'_>, SendError> {
         let len = self.check_len(len)?;
         let claim = self.claim(len, deadline)?;
+        self.loaned = Some(claim);
         fault::hit(fault::Point::AfterClaim);
         Ok(Loan {
             publisher: self,
@@ -454,6 +489,9 @@ impl Publisher {
 
 impl Drop for Publisher {
     fn drop(&mut self) {
+        if self.slot.as_ref().is_some_and(|s| s.is_ours()) {
+            self.abandon_leaked_loan();
+        }
         if let Some(slot) = self.slot.take() {
             registry::leave(&self.shared, slot);
         }
@@ -481,6 +519,7 @@ impl Loan<'_> {
     pub fn commit(mut self) -> Result<Sent, SendError> {
         self.done = true;
         let claim = self.claim;
+        self.publisher.loaned = None;
         self.publisher.finish(&claim)
     }
 
@@ -519,17 +558,8 @@ impl Drop for Loan<'_> {
         if self.done {
             return;
         }
-        let publ = &mut *self.publisher;
-        let seg = &publ.shared.seg;
-        let offset = publ.slot_offset;
-        let claiming = seg.slot64(offset, PROD_CLAIMING);
-        if ring::abandon(seg, &publ.shared.params, &self.claim, claiming).is_ok() {
-            publ.abandoned += 1;
-            // ORDERING: Relaxed: a statistic for `stat`.
-            seg.slot64(offset, PROD_ABANDONED)
-                .store(publ.abandoned, Ordering::Relaxed);
-            // Readers waiting at this record must move past it.
-            publ.wake.wake(seg.readers_waiting(), seg.notify());
-        }
+        self.publisher.loaned = None;
+        let claim = self.claim;
+        self.publisher.abandon_claim(&claim);
     }
 }

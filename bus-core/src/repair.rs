@@ -13,7 +13,7 @@ use crate::layout::{PROD_CLAIMING, SLOT_ACTIVE, SLOT_STATE};
 const REPAIR_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(20);
 use crate::mapping::Segment;
 use crate::registry;
-use crate::ring::{self, Stuck};
+use crate::ring::{self, RecordProblem, Stuck};
 use crate::sync::Ordering;
 use crate::wait;
 use crate::Shared;
@@ -28,8 +28,9 @@ pub(crate) enum Unblock {
     OwnerAlive,
     /// Nothing to repair (committed meanwhile, or not claimed yet).
     NotStuck,
-    /// More sequences than a GAP can count (65 535): left for the reader to report.
-    Implausible,
+    /// Not a crash's leftovers: a run of claims longer than crashes can leave, or a header or
+    /// tail that contradicts the reader's position. Left for the reader to report.
+    Implausible(RecordProblem),
 }
 
 /// Whether a live producer may own a claim of a sequence in `[from, to)`.
@@ -61,13 +62,16 @@ pub(crate) fn unblock(shared: &Shared, pos: u64, seq: u64) -> Unblock {
     }
     let outcome = match ring::inspect_stuck(seg, p, pos, seq) {
         Stuck::No => Unblock::NotStuck,
+        Stuck::Impossible(problem) => Unblock::Implausible(problem),
         Stuck::Unheadered { end, end_seq } => {
-            let count = end_seq - seq;
-            // A GAP counts at most u16::MAX sequences. (Crashes alone leave at most one
-            // unheadered claim per producer slot; more means bytes were scribbled, which is
-            // repaired the same way when no live producer may own them.)
-            if count > u16::MAX as u64 {
-                Unblock::Implausible
+            // `inspect_stuck` found `end_seq` at or past `seq`; checked all the same, as
+            // everything derived from the mapping is.
+            let count = end_seq.checked_sub(seq).unwrap_or(u64::MAX);
+            if count > ring::MAX_GAP_SEQUENCES {
+                Unblock::Implausible(RecordProblem::GapTooLong {
+                    count,
+                    max: ring::MAX_GAP_SEQUENCES,
+                })
             } else if live_claimant(seg, seq, end_seq) {
                 Unblock::OwnerAlive
             } else if ring::inspect_stuck(seg, p, pos, seq) != (Stuck::Unheadered { end, end_seq })
@@ -77,7 +81,7 @@ pub(crate) fn unblock(shared: &Shared, pos: u64, seq: u64) -> Unblock {
                 // visible now (its Release store of `claiming`, our Acquire load). Look again
                 // later rather than swallow its message.
                 Unblock::NotStuck
-            } else if ring::write_gap(seg, p, pos, seq, end, count as u16) {
+            } else if ring::write_gap(seg, p, pos, seq, end, count as u32) {
                 Unblock::Repaired { seqs: count }
             } else {
                 Unblock::NotStuck

@@ -50,9 +50,9 @@
 #![cfg_attr(loom, allow(dead_code))]
 
 use crate::layout::{
-    pack_gap_word1, pack_word0, pack_word1, record_check, record_extent, unpack_word0,
-    unpack_word1, Mode, MAX_POSITION, RECORD_ALIGN, RECORD_HEADER, SEQ_MASK, STATE_ABANDONED,
-    STATE_DATA, STATE_EMPTY, STATE_GAP, STATE_REPAIRING, STATE_WRAP,
+    header, pack_word0, record_check, record_extent, unpack_word0, unpack_word1, Mode, RecordKey,
+    MAX_POSITION, RECORD_ALIGN, RECORD_HEADER, SEQ_MASK, STATE_ABANDONED, STATE_DATA, STATE_EMPTY,
+    STATE_FILL, STATE_GAP, STATE_REPAIRING, STATE_WRAP,
 };
 use crate::sync::{fence, AtomicU64, Ordering, Pair};
 
@@ -103,6 +103,8 @@ pub(crate) struct Params {
     /// header, where shared buses need two locked instructions per message (see
     /// [`try_claim`] and [`commit`]).
     pub exclusive: bool,
+    /// The key of every record's check (`layout::record_check`).
+    pub key: RecordKey,
 }
 
 impl Params {
@@ -154,7 +156,8 @@ pub(crate) enum ClaimError {
     /// stopped `head` short of what the claim needs, if that is why: its producer may have
     /// died (see [`inspect_stuck`]).
     Full { stalled_at: Option<(u64, u64)> },
-    /// The tail in the shared file is past [`MAX_POSITION`]: another process wrote it.
+    /// The tail in the shared file is impossible (its position past [`MAX_POSITION`], or its
+    /// sequence past what a header can carry): another process wrote it.
     Corrupt { tail: u64 },
     /// Exclusive bus: the tail is not where this producer's last claim left it, so another
     /// producer has written it (`expected`, `found`: tail positions).
@@ -264,13 +267,12 @@ pub(crate) fn try_claim<R: Region, S: Subscribers>(
 ) -> Result<Claim, ClaimError> {
     debug_assert!(len <= p.max_message);
     let extent = record_extent(len as u64);
+    // Our guess of the tail: what our last claim left (derived from checked values, and only
+    // ever used if the real tail equals it), or a value read below and checked at once.
     let mut t = cursor.tail;
     // Whether `t` was read from the tail (or returned by a failed CAS) in this call.
     let mut fresh = false;
     loop {
-        if t.0 > MAX_POSITION {
-            return Err(ClaimError::Corrupt { tail: t.0 });
-        }
         let idx = t.0 & p.mask();
         let pad = if idx + extent > p.capacity {
             p.capacity - idx
@@ -282,7 +284,7 @@ pub(crate) fn try_claim<R: Region, S: Subscribers>(
             if !fresh {
                 // ORDERING: Relaxed: a fresh guess, so as not to wait on a stale one; the CAS
                 // below validates it (on an exclusive bus, the check just below).
-                t = r.tail().load(Ordering::Relaxed);
+                t = checked_tail(r.tail().load(Ordering::Relaxed))?;
                 fresh = true;
                 if p.exclusive && cursor.marks.since.is_some() && t != cursor.tail {
                     // We are not the only producer: stop before overwriting the other's
@@ -346,11 +348,22 @@ pub(crate) fn try_claim<R: Region, S: Subscribers>(
                 });
             }
             Err(now) => {
-                t = now;
+                t = checked_tail(now)?;
                 fresh = true;
             }
         }
     }
+}
+
+/// A tail read from the mapping, if it is possible: `t.1 + 1` in a claim must neither wrap (to
+/// the "idle" claiming word 0) nor leave the 60 bits a header carries, and positions stay
+/// below [`MAX_POSITION`].
+#[inline]
+fn checked_tail(t: (u64, u64)) -> Result<(u64, u64), ClaimError> {
+    if t.0 > MAX_POSITION || t.1 >= SEQ_MASK {
+        return Err(ClaimError::Corrupt { tail: t.0 });
+    }
+    Ok(t)
 }
 
 /// Writes the WRAP padding of `c`, if it has one. The record's own header is written only
@@ -368,14 +381,11 @@ pub(crate) fn write_claimed<R: Region>(r: &R, p: &Params, c: &Claim) {
     if c.pad > 0 {
         let at = c.start & mask;
         let units = (c.pad / RECORD_ALIGN) as u32;
+        let (w0, w1) = header(p.key, c.start, c.seq, STATE_WRAP, units);
         // ORDERING: Relaxed: published by the Release store of word0 just below.
-        r.word(at + 8).store(
-            pack_word1(units, record_check(c.start, c.seq)),
-            Ordering::Relaxed,
-        );
+        r.word(at + 8).store(w1, Ordering::Relaxed);
         // ORDERING: Release: a reader that Acquires this WRAP sees its word1.
-        r.word(at)
-            .store(pack_word0(c.seq, STATE_WRAP), Ordering::Release);
+        r.word(at).store(w0, Ordering::Release);
     }
 }
 
@@ -426,7 +436,7 @@ fn finish<R: Region>(
 fn finish_word<R: Region>(r: &R, p: &Params, c: &Claim, state: u64) -> Result<(), Unblocked> {
     let at = c.position() & p.mask();
     let word = r.word(at);
-    let word1 = pack_word1(c.len, record_check(c.position(), c.seq));
+    let (word0, word1) = header(p.key, c.position(), c.seq, state, c.len);
     if p.exclusive {
         // A repairer replaces a claim only once its producer's liveness lock is gone, so
         // while we live nobody else writes this header: plain stores commit, and nothing is
@@ -436,7 +446,7 @@ fn finish_word<R: Region>(r: &R, p: &Params, c: &Claim, state: u64) -> Result<()
         r.word(at + 8).store(word1, Ordering::Release);
         // ORDERING: Release: a reader whose Acquire load sees the new state sees word1 and
         // the payload.
-        word.store(pack_word0(c.seq, state), Ordering::Release);
+        word.store(word0, Ordering::Release);
         return Ok(());
     }
     // word0 may hold anything an earlier lap left, our own sequence included (a payload word
@@ -458,14 +468,9 @@ fn finish_word<R: Region>(r: &R, p: &Params, c: &Claim, state: u64) -> Result<()
     // the payload; SeqCst because the caller next loads the readers-waiting count, and a
     // sleeping reader increments that count and then SeqCst-loads this word (the Dekker
     // pattern of design question 6: one of the two must see the other).
-    word.compare_exchange(
-        c.stale,
-        pack_word0(c.seq, state),
-        Ordering::SeqCst,
-        Ordering::Relaxed,
-    )
-    .map(|_| ())
-    .map_err(|_| Unblocked)
+    word.compare_exchange(c.stale, word0, Ordering::SeqCst, Ordering::Relaxed)
+        .map(|_| ())
+        .map_err(|_| Unblocked)
 }
 
 /// Computes a new claim limit for a claim ending at `end`, moving `head` forward if needed.
@@ -566,8 +571,12 @@ fn walk<R: Region>(
                 seq += 1;
             }
             Peek::Skip { extent, seqs, .. } => {
+                let Some(next) = seq.checked_add(seqs) else {
+                    // Only a scribbled header counts that many: stop there.
+                    return ((pos, seq), true);
+                };
                 pos += extent;
-                seq += seqs;
+                seq = next;
             }
             Peek::NotReady | Peek::Corrupt(_) => return ((pos, seq), true),
         }
@@ -588,7 +597,7 @@ pub enum RecordProblem {
         /// The state bits found.
         state: u8,
     },
-    /// The check of `{ position, sequence }` in word1 does not match.
+    /// The keyed check of `{ position, word0, low }` in word1 does not match.
     #[error("record check mismatch")]
     CheckMismatch,
     /// A message longer than the bus's maximum.
@@ -613,6 +622,48 @@ pub enum RecordProblem {
     PositionOutOfRange {
         /// The position found.
         position: u64,
+    },
+    /// A record at a position the tail has passed ends past the tail (claims are whole).
+    #[error("a record ends at {end}, past the tail {tail}")]
+    PastTail {
+        /// Where the record ends.
+        end: u64,
+        /// The tail position.
+        tail: u64,
+    },
+    /// A skip would take the reader's sequence past 2^64.
+    #[error("skipping {skip} sequences from {seq} overflows")]
+    SequenceOutOfRange {
+        /// The reader's sequence.
+        seq: u64,
+        /// The sequences the record says it consumes.
+        skip: u64,
+    },
+    /// A valid header of another sequence sits where this reader expects `expected`: the
+    /// reader's position and the ring disagree.
+    #[error("expected sequence {expected} but a valid record of sequence {found} is here")]
+    SequenceMismatch {
+        /// The sequence this reader expects.
+        expected: u64,
+        /// The sequence the header carries (its 60 stored bits).
+        found: u64,
+    },
+    /// The reader's sequence is at or past the tail's although the tail's position is past
+    /// the reader's: the ring's positions and sequences disagree.
+    #[error("reader sequence {seq} is not below the tail sequence {tail_seq}")]
+    SequencePastTail {
+        /// The reader's sequence.
+        seq: u64,
+        /// The tail's sequence.
+        tail_seq: u64,
+    },
+    /// A run of claims without headers longer than a repair may cover at once.
+    #[error("{count} sequences without headers: more than a repair covers ({max})")]
+    GapTooLong {
+        /// Sequences in the run.
+        count: u64,
+        /// Most a repair covers.
+        max: u64,
     },
     /// A WRAP padding record that does not end exactly at the end of the region.
     #[error(
@@ -655,6 +706,9 @@ pub(crate) enum SkipKind {
 }
 
 /// Reads the header at `pos`, expecting sequence `seq`. Never reads outside the region.
+///
+/// The caller has observed a tail past `pos` (see [`Reader`]): bytes beyond the tail are an
+/// earlier lap's and are never interpreted.
 #[inline(always)]
 pub(crate) fn peek<R: Region>(r: &R, p: &Params, pos: u64, seq: u64) -> Peek {
     let at = pos & p.mask();
@@ -663,19 +717,20 @@ pub(crate) fn peek<R: Region>(r: &R, p: &Params, pos: u64, seq: u64) -> Peek {
     // the state means seeing word1 and the payload written before it.
     let w0 = r.word(at).load(Ordering::Acquire);
     let (found_seq, state) = unpack_word0(w0);
-    if found_seq != seq & SEQ_MASK {
+    if found_seq != seq & SEQ_MASK || matches!(state, STATE_EMPTY | STATE_REPAIRING) {
         return Peek::NotReady;
     }
     // ORDERING: Acquire: pairs with the producer's Release store of word1, for the case where
     // the word0 we read is stale bytes that happen to match (see `finish_word`).
     let (low, high) = unpack_word1(r.word(at + 8).load(Ordering::Acquire));
-    let check = record_check(pos, seq);
+    // The keyed check binds position, word0 (sequence and state) and `low`: an earlier lap's
+    // header, a payload, or word0 and word1 of two different writes fail it (layout doc).
+    if high != record_check(p.key, pos, w0, low) {
+        return Peek::Corrupt(RecordProblem::CheckMismatch);
+    }
+    let units_extent = low as u64 * RECORD_ALIGN;
     match state {
-        STATE_EMPTY | STATE_REPAIRING => Peek::NotReady,
         STATE_DATA | STATE_ABANDONED => {
-            if high != check {
-                return Peek::Corrupt(RecordProblem::CheckMismatch);
-            }
             if low > p.max_message {
                 return Peek::Corrupt(RecordProblem::TooLong {
                     len: low as u64,
@@ -686,48 +741,257 @@ pub(crate) fn peek<R: Region>(r: &R, p: &Params, pos: u64, seq: u64) -> Peek {
             if at + extent > p.capacity {
                 return Peek::Corrupt(RecordProblem::PastEnd { offset: at, extent });
             }
-            match state {
-                STATE_DATA => Peek::Data {
+            if state == STATE_DATA {
+                Peek::Data {
                     offset: at + RECORD_HEADER,
                     len: low,
                     extent,
-                },
-                _ => Peek::Skip {
+                }
+            } else {
+                Peek::Skip {
                     extent,
                     seqs: 1,
                     kind: SkipKind::Abandoned,
-                },
+                }
             }
         }
         STATE_WRAP => {
-            if high != check {
-                return Peek::Corrupt(RecordProblem::CheckMismatch);
-            }
-            let extent = low as u64 * RECORD_ALIGN;
-            if extent == 0 || at + extent != p.capacity {
-                return Peek::Corrupt(RecordProblem::BadWrap { offset: at, extent });
+            if units_extent == 0 || at + units_extent != p.capacity {
+                return Peek::Corrupt(RecordProblem::BadWrap {
+                    offset: at,
+                    extent: units_extent,
+                });
             }
             Peek::Skip {
-                extent,
+                extent: units_extent,
                 seqs: 0,
                 kind: SkipKind::Wrap,
             }
         }
-        STATE_GAP => {
-            if (high >> 16) != check & 0xFFFF {
-                return Peek::Corrupt(RecordProblem::CheckMismatch);
-            }
-            let extent = low as u64 * RECORD_ALIGN;
-            if extent == 0 || at + extent > p.capacity {
-                return Peek::Corrupt(RecordProblem::PastEnd { offset: at, extent });
+        STATE_GAP => Peek::Skip {
+            extent: RECORD_HEADER,
+            seqs: low as u64,
+            kind: SkipKind::Repaired,
+        },
+        STATE_FILL => {
+            if units_extent == 0 || at + units_extent > p.capacity {
+                return Peek::Corrupt(RecordProblem::PastEnd {
+                    offset: at,
+                    extent: units_extent,
+                });
             }
             Peek::Skip {
-                extent,
-                seqs: (high & 0xFFFF) as u64,
+                extent: units_extent,
+                seqs: 0,
                 kind: SkipKind::Repaired,
             }
         }
         other => Peek::Corrupt(RecordProblem::UnknownState { state: other as u8 }),
+    }
+}
+
+/// One step of a [`Reader`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Polled {
+    /// A committed message at the reader's position: payload at `offset` of the region, `len`
+    /// bytes, `extent` bytes of ring. Not consumed yet ([`Reader::consume`]).
+    Data { offset: u64, len: u32, extent: u64 },
+    /// Nothing to read yet.
+    Empty,
+    /// Lossy mode: this many messages were lost (lapped, or records of dead producers); the
+    /// reader has moved past them.
+    Lost(u64),
+    /// The record at the reader's position breaks the format. Until the unblock timeout this
+    /// may still be a record being written over bytes that happen to carry its sequence.
+    Corrupt(RecordProblem),
+}
+
+/// Most padding records one poll skips before it reports "nothing yet".
+const MAX_SKIPS_PER_POLL: u32 = 1024;
+
+/// The read side of the protocol: where a reader is, and every rule of moving on. The
+/// subscriber, the loom models and the property tests all drive this one state machine.
+///
+/// # Invariants
+///
+/// * `pos` is a record boundary and `seq` the sequence of the record there, unless the ring's
+///   bytes say otherwise (then a poll reports `Corrupt`).
+/// * `tail_seen` is a tail position this reader has Acquire-loaded (so `<= MAX_POSITION`):
+///   it may be stale (too low), never ahead of the real tail. Bytes at or past it are never
+///   interpreted: they are an earlier lap's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Reader {
+    pub pos: u64,
+    pub seq: u64,
+    tail_seen: u64,
+    /// Messages lost so far (lossy mode, and repaired records in lossy mode).
+    pub lost: u64,
+    /// Sequences skipped because their producers died (repaired records).
+    pub unblocked: u64,
+}
+
+impl Reader {
+    /// A reader at `{ pos, seq }` (a position picked from the tail, the head, or a saved one).
+    pub(crate) fn new(pos: u64, seq: u64) -> Reader {
+        Reader {
+            pos,
+            seq,
+            tail_seen: 0,
+            lost: 0,
+            unblocked: 0,
+        }
+    }
+
+    /// The fast path: a committed message at the reader's position, if the tail is past it
+    /// and the header there is a committed DATA record. The tail is loaded only when the
+    /// reader has reached the one it saw last: once per batch of records already written.
+    #[inline(always)]
+    pub(crate) fn peek_data<R: Region>(&mut self, r: &R, p: &Params) -> Option<(u64, u32, u64)> {
+        let Peek::Data {
+            offset,
+            len,
+            extent,
+        } = peek(r, p, self.pos, self.seq)
+        else {
+            return None;
+        };
+        // What we read counts only below the tail (layout doc). Checked after the header, so
+        // that a reader polling an empty ring loads the record's line only, not the tail's.
+        if self.pos >= self.tail_seen {
+            // ORDERING: Acquire, as in `tail_is_past` (which also reports an impossible tail;
+            // here it is only not taken).
+            let t = r.tail().load(Ordering::Acquire).0;
+            if t <= self.pos || t > MAX_POSITION {
+                return None;
+            }
+            self.tail_seen = t;
+        }
+        Some((offset, len, extent))
+    }
+
+    /// Moves past the message at the reader's position (after its payload was taken).
+    #[inline(always)]
+    pub(crate) fn consume(&mut self, extent: u64) {
+        self.pos += extent;
+        self.seq += 1;
+    }
+
+    /// Whether the tail is past the reader's position, loading it again if the one it saw is
+    /// not. `Err` if the tail in the mapping is impossible.
+    #[inline]
+    fn tail_is_past<R: Region>(&mut self, r: &R) -> Result<bool, RecordProblem> {
+        if self.pos < self.tail_seen {
+            return Ok(true);
+        }
+        // ORDERING: Acquire: the claims below this tail happened before; their headers carry
+        // their own Release/Acquire pairing.
+        let t = r.tail().load(Ordering::Acquire).0;
+        if t > MAX_POSITION {
+            return Err(RecordProblem::PositionOutOfRange { position: t });
+        }
+        self.tail_seen = t;
+        Ok(self.pos < t)
+    }
+
+    /// One step: skips padding, validates against the tail and (lossy mode) the head,
+    /// resynchronises when lapped, counts what is lost. Never interprets bytes at or past the
+    /// tail, never moves past the tail, and makes no arithmetic on values from the mapping that
+    /// could overflow.
+    pub(crate) fn poll<R: Region>(&mut self, r: &R, p: &Params) -> Polled {
+        let lossy = p.mode == Mode::Lossy;
+        // Padding is rare (one WRAP a lap, abandoned loans, repairs); a long run of it can
+        // only be bytes another process wrote. Bound the work of one call either way.
+        for _ in 0..MAX_SKIPS_PER_POLL {
+            let peeked = peek(r, p, self.pos, self.seq);
+            // Whatever the header says counts only below the tail. (Nothing there needs no
+            // tail: a reader polling an empty ring then loads the record's line only.)
+            if peeked != Peek::NotReady {
+                match self.tail_is_past(r) {
+                    Ok(true) => {}
+                    Ok(false) => return Polled::Empty,
+                    Err(problem) => return Polled::Corrupt(problem),
+                }
+            }
+            if lossy && !matches!(peeked, Peek::Data { .. }) {
+                // Whatever we read may be bytes of a newer lap: trust it only while head has
+                // not passed our position. (Data is validated after its copy instead.)
+                if let Err(head) = still_retained(r, self.pos) {
+                    return self.resync(head);
+                }
+            }
+            match peeked {
+                Peek::Data {
+                    offset,
+                    len,
+                    extent,
+                } => {
+                    return Polled::Data {
+                        offset,
+                        len,
+                        extent,
+                    }
+                }
+                Peek::Skip { extent, seqs, kind } => {
+                    let Some(seq) = self.seq.checked_add(seqs) else {
+                        return Polled::Corrupt(RecordProblem::SequenceOutOfRange {
+                            seq: self.seq,
+                            skip: seqs,
+                        });
+                    };
+                    // `pos < tail_seen <= MAX_POSITION` and `extent <= capacity`: no overflow.
+                    let end = self.pos + extent;
+                    if end > self.tail_seen {
+                        // A record is claimed whole: one that ends past the tail is not one.
+                        // ORDERING: Acquire, as in `tail_is_past`.
+                        let t = r.tail().load(Ordering::Acquire).0;
+                        if end > t {
+                            return Polled::Corrupt(RecordProblem::PastTail { end, tail: t });
+                        }
+                    }
+                    self.pos = end;
+                    self.seq = seq;
+                    if kind == SkipKind::Repaired && seqs > 0 {
+                        self.unblocked += seqs;
+                        if lossy {
+                            self.lost += seqs;
+                            return Polled::Lost(seqs);
+                        }
+                    }
+                }
+                Peek::NotReady => return Polled::Empty,
+                Peek::Corrupt(problem) => return Polled::Corrupt(problem),
+            }
+        }
+        Polled::Empty
+    }
+
+    /// Lossy mode: after copying the payload of the record at the reader's position out,
+    /// whether the copy can be trusted; if not, moves to the oldest retained record and says
+    /// how many messages were lost.
+    #[inline]
+    pub(crate) fn validate_copy<R: Region>(&mut self, r: &R) -> Result<(), Polled> {
+        match still_retained(r, self.pos) {
+            Ok(()) => Ok(()),
+            Err(head) => Err(self.resync(head)),
+        }
+    }
+
+    /// Lossy mode: moves to the oldest retained record after being lapped.
+    fn resync(&mut self, head: (u64, u64)) -> Polled {
+        if head.0 > MAX_POSITION {
+            // Written by another process: do not follow it.
+            return Polled::Corrupt(RecordProblem::PositionOutOfRange { position: head.0 });
+        }
+        let n = head.1.saturating_sub(self.seq);
+        self.pos = head.0;
+        self.seq = head.1;
+        self.lost += n;
+        Polled::Lost(n)
+    }
+
+    /// Whether a sleeping reader has something to do now: [`is_ready`] at its position.
+    pub(crate) fn is_ready<R: Region>(&self, r: &R, p: &Params) -> bool {
+        is_ready(r, p, self.pos, self.seq)
     }
 }
 
@@ -757,9 +1021,13 @@ pub(crate) fn is_ready<R: Region>(r: &R, p: &Params, pos: u64, seq: u64) -> bool
     // ORDERING: SeqCst: the Dekker pattern of design question 6.
     let (found, state) = unpack_word0(r.word(pos & p.mask()).load(Ordering::SeqCst));
     if found == seq & SEQ_MASK && !matches!(state, STATE_EMPTY | STATE_REPAIRING) {
-        // Bytes of an earlier lap can carry our sequence: ready only if the header is whole.
-        // (A commit after our load changes word0 and finds our waiter count: no lost wake.)
-        return !matches!(peek(r, p, pos, seq), Peek::Corrupt(_));
+        // Bytes of an earlier lap can carry our sequence: ready only if they lie below the
+        // tail and the header is whole. A genuine commit was claimed first, and our SeqCst
+        // (so Acquire) load of it makes that claim visible to the tail load. (A commit after
+        // our load writes word0 and then finds our waiter count: no lost wake.)
+        // ORDERING: Acquire, as just said.
+        return r.tail().load(Ordering::Acquire).0 > pos
+            && !matches!(peek(r, p, pos, seq), Peek::Corrupt(_));
     }
     // ORDERING: SeqCst, as above: a lapping producer moved head before overwriting.
     p.mode == Mode::Lossy && r.head().load(Ordering::SeqCst).0 > pos
@@ -836,7 +1104,14 @@ pub(crate) enum Stuck {
     /// Claims without headers: `[pos, end)` holds the claims of sequences `[seq, end_seq)`,
     /// none of which wrote a header yet.
     Unheadered { end: u64, end_seq: u64 },
+    /// What sits at `pos` cannot be a claim of `seq`, and must not be repaired over: a valid
+    /// header of another sequence, or a tail whose sequence is not past `seq`.
+    Impossible(RecordProblem),
 }
+
+/// Most sequences one repair covers. Crashes alone leave at most one unheadered claim per
+/// producer slot (4096 at most); more means scribbled bytes, reported instead.
+pub(crate) const MAX_GAP_SEQUENCES: u64 = u16::MAX as u64;
 
 /// Looks at the record at `{ pos, seq }`.
 ///
@@ -844,15 +1119,32 @@ pub(crate) enum Stuck {
 /// length is recovered from what follows (design question 2): claims are contiguous and in
 /// sequence order, so the claims of `seq..s` fill `[pos, q)` exactly, where `q` is the first
 /// position after `pos` holding a valid header of a later sequence `s` (a header carries the
-/// 32-bit check of its own position and sequence, so stale or payload bytes do not pass), or
+/// keyed check of its own position and word0, so stale or payload bytes do not pass), or
 /// the tail if there is none. Which producers may own those claims is in their slots'
 /// *claiming* words; the caller repairs only if none of them is alive.
 pub(crate) fn inspect_stuck<R: Region>(r: &R, p: &Params, pos: u64, seq: u64) -> Stuck {
     let tail = latest(r);
     // More than a lap between a reader and the tail is not a crash but a corrupt tail (or a
     // lapped lossy reader, which resynchronises instead): never scan or repair that.
-    if tail.0 <= pos || tail.0 - pos > p.capacity || !replaceable(r, p, pos, seq) {
+    if tail.0 <= pos || tail.0 - pos > p.capacity {
         return Stuck::No;
+    }
+    if tail.1 < seq {
+        return Stuck::Impossible(RecordProblem::SequencePastTail {
+            seq,
+            tail_seq: tail.1,
+        });
+    }
+    if let Some(found) = valid_header_seq(r, p, pos) {
+        if found == seq & SEQ_MASK {
+            // Committed (or abandoned, or padding) by now: nothing to do.
+            return Stuck::No;
+        }
+        // Never repair over a header that validates for its own position and sequence.
+        return Stuck::Impossible(RecordProblem::SequenceMismatch {
+            expected: seq,
+            found,
+        });
     }
     let mut q = pos + RECORD_ALIGN;
     while q < tail.0 {
@@ -867,63 +1159,63 @@ pub(crate) fn inspect_stuck<R: Region>(r: &R, p: &Params, pos: u64, seq: u64) ->
     }
 }
 
-/// Whether the header at `pos` may be replaced by a repair: it is not a valid header of `seq`
-/// (stale bytes of an earlier lap, or scribbled), or a repair of it was started.
-fn replaceable<R: Region>(r: &R, p: &Params, pos: u64, seq: u64) -> bool {
+/// The (60-bit) sequence of a header at `pos` that validates for `pos` (any state a
+/// producer or repairer writes), or `None` if what is there is not such a header (stale or
+/// scribbled bytes, an unfinished repair).
+fn valid_header_seq<R: Region>(r: &R, p: &Params, pos: u64) -> Option<u64> {
+    let at = pos & p.mask();
     // ORDERING: Acquire, as in `peek`.
-    let (found, state) = unpack_word0(r.word(pos & p.mask()).load(Ordering::Acquire));
-    found != seq & SEQ_MASK
-        || matches!(state, STATE_EMPTY | STATE_REPAIRING)
-        // A header another process scribbled over (or a stray word of a loser): as good as none.
-        || matches!(peek(r, p, pos, seq), Peek::Corrupt(_))
+    let w0 = r.word(at).load(Ordering::Acquire);
+    let (found, state) = unpack_word0(w0);
+    if !matches!(
+        state,
+        STATE_DATA | STATE_ABANDONED | STATE_WRAP | STATE_GAP | STATE_FILL
+    ) {
+        return None;
+    }
+    // ORDERING: Acquire, as in `peek`.
+    let (low, high) = unpack_word1(r.word(at + 8).load(Ordering::Acquire));
+    (high == record_check(p.key, pos, w0, low)).then_some(found)
+}
+
+/// Whether the header at `pos` may be replaced by a repair of `seq`: it is not a valid header
+/// of any sequence (stale bytes of an earlier lap, scribbled bytes, or an unfinished repair).
+fn replaceable<R: Region>(r: &R, p: &Params, pos: u64) -> bool {
+    valid_header_seq(r, p, pos).is_none()
 }
 
 /// The sequence of a valid record header at `q` whose sequence lies in `[from, before)`.
 fn header_seq_at<R: Region>(r: &R, p: &Params, q: u64, from: u64, before: u64) -> Option<u64> {
-    let at = q & p.mask();
-    // ORDERING: Acquire, as in `peek`.
-    let (found, state) = unpack_word0(r.word(at).load(Ordering::Acquire));
+    let found = valid_header_seq(r, p, q)?;
+    // Rebuild the full sequence from its 60 stored bits.
     let s = from.wrapping_add(found.wrapping_sub(from) & SEQ_MASK);
     // The stuck sequence itself counts too: found after `pos`, it means `[pos, q)` holds no
-    // claim at all (what a repairer that died between the pieces of a GAP leaves behind).
-    if s < from || s >= before {
-        return None;
-    }
-    let (_, high) = unpack_word1(r.word(at + 8).load(Ordering::Relaxed));
-    let check = record_check(q, s);
-    let valid = match state {
-        STATE_DATA | STATE_ABANDONED | STATE_WRAP => high == check,
-        STATE_GAP => high >> 16 == check & 0xFFFF,
-        _ => false,
-    };
-    valid.then_some(s)
+    // claim at all (bytes a repairer that died before its GAP left covered by FILLs).
+    (s >= from && s < before).then_some(s)
 }
 
 /// Turns `[pos, end)`, the claims of sequences `[seq, seq + count)` whose producers all died
-/// before writing a header, into GAP records. False if a header appeared at `pos` meanwhile.
+/// before writing a header, into padding. False if a header appeared at `pos` meanwhile.
 ///
-/// The region is cut at the end of the ring and into pieces a GAP header can describe; the
-/// first piece consumes all `count` sequences, the others none. The first piece's word0 is
-/// the commit point (a CAS from the value found): readers that see it find the rest written
-/// before they reach it, or wait at it until it is.
+/// Takes word0 at `pos` first (a CAS to REPAIRING from the value found), so that a late
+/// commit either won already or fails. Then covers `[pos + 16, end)` with FILL records (cut at
+/// the end of the region and where a header's 32-bit unit count ends), and last writes the
+/// 16-byte GAP at `pos` that consumes the `count` sequences: its word0 is the commit point,
+/// and a reader that sees it finds every FILL already written.
 pub(crate) fn write_gap<R: Region>(
     r: &R,
     p: &Params,
     pos: u64,
     seq: u64,
     end: u64,
-    count: u16,
+    count: u32,
 ) -> bool {
     const MAX_PIECE: u64 = u32::MAX as u64 * RECORD_ALIGN;
-    let piece = |at_pos: u64| -> u64 {
-        (end - at_pos)
-            .min(p.capacity - (at_pos & p.mask()))
-            .min(MAX_PIECE)
-    };
+    debug_assert!(end >= pos + RECORD_HEADER && end - pos <= p.capacity);
     let at = pos & p.mask();
     // ORDERING: Acquire: the value we replace; the CAS fails if it changed.
     let w0 = r.word(at).load(Ordering::Acquire);
-    if !replaceable(r, p, pos, seq) {
+    if !replaceable(r, p, pos) {
         return false;
     }
     // Take word0 before touching word1: a commit racing us either won already (our CAS
@@ -942,32 +1234,26 @@ pub(crate) fn write_gap<R: Region>(
     {
         return false;
     }
-    let first = piece(pos);
-    // ORDERING: Relaxed: we hold word0 (REPAIRING); the SeqCst store of GAP publishes this.
-    r.word(at + 8).store(
-        pack_gap_word1((first / RECORD_ALIGN) as u32, count, record_check(pos, seq)),
-        Ordering::Relaxed,
-    );
-    crate::fault::hit(crate::fault::Point::MidRepair);
-    // ORDERING: SeqCst: the commit point; Release for the word1 above, SeqCst against
-    // sleeping readers' re-check.
-    r.word(at)
-        .store(pack_word0(seq, STATE_GAP), Ordering::SeqCst);
     let next_seq = seq + count as u64;
-    let mut q = pos + first;
+    let mut q = pos + RECORD_HEADER;
     while q < end {
-        let len = piece(q);
-        let at = q & p.mask();
+        let len = (end - q).min(p.capacity - (q & p.mask())).min(MAX_PIECE);
+        let fat = q & p.mask();
+        let (f0, f1) = header(p.key, q, next_seq, STATE_FILL, (len / RECORD_ALIGN) as u32);
         // ORDERING: Relaxed: published by the Release store of word0 below.
-        r.word(at + 8).store(
-            pack_gap_word1((len / RECORD_ALIGN) as u32, 0, record_check(q, next_seq)),
-            Ordering::Relaxed,
-        );
-        // ORDERING: Release: readers Acquire word0, then read word1.
-        r.word(at)
-            .store(pack_word0(next_seq, STATE_GAP), Ordering::Release);
+        r.word(fat + 8).store(f1, Ordering::Relaxed);
+        // ORDERING: Release: published again by the GAP's store; a walk of `head` or a
+        // repairer's scan that reads it sees its word1.
+        r.word(fat).store(f0, Ordering::Release);
         q += len;
     }
+    crate::fault::hit(crate::fault::Point::MidRepair);
+    let (g0, g1) = header(p.key, pos, seq, STATE_GAP, count);
+    // ORDERING: Relaxed: we hold word0 (REPAIRING); the SeqCst store of GAP publishes this.
+    r.word(at + 8).store(g1, Ordering::Relaxed);
+    // ORDERING: SeqCst: the commit point; Release for the word1 and FILLs above, SeqCst
+    // against sleeping readers' re-check.
+    r.word(at).store(g0, Ordering::SeqCst);
     true
 }
 
@@ -989,52 +1275,37 @@ pub(crate) mod heap {
         Lost(u64),
     }
 
-    /// One step of a reader at `{ pos, seq }`, as a subscriber takes it (skips padding,
-    /// validates lossy copies, resynchronises when lapped). `Ok(None)`: nothing there yet.
+    /// One step of a test reader, driving the subscriber's own read path ([`Reader`]) and
+    /// copying the payload out as `Subscriber::take_into` does. `Ok(None)`: nothing yet.
     pub(crate) fn read_one(
         r: &HeapRegion,
         p: &Params,
-        pos: &mut u64,
-        seq: &mut u64,
+        reader: &mut Reader,
     ) -> Result<Option<Got>, RecordProblem> {
-        let lossy = p.mode == Mode::Lossy;
-        loop {
-            let peeked = peek(r, p, *pos, *seq);
-            if lossy && !matches!(peeked, Peek::Data { .. }) {
-                if let Err(h) = still_retained(r, *pos) {
-                    let lost = h.1 - *seq;
-                    (*pos, *seq) = h;
-                    return Ok(Some(Got::Lost(lost)));
-                }
-            }
-            match peeked {
-                Peek::Data {
-                    offset,
-                    len,
-                    extent,
-                } => {
-                    let mut v = vec![0; len as usize];
-                    // SAFETY: peek bounds-checked the payload.
-                    unsafe { r.read_bytes(offset, &mut v) };
-                    if lossy {
-                        if let Err(h) = still_retained(r, *pos) {
-                            let lost = h.1 - *seq;
-                            (*pos, *seq) = h;
-                            return Ok(Some(Got::Lost(lost)));
-                        }
+        match reader.poll(r, p) {
+            Polled::Data {
+                offset,
+                len,
+                extent,
+            } => {
+                let mut v = vec![0; len as usize];
+                // SAFETY: peek bounds-checked the payload.
+                unsafe { r.read_bytes(offset, &mut v) };
+                if p.mode == Mode::Lossy {
+                    match reader.validate_copy(r) {
+                        Ok(()) => {}
+                        Err(Polled::Lost(n)) => return Ok(Some(Got::Lost(n))),
+                        Err(Polled::Corrupt(e)) => return Err(e),
+                        Err(other) => unreachable!("{other:?}"),
                     }
-                    let got = Got::Msg(*seq, v);
-                    *pos += extent;
-                    *seq += 1;
-                    return Ok(Some(got));
                 }
-                Peek::Skip { extent, seqs, .. } => {
-                    *pos += extent;
-                    *seq += seqs;
-                }
-                Peek::NotReady => return Ok(None),
-                Peek::Corrupt(e) => return Err(e),
+                let got = Got::Msg(reader.seq, v);
+                reader.consume(extent);
+                Ok(Some(got))
             }
+            Polled::Lost(n) => Ok(Some(Got::Lost(n))),
+            Polled::Empty => Ok(None),
+            Polled::Corrupt(e) => Err(e),
         }
     }
 
@@ -1089,6 +1360,9 @@ pub(crate) mod heap {
 mod tests {
     use super::heap::{read_one, Got, HeapRegion};
     use super::*;
+    use crate::layout::pack_word1;
+
+    const KEY: RecordKey = RecordKey(0x005e_ed0f_7e57);
 
     struct NoSubs;
     impl Subscribers for NoSubs {
@@ -1110,6 +1384,7 @@ mod tests {
             max_message: (capacity / 2 - 16) as u32,
             mode,
             exclusive: false,
+            key: KEY,
         }
     }
 
@@ -1130,14 +1405,15 @@ mod tests {
     }
 
     /// Reads everything available from (pos, seq); returns messages and the new cursor.
-    fn drain(r: &HeapRegion, p: &Params, mut pos: u64, mut seq: u64) -> (Vec<Vec<u8>>, u64, u64) {
+    fn drain(r: &HeapRegion, p: &Params, pos: u64, seq: u64) -> (Vec<Vec<u8>>, u64, u64) {
         let mut out = Vec::new();
+        let mut reader = Reader::new(pos, seq);
         loop {
-            match read_one(r, p, &mut pos, &mut seq) {
+            match read_one(r, p, &mut reader) {
                 Ok(Some(Got::Msg(_, v))) => out.push(v),
                 Ok(Some(Got::Lost(_))) => {}
-                Ok(None) => return (out, pos, seq),
-                Err(e) => panic!("corrupt at {pos}: {e}"),
+                Ok(None) => return (out, reader.pos, reader.seq),
+                Err(e) => panic!("corrupt at {}: {e}", reader.pos),
             }
         }
     }
@@ -1297,27 +1573,55 @@ mod tests {
         assert_eq!(seq, 2);
     }
 
+    /// Stores a header `(word0, word1)` at `pos` of a heap ring.
+    fn plant(r: &HeapRegion, p: &Params, pos: u64, (w0, w1): (u64, u64)) {
+        let at = pos & (p.capacity - 1);
+        r.word(at + 8).store(w1, Ordering::Relaxed);
+        r.word(at).store(w0, Ordering::Release);
+    }
+
+    /// A ring whose tail is at `tail` (what claims would have left), so that readers look at
+    /// the bytes below it.
+    fn ring_with_tail(capacity: u64, tail: (u64, u64)) -> HeapRegion {
+        let r = HeapRegion::new(capacity, 0);
+        r.tail.store(tail, Ordering::Relaxed);
+        r
+    }
+
     #[test]
     fn stale_and_foreign_bytes_are_not_records() {
         let p = params(1024, Mode::Reliable);
-        let r = HeapRegion::new(1024, 0);
+        let r = ring_with_tail(1024, (512, 4));
         // A plausible word0 for sequence 0 without a matching check.
-        r.word(0)
-            .store(pack_word0(0, STATE_DATA), Ordering::Relaxed);
-        r.word(8).store(pack_word1(4, 12345), Ordering::Relaxed);
+        plant(&r, &p, 0, (pack_word0(0, STATE_DATA), pack_word1(4, 12345)));
         assert_eq!(
             peek(&r, &p, 0, 0),
             Peek::Corrupt(RecordProblem::CheckMismatch)
         );
+        // The check of another key, position, state or length does not pass either.
+        for (key, pos, state, len) in [
+            (RecordKey(1), 0, STATE_DATA, 4),
+            (KEY, 1024, STATE_DATA, 4),
+            (KEY, 0, STATE_ABANDONED, 4),
+            (KEY, 0, STATE_DATA, 5),
+        ] {
+            // word1 says length 4; its check is of the variant.
+            let check = record_check(key, pos, pack_word0(0, state), len);
+            r.word(8).store(pack_word1(4, check), Ordering::Relaxed);
+            assert_eq!(
+                peek(&r, &p, 0, 0),
+                Peek::Corrupt(RecordProblem::CheckMismatch),
+                "{key:?} {pos} {state} {len}"
+            );
+        }
         // Right check, absurd length.
-        r.word(8)
-            .store(pack_word1(5000, record_check(0, 0)), Ordering::Relaxed);
+        plant(&r, &p, 0, header(KEY, 0, 0, STATE_DATA, 5000));
         assert!(matches!(
             peek(&r, &p, 0, 0),
             Peek::Corrupt(RecordProblem::TooLong { .. })
         ));
-        // Unknown state.
-        r.word(0).store(pack_word0(0, 0xF), Ordering::Relaxed);
+        // Unknown state, even with its check.
+        plant(&r, &p, 0, header(KEY, 0, 0, 0xF, 4));
         assert!(matches!(
             peek(&r, &p, 0, 0),
             Peek::Corrupt(RecordProblem::UnknownState { state: 15 })
@@ -1327,27 +1631,128 @@ mod tests {
     }
 
     #[test]
-    fn a_gap_skips_its_sequences() {
+    fn a_gap_skips_its_sequences_and_fills_pad() {
         let p = params(1024, Mode::Reliable);
-        let r = HeapRegion::new(1024, 0);
-        r.word(8)
-            .store(pack_gap_word1(6, 3, record_check(0, 0)), Ordering::Relaxed);
-        r.word(0).store(pack_word0(0, STATE_GAP), Ordering::Release);
+        let r = ring_with_tail(1024, (512, 9));
+        plant(&r, &p, 0, header(KEY, 0, 0, STATE_GAP, 3));
         assert_eq!(
             peek(&r, &p, 0, 0),
             Peek::Skip {
-                extent: 96,
+                extent: 16,
                 seqs: 3,
                 kind: SkipKind::Repaired
             }
         );
-        // A gap may not run past the end of the region.
-        r.word(8)
-            .store(pack_gap_word1(65, 1, record_check(0, 0)), Ordering::Relaxed);
+        plant(&r, &p, 16, header(KEY, 16, 3, STATE_FILL, 5));
+        assert_eq!(
+            peek(&r, &p, 16, 3),
+            Peek::Skip {
+                extent: 80,
+                seqs: 0,
+                kind: SkipKind::Repaired
+            }
+        );
+        // A fill may not run past the end of the region.
+        plant(&r, &p, 16, header(KEY, 16, 3, STATE_FILL, 64));
         assert!(matches!(
-            peek(&r, &p, 0, 0),
+            peek(&r, &p, 16, 3),
             Peek::Corrupt(RecordProblem::PastEnd { .. })
         ));
+    }
+
+    /// Issue 8: headers in the documented format, written with the right key even, are not
+    /// read at or past the tail the reader has seen; and the tail is read again only when the
+    /// reader reaches the one it saw.
+    #[test]
+    fn nothing_at_or_past_the_tail_is_read() {
+        let p = params(1024, Mode::Reliable);
+        let r = ring_with_tail(1024, (0, 0));
+        plant(&r, &p, 0, header(KEY, 0, 0, STATE_DATA, 8));
+        let mut reader = Reader::new(0, 0);
+        assert_eq!(reader.poll(&r, &p), Polled::Empty);
+        assert_eq!(reader.peek_data(&r, &p), None);
+        assert!(!reader.is_ready(&r, &p));
+        // Claimed: now it is a record.
+        r.tail.store((32, 1), Ordering::Relaxed);
+        assert!(reader.is_ready(&r, &p));
+        assert!(matches!(reader.poll(&r, &p), Polled::Data { len: 8, .. }));
+        reader.consume(32);
+        // A skip that would end past the tail is not a record.
+        plant(&r, &p, 32, header(KEY, 32, 1, STATE_FILL, 4));
+        r.tail.store((48, 2), Ordering::Relaxed);
+        assert_eq!(
+            reader.poll(&r, &p),
+            Polled::Corrupt(RecordProblem::PastTail { end: 96, tail: 48 })
+        );
+        // An impossible tail is reported, not followed (once a header makes it matter).
+        let mut far = Reader::new(2048, 7);
+        plant(&r, &p, 2048, header(KEY, 2048, 7, STATE_DATA, 8));
+        r.tail.store((MAX_POSITION + 16, 8), Ordering::Relaxed);
+        assert_eq!(
+            far.poll(&r, &p),
+            Polled::Corrupt(RecordProblem::PositionOutOfRange {
+                position: MAX_POSITION + 16
+            })
+        );
+    }
+
+    /// Issue 8: each overflow of values read from the mapping is a typed error.
+    #[test]
+    fn impossible_values_from_the_mapping_are_typed_errors() {
+        // A tail sequence of u64::MAX (or past the 60 bits a header holds): no claim, and the
+        // claiming word is never set to the wrapped value 0.
+        for seq in [u64::MAX, SEQ_MASK] {
+            let p = params(1024, Mode::Lossy);
+            let r = ring_with_tail(1024, (64, seq));
+            let mut c = ProducerCursor::default();
+            let claiming = AtomicU64::new(0);
+            assert_eq!(
+                try_claim(&r, &NoSubs, &p, &mut c, &claiming, 8),
+                Err(ClaimError::Corrupt { tail: 64 })
+            );
+        }
+        // A chain of GAPs whose counts would carry the reader's sequence past 2^64.
+        let p = params(1024, Mode::Reliable);
+        let r = ring_with_tail(1024, (512, u64::MAX));
+        plant(&r, &p, 0, header(KEY, 0, u64::MAX - 2, STATE_GAP, 2));
+        plant(&r, &p, 16, header(KEY, 16, u64::MAX, STATE_GAP, 9));
+        let mut reader = Reader::new(0, u64::MAX - 2);
+        assert_eq!(
+            reader.poll(&r, &p),
+            Polled::Corrupt(RecordProblem::SequenceOutOfRange {
+                seq: u64::MAX,
+                skip: 9
+            })
+        );
+        // A chain of FILLs towards MAX_POSITION stops at the tail, below it.
+        let r = ring_with_tail(1024, (MAX_POSITION, 5));
+        let start = MAX_POSITION - 1024;
+        for i in 0..16 {
+            let at = start + 64 * i;
+            plant(&r, &p, at, header(KEY, at, 5, STATE_FILL, 4));
+        }
+        let mut reader = Reader::new(start, 5);
+        assert_eq!(reader.poll(&r, &p), Polled::Empty);
+        assert_eq!(reader.pos, MAX_POSITION);
+        // A reader sequence past the tail's: the repairer refuses, with the reason.
+        let r = ring_with_tail(1024, (256, 3));
+        assert_eq!(
+            inspect_stuck(&r, &p, 0, 10),
+            Stuck::Impossible(RecordProblem::SequencePastTail {
+                seq: 10,
+                tail_seq: 3
+            })
+        );
+        // A committed header of another sequence is never repaired over.
+        plant(&r, &p, 0, header(KEY, 0, 1, STATE_DATA, 8));
+        assert_eq!(
+            inspect_stuck(&r, &p, 0, 0),
+            Stuck::Impossible(RecordProblem::SequenceMismatch {
+                expected: 0,
+                found: 1
+            })
+        );
+        assert!(!write_gap(&r, &p, 0, 0, 32, 1));
     }
 
     /// A claim whose producer "died" right after the CAS: no header at all.

@@ -12,7 +12,7 @@ use crate::layout::{
 };
 use crate::registry::{self, JoinError, Slot, SlotKind};
 use crate::repair::{self, Unblock};
-use crate::ring::{self, Peek, PositionError, RecordProblem, SkipKind};
+use crate::ring::{self, Polled, PositionError, Reader, RecordProblem};
 use crate::sync::Ordering;
 use crate::wait::{self, Backoff, Deadline, WaitStrategy};
 use crate::{Shared, Start};
@@ -25,9 +25,6 @@ const SLEEP_SLICE: Duration = Duration::from_millis(100);
 /// A reader that keeps finding nothing looks for a stuck record every this many polls (and
 /// before every sleep).
 const STUCK_CHECK_EVERY: u32 = 256;
-
-/// Most padding records one call skips before it reports "nothing yet" (see `poll`).
-const MAX_SKIPS_PER_POLL: u32 = 1024;
 
 /// Longest pause between two polls of a busy-polling reader, in spin-loop hints (about
 /// 14 µs on the Xeon of the README's runs, where a `pause` takes ~14 ns; on cores where it
@@ -155,14 +152,6 @@ impl std::fmt::Debug for Sample<'_> {
     }
 }
 
-/// One step of reading.
-enum Polled {
-    Data { offset: u64, len: u32, extent: u64 },
-    Empty,
-    Lost(u64),
-    Corrupt(RecordProblem),
-}
-
 /// Receives every message of a bus from its start position on. Made by
 /// [`crate::Bus::subscribe`]; holds a subscriber slot until dropped.
 ///
@@ -171,17 +160,13 @@ enum Polled {
 pub struct Subscriber {
     shared: Arc<Shared>,
     slot: Option<Slot>,
-    /// Next record to read.
-    pos: u64,
-    /// Sequence expected there.
-    seq: u64,
+    /// Where the next record is, and the read protocol (`ring::Reader`: the one read path).
+    reader: Reader,
     /// Last position stored in the slot (what producers see).
     published: u64,
     publish_every: u64,
     strategy: WaitStrategy,
     delivered: u64,
-    lost: u64,
-    unblocked: u64,
     /// Lossy-mode copies for `recv_ref`.
     scratch: Vec<u8>,
     /// Since when the record at this position has been claimed but not committed.
@@ -199,8 +184,8 @@ impl std::fmt::Debug for Subscriber {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Subscriber")
             .field("bus", &self.shared.path)
-            .field("position", &self.pos)
-            .field("seq", &self.seq)
+            .field("position", &self.reader.pos)
+            .field("seq", &self.reader.seq)
             .finish()
     }
 }
@@ -255,13 +240,10 @@ impl Subscriber {
             publish_every: (shared.params.capacity / 8).max(1),
             shared,
             slot: Some(slot),
-            pos,
-            seq,
+            reader: Reader::new(pos, seq),
             published: pos,
             strategy: WaitStrategy::default(),
             delivered: 0,
-            lost: 0,
-            unblocked: 0,
             scratch: Vec::new(),
             stuck_since: None,
             empty_polls: 0,
@@ -275,7 +257,7 @@ impl Subscriber {
         // pick again.
         loop {
             let head = ring::oldest(&sub.shared.seg);
-            if head.0 <= sub.pos {
+            if head.0 <= sub.reader.pos {
                 return Ok(sub);
             }
             if let Start::Position(p) = start {
@@ -287,8 +269,7 @@ impl Subscriber {
                 });
             }
             let (pos, seq) = Self::pick(&sub.shared, start)?;
-            sub.pos = pos;
-            sub.seq = seq;
+            sub.reader = Reader::new(pos, seq);
             sub.publish();
         }
     }
@@ -301,12 +282,12 @@ impl Subscriber {
     /// The position of the next message this subscriber will read. Pass it to
     /// `Start::Position` to resume there later, in this process or another.
     pub fn position(&self) -> u64 {
-        self.pos
+        self.reader.pos
     }
 
     /// The sequence number of the next message this subscriber will read.
     pub fn next_seq(&self) -> u64 {
-        self.seq
+        self.reader.seq
     }
 
     /// Messages delivered so far.
@@ -316,12 +297,12 @@ impl Subscriber {
 
     /// Messages lost so far (lossy mode; also records of producers that died mid-message).
     pub fn lost(&self) -> u64 {
-        self.lost
+        self.reader.lost
     }
 
     /// Records skipped because their producer died before committing them.
     pub fn unblocked(&self) -> u64 {
-        self.unblocked
+        self.reader.unblocked
     }
 
     /// Busy-polling without chasing the writer (DESIGN.md: a reader that polls a record while
@@ -355,121 +336,83 @@ impl Subscriber {
         let seg = &self.shared.seg;
         let off = self.slot_offset();
         // ORDERING: Relaxed: statistics; the SeqCst store below orders them for `stat`.
-        seg.slot64(off, SUB_SEQ).store(self.seq, Ordering::Relaxed);
+        seg.slot64(off, SUB_SEQ)
+            .store(self.reader.seq, Ordering::Relaxed);
         seg.slot64(off, SUB_DELIVERED)
             .store(self.delivered, Ordering::Relaxed);
         seg.slot64(off, SUB_LOST)
-            .store(self.lost, Ordering::Relaxed);
+            .store(self.reader.lost, Ordering::Relaxed);
         seg.slot64(off, SUB_UNBLOCKED)
-            .store(self.unblocked, Ordering::Relaxed);
+            .store(self.reader.unblocked, Ordering::Relaxed);
         // ORDERING: SeqCst: producers' scans (join protocol) and the Dekker pattern with
         // producers asleep waiting for space (wait module): store, then load their count.
         seg.slot64(off, SUB_POSITION)
-            .store(self.pos, Ordering::SeqCst);
-        self.published = self.pos;
+            .store(self.reader.pos, Ordering::SeqCst);
+        self.published = self.reader.pos;
         wait::wake_if_waiting(seg.producers_waiting(), seg.space());
     }
 
     #[inline]
     fn maybe_publish(&mut self) {
-        if self.pos - self.published >= self.publish_every {
+        if self.reader.pos - self.published >= self.publish_every {
             self.publish();
         }
-    }
-
-    /// Lossy mode: moves to the oldest retained record after being lapped.
-    fn resync(&mut self, head: (u64, u64)) -> Polled {
-        if head.0 > MAX_POSITION {
-            // Written by another process: do not follow it.
-            return Polled::Corrupt(RecordProblem::PositionOutOfRange { position: head.0 });
-        }
-        let n = head.1.saturating_sub(self.seq);
-        self.pos = head.0;
-        self.seq = head.1;
-        self.lost += n;
-        Polled::Lost(n)
     }
 
     /// Nothing at our position: if something is claimed there (the tail is past it) and has
     /// stayed uncommitted for the unblock timeout, ask the repairer whether its producer died.
     /// Returns what the repairer said, if it was asked.
     fn check_stuck(&mut self) -> Option<Unblock> {
+        let (pos, seq) = (self.reader.pos, self.reader.seq);
         let tail = ring::latest(&self.shared.seg);
-        if tail.0 <= self.pos {
+        if tail.0 <= pos {
             self.stuck_since = None;
             return None;
         }
         let now = std::time::Instant::now();
         match self.stuck_since {
-            Some((since, pos)) if pos == self.pos => {
+            Some((since, at)) if at == pos => {
                 if now.duration_since(since) >= self.unblock_timeout {
-                    self.stuck_since = Some((now, self.pos));
-                    return Some(repair::unblock(&self.shared, self.pos, self.seq));
+                    self.stuck_since = Some((now, pos));
+                    return Some(repair::unblock(&self.shared, pos, seq));
                 }
             }
-            _ => self.stuck_since = Some((now, self.pos)),
+            _ => self.stuck_since = Some((now, pos)),
         }
         None
     }
 
-    fn poll(&mut self) -> Polled {
-        let lossy = self.shared.params.mode == Mode::Lossy;
-        // Padding is rare (one WRAP a lap, abandoned loans, repairs); a long run of it can
-        // only be bytes another process wrote. Bound the work of one call either way.
-        for _ in 0..MAX_SKIPS_PER_POLL {
-            let seg = &self.shared.seg;
-            let peeked = ring::peek(seg, &self.shared.params, self.pos, self.seq);
-            if lossy && !matches!(peeked, Peek::Data { .. }) {
-                // Whatever we read may be bytes of a newer lap: trust it only while head has
-                // not passed our position. (Data is validated after its copy instead.)
-                if let Err(head) = ring::still_retained(seg, self.pos) {
-                    return self.resync(head);
-                }
-            }
-            match peeked {
-                Peek::Data {
-                    offset,
-                    len,
-                    extent,
-                } => {
-                    return Polled::Data {
-                        offset,
-                        len,
-                        extent,
-                    }
-                }
-                Peek::Skip { extent, seqs, kind } => {
-                    self.pos += extent;
-                    self.seq += seqs;
-                    if kind == SkipKind::Repaired {
-                        self.unblocked += seqs;
-                        if lossy && seqs > 0 {
-                            self.lost += seqs;
-                            return Polled::Lost(seqs);
-                        }
-                    }
-                }
-                Peek::NotReady => return Polled::Empty,
-                Peek::Corrupt(problem) => return Polled::Corrupt(problem),
+    /// The record at our position has stayed unreadable for the unblock timeout and the
+    /// repairer will not replace it: the error to report. In lossy mode a reader that has been
+    /// lapped meanwhile resynchronises instead.
+    fn unrepairable(&mut self, problem: RecordProblem) -> RecvError {
+        if self.shared.params.mode == Mode::Lossy {
+            match self.reader.validate_copy(&self.shared.seg) {
+                Ok(()) => {}
+                Err(Polled::Lost(n)) => return RecvError::Lost(n),
+                Err(Polled::Corrupt(p)) => return self.corrupt(p),
+                Err(_) => {}
             }
         }
-        Polled::Empty
+        self.corrupt(problem)
     }
 
-    /// The next record: at once if it is there, else waiting until `poll` has something (or
+    fn corrupt(&self, problem: RecordProblem) -> RecvError {
+        RecvError::Corrupt {
+            position: self.reader.pos,
+            problem,
+        }
+    }
+
+    /// The next record: at once if it is there, else waiting until a poll has something (or
     /// the deadline passes).
     #[inline(always)]
     fn next(&mut self, deadline: Option<Deadline>) -> Result<(u64, u32, u64), RecvError> {
         self.maybe_publish();
-        // The fast path: a committed message at our position.
-        if let Peek::Data {
-            offset,
-            len,
-            extent,
-        } = ring::peek(&self.shared.seg, &self.shared.params, self.pos, self.seq)
-        {
+        // The fast path: a committed message at our position, below the tail last seen.
+        if let Some(found) = self.reader.peek_data(&self.shared.seg, &self.shared.params) {
             self.batch += 1;
-            return Ok((offset, len, extent));
+            return Ok(found);
         }
         self.next_waiting(deadline)
     }
@@ -480,7 +423,8 @@ impl Subscriber {
         let mut polls = 0u32;
         let mut waited = 0u32;
         loop {
-            match self.poll() {
+            let params = self.shared.params;
+            match self.reader.poll(&self.shared.seg, &params) {
                 Polled::Data {
                     offset,
                     len,
@@ -490,7 +434,7 @@ impl Subscriber {
                     return Ok((offset, len, extent));
                 }
                 Polled::Lost(n) => return Err(RecvError::Lost(n)),
-                Polled::Corrupt(problem) => {
+                Polled::Corrupt(_) => {
                     // Bytes of an earlier lap can carry the very sequence we expect (a payload
                     // word equal to it): until the unblock timeout that is a record not yet
                     // written, not corruption. After it the repairer replaces the header like
@@ -498,24 +442,31 @@ impl Subscriber {
                     // report. A live owner may still commit: keep waiting for it.
                     match self.check_stuck() {
                         Some(Unblock::Repaired { .. }) => continue,
-                        Some(Unblock::Implausible) => {
-                            return Err(RecvError::Corrupt {
-                                position: self.pos,
-                                problem,
-                            })
+                        Some(Unblock::Implausible(why)) => return Err(self.unrepairable(why)),
+                        Some(Unblock::NotStuck) => {
+                            // A header that validates yet breaks a rule stays as it is; one
+                            // that was committed meanwhile reads fine now.
+                            if let Polled::Corrupt(still) =
+                                self.reader.poll(&self.shared.seg, &params)
+                            {
+                                return Err(self.unrepairable(still));
+                            }
+                            continue;
                         }
-                        Some(Unblock::OwnerAlive | Unblock::NotStuck) | None => {}
+                        Some(Unblock::OwnerAlive) | None => {}
                     }
                 }
                 Polled::Empty => {}
             }
             // Caught up: let producers have the space.
-            if self.published != self.pos {
+            if self.published != self.reader.pos {
                 self.publish();
             }
             self.empty_polls = self.empty_polls.wrapping_add(1);
             if self.empty_polls % STUCK_CHECK_EVERY == 0 {
-                self.check_stuck();
+                if let Some(Unblock::Implausible(why)) = self.check_stuck() {
+                    return Err(self.unrepairable(why));
+                }
             }
             let Some(deadline) = deadline else {
                 return Err(RecvError::Empty);
@@ -542,17 +493,18 @@ impl Subscriber {
                 }
                 _ => {}
             }
-            self.check_stuck();
+            if let Some(Unblock::Implausible(why)) = self.check_stuck() {
+                return Err(self.unrepairable(why));
+            }
             let seg = &self.shared.seg;
-            let params = self.shared.params;
-            let (pos, seq) = (self.pos, self.seq);
+            let reader = self.reader;
             wait::sleep_unless(
                 seg.readers_waiting(),
                 seg.slot32(self.slot_offset(), SLOT_SLEEPING),
                 seg.notify(),
                 deadline.slice(SLEEP_SLICE.min(self.unblock_timeout / 4)),
                 params.exclusive,
-                || ring::is_ready(seg, &params, pos, seq),
+                || reader.is_ready(seg, &params),
             );
         }
     }
@@ -577,21 +529,21 @@ impl Subscriber {
             buf.set_len(len as usize);
         }
         if self.shared.params.mode == Mode::Lossy {
-            if let Err(head) = ring::still_retained(seg, self.pos) {
+            if let Err(step) = self.reader.validate_copy(seg) {
                 buf.clear();
-                let Polled::Lost(n) = self.resync(head) else {
-                    unreachable!("resync reports a loss")
-                };
-                return Err(RecvError::Lost(n));
+                return Err(match step {
+                    Polled::Corrupt(problem) => self.corrupt(problem),
+                    Polled::Lost(n) => RecvError::Lost(n),
+                    Polled::Data { .. } | Polled::Empty => unreachable!("a failed check resyncs"),
+                });
             }
         }
         let m = Message {
-            seq: self.seq,
-            position: self.pos,
+            seq: self.reader.seq,
+            position: self.reader.pos,
             len: len as usize,
         };
-        self.pos += extent;
-        self.seq += 1;
+        self.reader.consume(extent);
         self.delivered += 1;
         Ok(m)
     }
@@ -634,7 +586,7 @@ impl Subscriber {
 
     #[inline(always)]
     fn sample(&mut self, offset: u64, len: u32, extent: u64) -> Result<Sample<'_>, RecvError> {
-        let (seq, position) = (self.seq, self.pos);
+        let (seq, position) = (self.reader.seq, self.reader.pos);
         if self.shared.params.mode == Mode::Lossy {
             let mut scratch = std::mem::take(&mut self.scratch);
             let r = self.take_into(&mut scratch, offset, len, extent);
@@ -646,8 +598,7 @@ impl Subscriber {
                 position,
             });
         }
-        self.pos += extent;
-        self.seq += 1;
+        self.reader.consume(extent);
         self.delivered += 1;
         let ptr = self.shared.seg.data_ptr(offset);
         // SAFETY: reliable mode: `peek` bounds-checked the `len` bytes at `offset`, and no

@@ -133,6 +133,19 @@ fn open_errors_name_the_problem() {
         OpenErrorKind::Header(HeaderError::UnsupportedVersion { .. })
     ));
 
+    // A file of format 1 (round 1: unkeyed record checks, 16-bit GAP checks): refused with
+    // the typed version error, never read with the new rules.
+    let old = d.path().join("v1.bus");
+    std::fs::copy(&real, &old).unwrap();
+    patch(&old, 8, &1u32.to_ne_bytes());
+    assert_eq!(
+        Bus::open(&old).unwrap_err().kind,
+        OpenErrorKind::Header(HeaderError::UnsupportedVersion {
+            found: 1,
+            supported: 2
+        })
+    );
+
     // Truncated by a page.
     let short = d.path().join("short.bus");
     std::fs::copy(&real, &short).unwrap();

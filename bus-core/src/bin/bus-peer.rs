@@ -8,6 +8,12 @@
 //!                                                      prints "ready", then "done ..."
 //! bus-peer stall BUS                                  subscribe, print "ready", never read
 //! bus-peer sleep BUS                                  subscribe, print "ready", block in recv
+//! bus-peer plant BUS COUNT SEED KEY                    publish COUNT messages whose payloads
+//!                                                      hold record headers (see `Plan`)
+//! bus-peer verify-planted BUS COUNT SEED KEY MODE [SLOW_EVERY]
+//!                                                      receive and check them byte for byte
+//!                                                      (a 1 ms nap every SLOW_EVERY messages);
+//!                                                      prints "ready", then "done ..."
 //! bus-peer create-or-open BUS                         print the creation time of the bus
 //! bus-peer hang-in-loan BUS                           take a loan, print "loaned", hang
 //! bus-peer survive BUS LAST MIN MAX SEED               verify until producer 0's message LAST
@@ -417,6 +423,178 @@ fn sleep(args: &[String]) -> Result<(), String> {
     std::process::exit(3);
 }
 
+/// The stream of `plant`: message sizes from a seed, where each record will land (one
+/// producer, from the tail it starts at), and payloads that hold, at every 16-byte aligned
+/// offset, a record header in the documented format (layout module doc) for the record that
+/// a later lap will start at that very place: the right sequence, a state cycling through
+/// DATA, ABANDONED, WRAP, GAP and FILL, and a plausible `low`. The check is computed with
+/// `key`, a guess at the bus's record key: what a publisher that relays bytes it does not
+/// choose (or crafts them from the documentation) can do without reading the bus file.
+struct Plan {
+    key: bus_core::RecordKey,
+    sizes: Vec<usize>,
+    /// Record starts (WRAP padding included): position -> (sequence, low for a DATA record).
+    starts: std::collections::HashMap<u64, (u64, u32)>,
+    positions: Vec<u64>,
+    capacity: u64,
+}
+
+impl Plan {
+    fn new(count: u64, seed: u64, key: u64, start: u64, capacity: u64, max: usize) -> Plan {
+        use bus_core::layout::record_extent;
+        let mut sizes = Vec::new();
+        let mut starts = std::collections::HashMap::new();
+        let mut positions = Vec::new();
+        let mut pos = start;
+        for i in 0..count {
+            let r = mix(seed ^ i);
+            // Mostly small records (many record starts inside earlier payloads), some large
+            // payloads (many planted headers each).
+            let len = if r % 4 == 0 {
+                200 + (r >> 8) as usize % (max - 200)
+            } else {
+                (r >> 8) as usize % 100
+            };
+            let extent = record_extent(len as u64);
+            let idx = pos & (capacity - 1);
+            if idx + extent > capacity {
+                starts.insert(pos, (i, ((capacity - idx) / 16) as u32));
+                pos += capacity - idx;
+            }
+            starts.insert(pos, (i, len as u32));
+            positions.push(pos);
+            sizes.push(len);
+            pos += extent;
+        }
+        Plan {
+            key: bus_core::RecordKey(key),
+            sizes,
+            starts,
+            positions,
+            capacity,
+        }
+    }
+
+    /// The payload of message `i`.
+    fn payload(&self, i: u64, out: &mut Vec<u8>) {
+        use bus_core::layout::{
+            header, STATE_ABANDONED, STATE_DATA, STATE_FILL, STATE_GAP, STATE_WRAP,
+        };
+        let len = self.sizes[i as usize];
+        out.clear();
+        out.resize(len, 0);
+        fill(i, 7, i, out);
+        let payload_at = self.positions[i as usize] + 16;
+        for off in (0..len.saturating_sub(15)).step_by(16) {
+            let here = payload_at + off as u64;
+            // The record a later lap starts here, if any; else a guess one lap on.
+            let (pos, seq, low) = (1..=3)
+                .map(|lap| here + lap * self.capacity)
+                .find_map(|q| self.starts.get(&q).map(|&(seq, low)| (q, seq, low)))
+                .unwrap_or((here + self.capacity, i + 1, 8));
+            let state = [
+                STATE_DATA,
+                STATE_ABANDONED,
+                STATE_WRAP,
+                STATE_GAP,
+                STATE_FILL,
+            ][(here / 16 % 5) as usize];
+            let low = match state {
+                STATE_WRAP => ((self.capacity - (pos & (self.capacity - 1))) / 16) as u32,
+                STATE_GAP => 1 + (here / 16 % 3) as u32,
+                STATE_FILL => 1 + (here / 16 % 7) as u32,
+                _ => low,
+            };
+            let (w0, w1) = header(self.key, pos, seq, state, low);
+            out[off..off + 8].copy_from_slice(&w0.to_ne_bytes());
+            out[off + 8..off + 16].copy_from_slice(&w1.to_ne_bytes());
+        }
+    }
+}
+
+fn plan_for(bus: &Bus, args: &[String]) -> Result<Plan, String> {
+    let count: u64 = arg(args, 3, "count")?;
+    let seed: u64 = arg(args, 4, "seed")?;
+    let key: u64 = arg(args, 5, "key")?;
+    let c = bus.config();
+    // The stream starts at the bus's first record (a fresh bus), wherever this role runs.
+    Ok(Plan::new(
+        count,
+        seed,
+        key,
+        c.initial_position,
+        c.capacity,
+        (c.max_message as usize).min(2000),
+    ))
+}
+
+fn plant(args: &[String]) -> Result<(), String> {
+    let bus = Bus::open(&args[2]).map_err(|e| e.to_string())?;
+    if bus.stats().tail_position != bus.config().initial_position {
+        return Err("plant needs a fresh bus".into());
+    }
+    let plan = plan_for(&bus, args)?;
+    let mut publ = bus.publisher().map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    for i in 0..plan.sizes.len() as u64 {
+        plan.payload(i, &mut buf);
+        let sent = publ
+            .send_timeout(&buf, TIMEOUT)
+            .map_err(|e| format!("send {i}: {e}"))?;
+        if (sent.seq, sent.position) != (i, plan.positions[i as usize]) {
+            return Err(format!(
+                "message {i} went to seq {} position {}, planned {}",
+                sent.seq, sent.position, plan.positions[i as usize]
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn verify_planted(args: &[String]) -> Result<(), String> {
+    let bus = Bus::open(&args[2]).map_err(|e| e.to_string())?;
+    let plan = plan_for(&bus, args)?;
+    let strict = args.get(6).map(String::as_str) == Some("strict");
+    let slow_every: u64 = args.get(7).map_or(Ok(0), |_| arg(args, 7, "slow_every"))?;
+    let mut sub = bus.subscribe(Start::Latest).map_err(|e| e.to_string())?;
+    println!("ready");
+    std::io::stdout().flush().ok();
+    let total = plan.sizes.len() as u64;
+    let deadline = Instant::now() + TIMEOUT;
+    let (mut delivered, mut lost, mut next) = (0u64, 0u64, 0u64);
+    let (mut buf, mut expected) = (Vec::new(), Vec::new());
+    while next < total {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match sub.recv_timeout(&mut buf, left) {
+            Ok(m) => {
+                if m.seq != next {
+                    return Err(format!("got seq {}, expected {next}", m.seq));
+                }
+                plan.payload(m.seq, &mut expected);
+                if buf != expected {
+                    return Err(format!("message {} differs from what was sent", m.seq));
+                }
+                delivered += 1;
+                next += 1;
+                if slow_every > 0 && delivered % slow_every == 0 {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            Err(RecvError::Lost(n)) if !strict => {
+                lost += n;
+                next += n;
+            }
+            Err(RecvError::Timeout) => std::process::exit(3),
+            Err(e) => return Err(format!("recv at seq {next}: {e}")),
+        }
+    }
+    if next != total {
+        return Err(format!("the stream ended at {next}, past {total}"));
+    }
+    println!("done delivered={delivered} lost={lost}");
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
@@ -428,6 +606,8 @@ fn main() -> ExitCode {
         "consume" => consume(&args),
         "stall" => stall(&args),
         "sleep" => sleep(&args),
+        "plant" => plant(&args),
+        "verify-planted" => verify_planted(&args),
         "create-or-open" => create_or_open(&args),
         "hang-in-loan" => hang_in_loan(&args),
         "survive" => survive(&args),

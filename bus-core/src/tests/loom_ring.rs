@@ -8,11 +8,11 @@
 use loom::sync::Arc;
 use loom::thread;
 
-use crate::layout::Mode;
+use crate::layout::{Mode, RecordKey};
 use crate::ring::heap::{self, Got, HeapRegion};
 use crate::ring::{
     abandon, commit, inspect_stuck, latest, oldest, peek, try_claim, write_claimed, write_gap,
-    Params, Peek, ProducerCursor, Region, Stuck, Subscribers,
+    Params, Peek, ProducerCursor, Reader, Region, Stuck, Subscribers,
 };
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
@@ -24,6 +24,7 @@ fn params(mode: Mode) -> Params {
         max_message: 16,
         mode,
         exclusive: false,
+        key: RecordKey(0x0100_5ca7),
     }
 }
 
@@ -85,10 +86,10 @@ fn send(s: &Shared, p: &Params, cursor: &mut ProducerCursor, byte: u8, len: usiz
     claim.seq
 }
 
-/// Reads one step at (pos, seq): `None` if nothing is there yet.
-fn read_one(s: &Shared, p: &Params, pos: &mut u64, seq: &mut u64) -> Option<Got> {
-    heap::read_one(&s.region, p, pos, seq)
-        .unwrap_or_else(|e| panic!("corrupt record at {pos}: {e}"))
+/// One step of the subscriber's own read path (`ring::Reader`): `None` if nothing is there
+/// yet.
+fn read_one(s: &Shared, p: &Params, rd: &mut Reader) -> Option<Got> {
+    heap::read_one(&s.region, p, rd).unwrap_or_else(|e| panic!("corrupt record at {}: {e}", rd.pos))
 }
 
 #[test]
@@ -103,10 +104,10 @@ fn loom_two_producers_one_total_order() {
                 thread::spawn(move || send(&s, &p, &mut ProducerCursor::default(), b, 8))
             })
             .collect();
-        let (mut pos, mut seq) = (0, 0);
+        let mut rd = Reader::new(0, 0);
         let mut got = Vec::new();
         while got.len() < 2 {
-            match read_one(&s, &p, &mut pos, &mut seq) {
+            match read_one(&s, &p, &mut rd) {
                 Some(Got::Msg(q, v)) => got.push((q, v)),
                 Some(Got::Lost(_)) => panic!("loss in reliable mode"),
                 None => thread::yield_now(),
@@ -145,16 +146,16 @@ fn reliable_backpressure_across_the_wrap(p: Params) {
                 send(&s2, &p, &mut c, b, 16);
             }
         });
-        let (mut pos, mut seq) = (CAP - 16, 0);
+        let mut rd = Reader::new(CAP - 16, 0);
         let mut next = 0u8;
         while next < 3 {
-            match read_one(&s, &p, &mut pos, &mut seq) {
+            match read_one(&s, &p, &mut rd) {
                 Some(Got::Msg(q, v)) => {
                     assert_eq!(q, next as u64);
                     assert_eq!(v, vec![next; 16], "never overwritten before it was read");
                     next += 1;
                     // Publish the read position: the producer may reuse the bytes now.
-                    s.slot.pos.store(pos, Ordering::SeqCst);
+                    s.slot.pos.store(rd.pos, Ordering::SeqCst);
                 }
                 Some(Got::Lost(_)) => panic!("loss in reliable mode"),
                 None => thread::yield_now(),
@@ -188,12 +189,12 @@ fn lossy_lapping_is_counted_and_never_torn(p: Params) {
                 send(&s2, &p, &mut c, b, 16);
             }
         });
-        let (mut pos, mut seq) = (0, 0);
+        let mut rd = Reader::new(0, 0);
         let (mut delivered, mut lost) = (0u64, 0u64);
         let mut last = None;
         // Read a couple of steps while the producer runs, then the rest after it is done.
         for _ in 0..2 {
-            match read_one(&s, &p, &mut pos, &mut seq) {
+            match read_one(&s, &p, &mut rd) {
                 Some(Got::Msg(q, v)) => {
                     assert_eq!(v, vec![q as u8; 16], "a validated copy is never torn");
                     assert!(last.is_none_or(|l| q > l));
@@ -205,7 +206,7 @@ fn lossy_lapping_is_counted_and_never_torn(p: Params) {
             }
         }
         producer.join().unwrap();
-        while let Some(g) = read_one(&s, &p, &mut pos, &mut seq) {
+        while let Some(g) = read_one(&s, &p, &mut rd) {
             match g {
                 Got::Msg(q, v) => {
                     assert_eq!(v, vec![q as u8; 16]);
@@ -233,19 +234,21 @@ fn loom_a_subscriber_joining_at_latest_is_never_overwritten() {
             }
         });
         // Join: pick the tail, register it, then check head has not passed it.
-        let (mut pos, mut seq) = latest(&s.region);
+        let (pos, seq) = latest(&s.region);
+        let mut rd = Reader::new(pos, seq);
         s.slot.pos.store(pos, Ordering::SeqCst);
         s.slot.active.store(1, Ordering::SeqCst);
-        while oldest(&s.region).0 > pos {
-            (pos, seq) = latest(&s.region);
+        while oldest(&s.region).0 > rd.pos {
+            let (pos, seq) = latest(&s.region);
+            rd = Reader::new(pos, seq);
             s.slot.pos.store(pos, Ordering::SeqCst);
         }
         // Everything from our start on arrives intact.
-        while seq < 3 {
-            match read_one(&s, &p, &mut pos, &mut seq) {
+        while rd.seq < 3 {
+            match read_one(&s, &p, &mut rd) {
                 Some(Got::Msg(q, v)) => {
                     assert_eq!(v, vec![q as u8; 16]);
-                    s.slot.pos.store(pos, Ordering::SeqCst);
+                    s.slot.pos.store(rd.pos, Ordering::SeqCst);
                 }
                 Some(Got::Lost(_)) => panic!("loss in reliable mode"),
                 None => thread::yield_now(),
@@ -269,9 +272,9 @@ fn loom_an_abandoned_claim_is_skipped() {
             abandon(&s2.region, &p, &claim, &claiming).unwrap();
             send(&s2, &p, &mut c, 9, 8);
         });
-        let (mut pos, mut seq) = (0, 0);
+        let mut rd = Reader::new(0, 0);
         loop {
-            match read_one(&s, &p, &mut pos, &mut seq) {
+            match read_one(&s, &p, &mut rd) {
                 Some(Got::Msg(q, v)) => {
                     assert_eq!((q, v), (1, vec![9; 8]));
                     break;
@@ -305,7 +308,7 @@ fn loom_a_late_commit_and_a_gap_repair_cannot_both_win() {
         let producer = thread::spawn(move || commit(&s2.region, &p, &claim, &c2).is_ok());
         let repaired = match inspect_stuck(&s.region, &p, 0, 0) {
             Stuck::Unheadered { end, end_seq } => {
-                write_gap(&s.region, &p, 0, 0, end, (end_seq - 0) as u16)
+                write_gap(&s.region, &p, 0, 0, end, (end_seq - 0) as u32)
             }
             _ => false,
         };
@@ -319,12 +322,12 @@ fn loom_a_late_commit_and_a_gap_repair_cannot_both_win() {
         // both win. What readers see then: the message (commit won), a skip (repair won),
         // or, if the live producer's word1 landed after the repairer's, a record that fails
         // its check (repair won, the producer was told `Unblocked`): never both.
-        let (mut pos, mut seq) = (0, 0);
-        match peek(&s.region, &p, pos, seq) {
+        let mut rd = Reader::new(0, 0);
+        match peek(&s.region, &p, rd.pos, rd.seq) {
             Peek::Corrupt(_) => assert!(repaired),
-            _ => match read_one(&s, &p, &mut pos, &mut seq) {
+            _ => match read_one(&s, &p, &mut rd) {
                 Some(Got::Msg(0, _)) => assert!(committed),
-                None => assert!(repaired && seq == 1, "skipped as repaired"),
+                None => assert!(repaired && rd.seq == 1, "skipped as repaired"),
                 other => panic!("unexpected {other:?}"),
             },
         }
@@ -343,7 +346,7 @@ fn repair_as_unblock_does(s: &Shared, p: &Params, claiming: &[&AtomicU64]) -> bo
     });
     !live
         && inspect_stuck(&s.region, p, 0, 0) == (Stuck::Unheadered { end, end_seq })
-        && write_gap(&s.region, p, 0, 0, end, end_seq as u16)
+        && write_gap(&s.region, p, 0, 0, end, end_seq as u32)
 }
 
 #[test]
@@ -385,16 +388,100 @@ fn loom_a_repair_never_swallows_a_message_committed_during_its_scan() {
         let repaired = repair_as_unblock_does(&s, &p, &[&claiming]);
         let committed = producer.join().unwrap();
         assert!(committed, "B is alive: nobody takes its record");
-        let (mut pos, mut seq) = (0, 0);
-        match read_one(&s, &p, &mut pos, &mut seq) {
+        let mut rd = Reader::new(0, 0);
+        match read_one(&s, &p, &mut rd) {
             Some(Got::Msg(1, v)) => {
                 assert!(repaired);
                 assert_eq!(v, vec![2; 8]);
             }
             // No repair this time (B's claim was live during it): the reader waits at A's
             // dead claim until the next one, with B's message still there.
-            None => assert!(!repaired && pos == 0),
+            None => assert!(!repaired && rd.pos == 0),
             other => panic!("B's committed message was swallowed: {other:?}"),
         }
     });
+}
+
+/// Memory that looks valid (issue 8): before the producer runs, every 16-byte offset holds
+/// a header of `state` that carries the very sequence a reader will expect there. Half the
+/// models seed headers an earlier lap really wrote (the right key, the position one lap
+/// back); the other half seed headers crafted from the documented format without the key
+/// (what a relayed payload can hold), at the position itself. The reader runs beside a
+/// producer sending two 8-byte messages and must get exactly those two, intact, in order:
+/// it never takes seeded bytes for a record, whether it polls ahead of the tail or in the
+/// window between a claim and its commit.
+fn stale_headers_model(state: u64, own_lap: bool, exclusive_bus: bool) {
+    use crate::layout::{header, pack_word0, pack_word1, record_check};
+    loom::model(move || {
+        let p = if exclusive_bus {
+            exclusive(Mode::Reliable)
+        } else {
+            params(Mode::Reliable)
+        };
+        let start = 4 * CAP;
+        let s = shared(start, true);
+        // Records will be: seq 0 at +0 (8 bytes, extent 32), seq 1 at +32.
+        for (off, seq) in [(0u64, 0u64), (16, 1), (32, 1), (48, 2)] {
+            let (w0, w1) = if own_lap {
+                header(p.key, start + off - CAP, seq, state, 8)
+            } else {
+                let w0 = pack_word0(seq, state);
+                let wrong = RecordKey(p.key.0 ^ 0x8000_0000_0000_0001);
+                (w0, pack_word1(8, record_check(wrong, start + off, w0, 8)))
+            };
+            s.region.word(off + 8).store(w1, Ordering::Relaxed);
+            s.region.word(off).store(w0, Ordering::Relaxed);
+        }
+        let s2 = s.clone();
+        let producer = thread::spawn(move || {
+            let mut c = ProducerCursor::default();
+            send(&s2, &p, &mut c, 1, 8);
+            send(&s2, &p, &mut c, 2, 8);
+        });
+        let mut rd = Reader::new(start, 0);
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            match heap::read_one(&s.region, &p, &mut rd) {
+                Ok(Some(Got::Msg(q, v))) => got.push((q, v)),
+                Ok(Some(Got::Lost(n))) => panic!("lost {n} in reliable mode"),
+                // Stale bytes with our sequence in the claim window: the subscriber waits
+                // (until the unblock timeout) exactly as for a record not yet written.
+                Ok(None) | Err(crate::ring::RecordProblem::CheckMismatch) => thread::yield_now(),
+                Err(e) => panic!("seeded bytes read as a record: {e}"),
+            }
+        }
+        producer.join().unwrap();
+        assert_eq!(got, vec![(0, vec![1; 8]), (1, vec![2; 8])]);
+        assert_eq!((rd.pos, rd.seq), (start + 64, 2));
+    });
+}
+
+#[test]
+fn loom_stale_headers_of_an_earlier_lap_are_never_records() {
+    use crate::layout::{STATE_ABANDONED, STATE_DATA, STATE_FILL, STATE_GAP, STATE_WRAP};
+    for state in [
+        STATE_DATA,
+        STATE_ABANDONED,
+        STATE_WRAP,
+        STATE_GAP,
+        STATE_FILL,
+    ] {
+        stale_headers_model(state, true, false);
+        stale_headers_model(state, true, true);
+    }
+}
+
+#[test]
+fn loom_headers_crafted_without_the_key_are_never_records() {
+    use crate::layout::{STATE_ABANDONED, STATE_DATA, STATE_FILL, STATE_GAP, STATE_WRAP};
+    for state in [
+        STATE_DATA,
+        STATE_ABANDONED,
+        STATE_WRAP,
+        STATE_GAP,
+        STATE_FILL,
+    ] {
+        stale_headers_model(state, false, false);
+        stale_headers_model(state, false, true);
+    }
 }

@@ -7,10 +7,10 @@
 
 use proptest::prelude::*;
 
-use crate::layout::{Mode, RECORD_ALIGN};
+use crate::layout::{Mode, RecordKey, RECORD_ALIGN};
 use crate::ring::heap::{self, Got, HeapRegion};
 use crate::ring::{
-    inspect_stuck, try_claim, write_gap, Params, ProducerCursor, Stuck, Subscribers,
+    inspect_stuck, try_claim, write_gap, Params, ProducerCursor, Reader, Stuck, Subscribers,
 };
 use crate::sync::{AtomicU64, Ordering};
 
@@ -48,21 +48,23 @@ fn ring() -> impl Strategy<Value = (HeapRegion, Params)> {
                 max_message: (CAP / 2 - 16) as u32,
                 mode: if lossy { Mode::Lossy } else { Mode::Reliable },
                 exclusive: false,
+                key: RecordKey(0x00dd_5eed),
             };
             (r, p)
         })
 }
 
 /// A subscriber's read loop, bounded: returns how many steps it took.
-fn read_all(r: &HeapRegion, p: &Params, mut pos: u64, mut seq: u64) -> usize {
+fn read_all(r: &HeapRegion, p: &Params, pos: u64, seq: u64) -> usize {
+    let mut reader = Reader::new(pos, seq);
     for step in 0..10_000 {
-        match heap::read_one(r, p, &mut pos, &mut seq) {
+        match heap::read_one(r, p, &mut reader) {
             Ok(Some(Got::Msg(_, v))) => assert!(v.len() as u64 <= CAP),
             Ok(Some(Got::Lost(_))) => {}
             Ok(None) | Err(_) => return step,
         }
     }
-    panic!("the reader did not stop in 10 000 steps at {pos}");
+    panic!("the reader did not stop in 10 000 steps at {}", reader.pos);
 }
 
 #[test]
@@ -92,7 +94,7 @@ fn the_repairer_over_any_bytes_stays_in_bounds() {
         let (head, head_seq) = r.head.load(Ordering::Relaxed);
         if let Stuck::Unheadered { end, end_seq } = inspect_stuck(&r, &p, head, head_seq) {
             prop_assert!(end > head);
-            let count = end_seq.saturating_sub(head_seq).min(u16::MAX as u64) as u16;
+            let count = end_seq.saturating_sub(head_seq).min(u16::MAX as u64) as u32;
             if count > 0 && write_gap(&r, &p, head, head_seq, end, count) {
                 // The gap reads back as a skip (or a following piece), never out of bounds.
                 read_all(&r, &p, head, head_seq);
