@@ -33,17 +33,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut sub: TypedSubscriber<Sample> = TypedSubscriber::new(bus.subscribe(Start::Latest)?);
     let mut publ: TypedPublisher<Sample> = TypedPublisher::new(bus.publisher()?);
 
-    let reader = std::thread::spawn(move || -> Result<u32, bus_core::TypedRecvError> {
-        let mut n = 0;
-        loop {
-            let msg = sub.recv_timeout(Duration::from_secs(5))?;
-            println!("seq {}: {:?}", msg.seq, msg.value);
-            n += 1;
-            if msg.value.readings.contains(&Reading::Offline) {
-                return Ok(n);
+    let reader = std::thread::spawn(
+        move || -> Result<u32, bus_core::TypedRecvError<bus_core::RecvTimeoutError>> {
+            let mut n = 0;
+            loop {
+                let msg = sub.recv_timeout(Duration::from_secs(5))?;
+                println!("seq {}: {:?}", msg.seq, msg.value);
+                n += 1;
+                if msg.value.readings.contains(&Reading::Offline) {
+                    return Ok(n);
+                }
             }
-        }
-    });
+        },
+    );
 
     for i in 0..3u64 {
         publ.send(&Sample {

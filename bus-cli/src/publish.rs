@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use bus_core::{Bus, BusOptions, Publisher, SendError};
+use bus_core::{Bus, BusOptions, Publisher, SendTimeoutError};
 
 use crate::flags::{InputFormat, PubArgs};
 use crate::{bus_path, ensure_parent};
@@ -20,11 +20,11 @@ impl Sink<'_> {
     fn send(&mut self, msg: &[u8]) -> anyhow::Result<()> {
         let r = match self.timeout {
             Some(t) => self.publ.send_timeout(msg, t),
-            None => self.publ.send(msg),
+            None => self.publ.send(msg).map_err(SendTimeoutError::from),
         };
         match r {
             Ok(_) => Ok(()),
-            Err(SendError::Timeout) => bail!(
+            Err(SendTimeoutError::Timeout) => bail!(
                 "bus {}: timed out waiting for space in the ring (a subscriber is not reading)",
                 self.path.display()
             ),

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use base64::Engine;
-use bus_core::{RecvError, Sample, Start, WaitStrategy};
+use bus_core::{RecvTimeoutError, Sample, Start, TryRecvError, WaitStrategy};
 
 use crate::flags::{From, OutputFormat, SubArgs};
 use crate::{bus_path, open, EXIT_TIMEOUT};
@@ -128,7 +128,7 @@ pub fn run(args: &SubArgs) -> anyhow::Result<ExitCode> {
         }
         // Take what is there without waiting; flush before waiting for more.
         let got = match sub.try_recv_ref() {
-            Err(RecvError::Empty) => {
+            Err(TryRecvError::Empty) => {
                 printer.out.flush()?;
                 let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
                 if left == Some(Duration::ZERO) {
@@ -136,16 +136,20 @@ pub fn run(args: &SubArgs) -> anyhow::Result<ExitCode> {
                 }
                 sub.recv_ref_timeout(left.map_or(SLICE, |l| l.min(SLICE)))
             }
-            other => other,
+            Ok(sample) => Ok(sample),
+            Err(TryRecvError::Lost(n)) => Err(RecvTimeoutError::Lost(n)),
+            Err(TryRecvError::Corrupt { position, problem }) => {
+                Err(RecvTimeoutError::Corrupt { position, problem })
+            }
         };
         match got {
             Ok(sample) => {
                 printer.message(&sample)?;
                 received += 1;
             }
-            Err(RecvError::Timeout) | Err(RecvError::Empty) => {}
-            Err(RecvError::Lost(n)) => printer.lost(n)?,
-            Err(e @ RecvError::Corrupt { .. }) => {
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Lost(n)) => printer.lost(n)?,
+            Err(e @ RecvTimeoutError::Corrupt { .. }) => {
                 printer.out.flush()?;
                 anyhow::bail!("bus {}: {e}", path.display());
             }

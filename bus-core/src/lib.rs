@@ -70,12 +70,17 @@ pub use lock::LockError;
 #[cfg(not(loom))]
 pub use mapping::{FileKind, OpenError, OpenErrorKind};
 #[cfg(not(loom))]
-pub use publisher::{Loan, Publisher, SendError, Sent};
+pub use publisher::{
+    CommitError, Loan, LoanError, LoanTimeoutError, Publisher, SendError, SendTimeoutError, Sent,
+    TryLoanError, TrySendError,
+};
 #[cfg(not(loom))]
 pub use registry::{JoinError, SlotKind};
 pub use ring::RecordProblem;
 #[cfg(not(loom))]
-pub use subscriber::{Message, RecvError, Sample, SubscribeError, Subscriber};
+pub use subscriber::{
+    Message, RecvError, RecvTimeoutError, Sample, SubscribeError, Subscriber, TryRecvError,
+};
 #[cfg(not(loom))]
 pub use typed::{
     Bincode, Codec, CodecError, Postcard, Typed, TypedPublisher, TypedRecvError, TypedSendError,

@@ -24,10 +24,16 @@ pub struct Sent {
     pub position: u64,
 }
 
-/// A message could not be published. Returned by [`Publisher::send`], [`Publisher::try_send`],
-/// [`Publisher::send_timeout`], the `loan` methods and [`Loan::commit`].
+// ---- errors, one enum per operation -----------------------------------------------------
+//
+// Each public method returns exactly what can go wrong in it (crossbeam-channel's SendError /
+// TrySendError / SendTimeoutError; iceoryx2's per-port errors). The variants mean the same in
+// every enum; `From` composes them (a `LoanError` is a `SendError`, a `SendError` a
+// `TrySendError`, ...). Bindings map them one to one.
+
+/// [`Publisher::loan`] could not lend bytes. Also the claim part of every other error here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum SendError {
+pub enum LoanError {
     /// The message is longer than the bus's max message (set at creation). Split it, or
     /// create the bus with a larger `max_message`.
     #[error("message of {len} bytes exceeds the bus maximum of {max} bytes")]
@@ -37,25 +43,11 @@ pub enum SendError {
         /// The bus's max message.
         max: u32,
     },
-    /// `try_send` / `try_loan`: no room now. In reliable mode the slowest subscriber is a
-    /// ring behind; in lossy mode a producer a whole ring behind has not committed yet.
-    #[error("the ring is full")]
-    Full,
-    /// `send_timeout` / `loan_timeout`: still no room when the time ran out.
-    #[error("timed out waiting for space in the ring")]
-    Timeout,
-    /// A repairer judged this publisher dead and turned the record into padding; the message
-    /// was not delivered. Only possible if this process lost its liveness lock. (On an
-    /// exclusive bus the commit is a plain store and cannot learn of a repair: there a lost
-    /// liveness lock shows as [`SendError::ProducerConflict`] instead, once another producer
-    /// has joined.)
-    #[error("the record was unblocked by another process (this publisher was judged dead)")]
-    Unblocked,
-    /// The ring's tail in the shared file is impossible: another process wrote garbage into
-    /// the bus header. The bus cannot be used; re-create it.
-    #[error("the ring's tail position {tail} is corrupt (written by another process)")]
+    /// The ring's tail in the shared file is impossible (a position past 2^62 or a sequence
+    /// past 2^60): another process wrote garbage into the bus header. Re-create the bus.
+    #[error("the ring's tail (position {tail}) is corrupt (written by another process)")]
     RingCorrupt {
-        /// The position found.
+        /// The tail position found.
         tail: u64,
     },
     /// Exclusive bus (one producer slot): another producer moved the tail, which only happens
@@ -72,6 +64,241 @@ pub enum SendError {
         /// Where the tail was found.
         found: u64,
     },
+}
+
+/// [`Publisher::try_loan`] could not lend bytes now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TryLoanError {
+    /// No room now. In reliable mode the slowest live subscriber is a ring behind (a dead one
+    /// is evicted within about 10 ms, on this path too); in lossy mode a producer a whole ring
+    /// behind has not committed yet. Try again later, or wait with `loan` / `loan_timeout`.
+    #[error("the ring is full")]
+    Full,
+    /// As [`LoanError::MessageTooLarge`].
+    #[error("message of {len} bytes exceeds the bus maximum of {max} bytes")]
+    MessageTooLarge {
+        /// Length given.
+        len: usize,
+        /// The bus's max message.
+        max: u32,
+    },
+    /// As [`LoanError::RingCorrupt`].
+    #[error("the ring's tail (position {tail}) is corrupt (written by another process)")]
+    RingCorrupt {
+        /// The tail position found.
+        tail: u64,
+    },
+    /// As [`LoanError::ProducerConflict`].
+    #[error("another producer moved the tail of this one-producer bus (to {found}, expected {expected})")]
+    ProducerConflict {
+        /// Where this publisher's last claim left the tail.
+        expected: u64,
+        /// Where the tail was found.
+        found: u64,
+    },
+}
+
+/// [`Publisher::loan_timeout`] could not lend bytes in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LoanTimeoutError {
+    /// Still no room when the time ran out (see [`TryLoanError::Full`] for why).
+    #[error("timed out waiting for space in the ring")]
+    Timeout,
+    /// As [`LoanError::MessageTooLarge`].
+    #[error("message of {len} bytes exceeds the bus maximum of {max} bytes")]
+    MessageTooLarge {
+        /// Length given.
+        len: usize,
+        /// The bus's max message.
+        max: u32,
+    },
+    /// As [`LoanError::RingCorrupt`].
+    #[error("the ring's tail (position {tail}) is corrupt (written by another process)")]
+    RingCorrupt {
+        /// The tail position found.
+        tail: u64,
+    },
+    /// As [`LoanError::ProducerConflict`].
+    #[error("another producer moved the tail of this one-producer bus (to {found}, expected {expected})")]
+    ProducerConflict {
+        /// Where this publisher's last claim left the tail.
+        expected: u64,
+        /// Where the tail was found.
+        found: u64,
+    },
+}
+
+/// [`Loan::commit`] could not publish the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CommitError {
+    /// A repairer judged this publisher dead and turned the record into padding; the message
+    /// was not delivered. Only possible if this process lost its liveness lock. (On an
+    /// exclusive bus the commit is a plain store and cannot learn of a repair: there a lost
+    /// liveness lock shows as [`LoanError::ProducerConflict`] instead, once another producer
+    /// has joined.)
+    #[error("the record was unblocked by another process (this publisher was judged dead)")]
+    Unblocked,
+}
+
+/// [`Publisher::send`] could not publish the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// As [`LoanError::MessageTooLarge`].
+    #[error("message of {len} bytes exceeds the bus maximum of {max} bytes")]
+    MessageTooLarge {
+        /// Length given.
+        len: usize,
+        /// The bus's max message.
+        max: u32,
+    },
+    /// As [`CommitError::Unblocked`].
+    #[error("the record was unblocked by another process (this publisher was judged dead)")]
+    Unblocked,
+    /// As [`LoanError::RingCorrupt`].
+    #[error("the ring's tail (position {tail}) is corrupt (written by another process)")]
+    RingCorrupt {
+        /// The tail position found.
+        tail: u64,
+    },
+    /// As [`LoanError::ProducerConflict`].
+    #[error("another producer moved the tail of this one-producer bus (to {found}, expected {expected})")]
+    ProducerConflict {
+        /// Where this publisher's last claim left the tail.
+        expected: u64,
+        /// Where the tail was found.
+        found: u64,
+    },
+}
+
+/// [`Publisher::try_send`] could not publish the message now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TrySendError {
+    /// As [`TryLoanError::Full`].
+    #[error("the ring is full")]
+    Full,
+    /// As [`LoanError::MessageTooLarge`].
+    #[error("message of {len} bytes exceeds the bus maximum of {max} bytes")]
+    MessageTooLarge {
+        /// Length given.
+        len: usize,
+        /// The bus's max message.
+        max: u32,
+    },
+    /// As [`CommitError::Unblocked`].
+    #[error("the record was unblocked by another process (this publisher was judged dead)")]
+    Unblocked,
+    /// As [`LoanError::RingCorrupt`].
+    #[error("the ring's tail (position {tail}) is corrupt (written by another process)")]
+    RingCorrupt {
+        /// The tail position found.
+        tail: u64,
+    },
+    /// As [`LoanError::ProducerConflict`].
+    #[error("another producer moved the tail of this one-producer bus (to {found}, expected {expected})")]
+    ProducerConflict {
+        /// Where this publisher's last claim left the tail.
+        expected: u64,
+        /// Where the tail was found.
+        found: u64,
+    },
+}
+
+/// [`Publisher::send_timeout`] could not publish the message in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendTimeoutError {
+    /// As [`LoanTimeoutError::Timeout`].
+    #[error("timed out waiting for space in the ring")]
+    Timeout,
+    /// As [`LoanError::MessageTooLarge`].
+    #[error("message of {len} bytes exceeds the bus maximum of {max} bytes")]
+    MessageTooLarge {
+        /// Length given.
+        len: usize,
+        /// The bus's max message.
+        max: u32,
+    },
+    /// As [`CommitError::Unblocked`].
+    #[error("the record was unblocked by another process (this publisher was judged dead)")]
+    Unblocked,
+    /// As [`LoanError::RingCorrupt`].
+    #[error("the ring's tail (position {tail}) is corrupt (written by another process)")]
+    RingCorrupt {
+        /// The tail position found.
+        tail: u64,
+    },
+    /// As [`LoanError::ProducerConflict`].
+    #[error("another producer moved the tail of this one-producer bus (to {found}, expected {expected})")]
+    ProducerConflict {
+        /// Where this publisher's last claim left the tail.
+        expected: u64,
+        /// Where the tail was found.
+        found: u64,
+    },
+}
+
+/// `From` between the error enums: each variant becomes the variant of the same name. Every
+/// source variant must exist in the target (the compiler checks).
+macro_rules! widen {
+    ($from:ident => $to:ident : $($vars:tt)*) => {
+        widen!(@one $from $to $($vars)*);
+    };
+    ($from:ident => $to:ident, $($more:ident),+ : $($vars:tt)*) => {
+        widen!(@one $from $to $($vars)*);
+        widen!($from => $($more),+ : $($vars)*);
+    };
+    (@one $from:ident $to:ident $($unit:ident)* ; $($field:ident { $($f:ident),* })*) => {
+        impl From<$from> for $to {
+            fn from(e: $from) -> $to {
+                match e {
+                    $($from::$unit => $to::$unit,)*
+                    $($from::$field { $($f),* } => $to::$field { $($f),* },)*
+                }
+            }
+        }
+    };
+}
+
+widen!(LoanError => SendError, TrySendError, SendTimeoutError, TryLoanError, LoanTimeoutError :
+    ; MessageTooLarge { len, max } RingCorrupt { tail } ProducerConflict { expected, found });
+widen!(CommitError => SendError, TrySendError, SendTimeoutError : Unblocked ;);
+widen!(SendError => TrySendError, SendTimeoutError : Unblocked ;
+    MessageTooLarge { len, max } RingCorrupt { tail } ProducerConflict { expected, found });
+widen!(TryLoanError => TrySendError : Full ;
+    MessageTooLarge { len, max } RingCorrupt { tail } ProducerConflict { expected, found });
+widen!(LoanTimeoutError => SendTimeoutError : Timeout ;
+    MessageTooLarge { len, max } RingCorrupt { tail } ProducerConflict { expected, found });
+
+/// Why a claim failed, before a public method names it in its own error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClaimFail {
+    /// No room, and the caller does not wait (`deadline: None`).
+    Full,
+    /// No room until the deadline.
+    Timeout,
+    /// A claim problem every method shares.
+    Loan(LoanError),
+}
+
+impl From<LoanError> for ClaimFail {
+    fn from(e: LoanError) -> ClaimFail {
+        ClaimFail::Loan(e)
+    }
+}
+
+impl ClaimFail {
+    fn try_(self) -> TryLoanError {
+        match self {
+            ClaimFail::Loan(e) => e.into(),
+            ClaimFail::Full | ClaimFail::Timeout => TryLoanError::Full,
+        }
+    }
+
+    fn timeout(self) -> LoanTimeoutError {
+        match self {
+            ClaimFail::Loan(e) => e.into(),
+            ClaimFail::Full | ClaimFail::Timeout => LoanTimeoutError::Timeout,
+        }
+    }
 }
 
 /// How often a publisher that finds the ring full probes the subscribers' liveness locks,
@@ -181,17 +408,17 @@ impl Publisher {
         self.sent
     }
 
-    fn check_len(&self, len: usize) -> Result<u32, SendError> {
+    fn check_len(&self, len: usize) -> Result<u32, LoanError> {
         let max = self.shared.params.max_message;
         if len > max as usize {
-            return Err(SendError::MessageTooLarge { len, max });
+            return Err(LoanError::MessageTooLarge { len, max });
         }
         Ok(len as u32)
     }
 
     /// Claims a record, waiting until `deadline` (`None`: do not wait).
     #[inline(always)]
-    fn claim(&mut self, len: u32, deadline: Option<Deadline>) -> Result<Claim, SendError> {
+    fn claim(&mut self, len: u32, deadline: Option<Deadline>) -> Result<Claim, ClaimFail> {
         if self.loaned.is_some() {
             self.abandon_leaked_loan();
         }
@@ -218,7 +445,7 @@ impl Publisher {
 
     /// The ring was full: try again, waiting (spin, then futex) until `deadline`.
     #[inline(never)]
-    fn claim_waiting(&mut self, len: u32, deadline: Option<Deadline>) -> Result<Claim, SendError> {
+    fn claim_waiting(&mut self, len: u32, deadline: Option<Deadline>) -> Result<Claim, ClaimFail> {
         let shared = &*self.shared;
         let seg = &shared.seg;
         let params = &shared.params;
@@ -242,9 +469,11 @@ impl Publisher {
                 Err(ClaimError::Full { stalled_at }) => {
                     watch_stall(shared, &mut self.stall, stalled_at)
                 }
-                Err(ClaimError::Corrupt { tail }) => return Err(SendError::RingCorrupt { tail }),
+                Err(ClaimError::Corrupt { tail }) => {
+                    return Err(LoanError::RingCorrupt { tail }.into())
+                }
                 Err(ClaimError::Conflict { expected, found }) => {
-                    return Err(SendError::ProducerConflict { expected, found })
+                    return Err(LoanError::ProducerConflict { expected, found }.into())
                 }
             }
             // A subscriber that died holds a reliable ring full until evicted: probe on every
@@ -255,10 +484,10 @@ impl Publisher {
                 continue;
             }
             let Some(deadline) = deadline else {
-                return Err(SendError::Full);
+                return Err(ClaimFail::Full);
             };
             if deadline.passed() {
-                return Err(SendError::Timeout);
+                return Err(ClaimFail::Timeout);
             }
             if !backoff.is_completed() {
                 backoff.snooze();
@@ -336,11 +565,11 @@ impl Publisher {
 
     /// Commits `c` and wakes sleeping readers.
     #[inline(always)]
-    fn finish(&mut self, c: &Claim) -> Result<Sent, SendError> {
+    fn finish(&mut self, c: &Claim) -> Result<Sent, CommitError> {
         let seg = &self.shared.seg;
         let claiming = seg.slot64(self.slot_offset, PROD_CLAIMING);
         fault::hit(fault::Point::BeforeCommit);
-        ring::commit(seg, &self.shared.params, c, claiming).map_err(|_| SendError::Unblocked)?;
+        ring::commit(seg, &self.shared.params, c, claiming).map_err(|_| CommitError::Unblocked)?;
         self.sent += 1;
         self.bytes += c.len as u64;
         let offset = self.slot_offset;
@@ -358,10 +587,22 @@ impl Publisher {
         })
     }
 
-    #[inline]
-    fn send_with(&mut self, data: &[u8], deadline: Option<Deadline>) -> Result<Sent, SendError> {
-        let len = self.check_len(data.len())?;
-        let c = self.claim(len, deadline)?;
+    /// Claims without a deadline: neither `Full` nor `Timeout` can come back (and should a
+    /// wait end anyway, it is simply taken up again).
+    #[inline(always)]
+    fn claim_forever(&mut self, len: u32) -> Result<Claim, LoanError> {
+        loop {
+            match self.claim(len, Some(Deadline::never())) {
+                Ok(c) => return Ok(c),
+                Err(ClaimFail::Loan(e)) => return Err(e),
+                Err(ClaimFail::Full | ClaimFail::Timeout) => {}
+            }
+        }
+    }
+
+    /// Copies `data` into the claimed record and commits it.
+    #[inline(always)]
+    fn write_and_finish(&mut self, c: &Claim, data: &[u8]) -> Result<Sent, CommitError> {
         fault::hit(fault::Point::AfterClaim);
         let seg = &self.shared.seg;
         let at = c.payload_offset(&self.shared.params);
@@ -380,14 +621,15 @@ impl Publisher {
             // `payload_offset`, inside the region, until it commits.
             unsafe { seg.write_bytes(at, data) };
         }
-        self.finish(&c)
+        self.finish(c)
     }
 
     /// Publishes `data`, waiting while the ring is full (reliable mode).
     ///
     /// # Errors
     ///
-    /// [`SendError::MessageTooLarge`]; [`SendError::Unblocked`].
+    /// [`SendError`]: the message is too large, or the ring or this publisher's claim is
+    /// broken (see each variant).
     ///
     /// # Examples
     ///
@@ -401,37 +643,52 @@ impl Publisher {
     /// assert!(publ.send(&vec![0; 1 << 20]).is_err()); // larger than max message
     /// ```
     pub fn send(&mut self, data: &[u8]) -> Result<Sent, SendError> {
-        self.send_with(data, Some(Deadline::never()))
+        let len = self.check_len(data.len())?;
+        let c = self.claim_forever(len)?;
+        Ok(self.write_and_finish(&c, data)?)
     }
 
-    /// Publishes `data` if there is room now.
+    /// Publishes `data` if there is room now. Never waits and makes no system call, except to
+    /// wake sleeping subscribers or (on a full ring, at most every 10 ms) to look for dead
+    /// ones.
     ///
     /// # Errors
     ///
-    /// [`SendError::Full`] when there is no room; [`SendError::MessageTooLarge`].
-    pub fn try_send(&mut self, data: &[u8]) -> Result<Sent, SendError> {
-        self.send_with(data, None)
+    /// [`TrySendError::Full`] when there is no room; otherwise as [`Publisher::send`].
+    pub fn try_send(&mut self, data: &[u8]) -> Result<Sent, TrySendError> {
+        let len = self.check_len(data.len())?;
+        let c = self.claim(len, None).map_err(ClaimFail::try_)?;
+        Ok(self.write_and_finish(&c, data)?)
     }
 
-    /// Publishes `data`, waiting at most `timeout` for room.
+    /// Publishes `data`, waiting at most `timeout` for room (any timeout, from zero to
+    /// [`Duration::MAX`]).
     ///
     /// # Errors
     ///
-    /// [`SendError::Timeout`]; [`SendError::MessageTooLarge`].
-    pub fn send_timeout(&mut self, data: &[u8], timeout: Duration) -> Result<Sent, SendError> {
-        self.send_with(data, Some(Deadline::after(timeout)))
+    /// [`SendTimeoutError::Timeout`] when there was no room in time; otherwise as
+    /// [`Publisher::send`].
+    pub fn send_timeout(
+        &mut self,
+        data: &[u8],
+        timeout: Duration,
+    ) -> Result<Sent, SendTimeoutError> {
+        let len = self.check_len(data.len())?;
+        let c = self
+            .claim(len, Some(Deadline::after(timeout)))
+            .map_err(ClaimFail::timeout)?;
+        Ok(self.write_and_finish(&c, data)?)
     }
 
-    fn loan_with(&mut self, len: usize, deadline: Option<Deadline>) -> Result<Loan<'_>, SendError> {
-        let len = self.check_len(len)?;
-        let claim = self.claim(len, deadline)?;
+    /// Hands out a claimed record as a loan.
+    fn lend(&mut self, claim: Claim) -> Loan<'_> {
         self.loaned = Some(claim);
         fault::hit(fault::Point::AfterClaim);
-        Ok(Loan {
+        Loan {
             publisher: self,
             claim,
             done: false,
-        })
+        }
     }
 
     /// Lends `len` bytes inside the ring to write a message in place (zero copy), waiting
@@ -439,7 +696,8 @@ impl Publisher {
     ///
     /// # Errors
     ///
-    /// As [`Publisher::send`].
+    /// [`LoanError`]: the length is too large, or the ring or this publisher's claim is
+    /// broken.
     ///
     /// # Examples
     ///
@@ -464,26 +722,39 @@ impl Publisher {
     /// publ.send(b"meanwhile").unwrap(); // error: `publ` is borrowed by `loan`
     /// loan.commit().unwrap();
     /// ```
-    pub fn loan(&mut self, len: usize) -> Result<Loan<'_>, SendError> {
-        self.loan_with(len, Some(Deadline::never()))
+    pub fn loan(&mut self, len: usize) -> Result<Loan<'_>, LoanError> {
+        let len = self.check_len(len)?;
+        let claim = self.claim_forever(len)?;
+        Ok(self.lend(claim))
     }
 
     /// [`Publisher::loan`] if there is room now.
     ///
     /// # Errors
     ///
-    /// As [`Publisher::try_send`].
-    pub fn try_loan(&mut self, len: usize) -> Result<Loan<'_>, SendError> {
-        self.loan_with(len, None)
+    /// [`TryLoanError::Full`] when there is no room; otherwise as [`Publisher::loan`].
+    pub fn try_loan(&mut self, len: usize) -> Result<Loan<'_>, TryLoanError> {
+        let len = self.check_len(len)?;
+        let claim = self.claim(len, None).map_err(ClaimFail::try_)?;
+        Ok(self.lend(claim))
     }
 
     /// [`Publisher::loan`], waiting at most `timeout`.
     ///
     /// # Errors
     ///
-    /// As [`Publisher::send_timeout`].
-    pub fn loan_timeout(&mut self, len: usize, timeout: Duration) -> Result<Loan<'_>, SendError> {
-        self.loan_with(len, Some(Deadline::after(timeout)))
+    /// [`LoanTimeoutError::Timeout`] when there was no room in time; otherwise as
+    /// [`Publisher::loan`].
+    pub fn loan_timeout(
+        &mut self,
+        len: usize,
+        timeout: Duration,
+    ) -> Result<Loan<'_>, LoanTimeoutError> {
+        let len = self.check_len(len)?;
+        let claim = self
+            .claim(len, Some(Deadline::after(timeout)))
+            .map_err(ClaimFail::timeout)?;
+        Ok(self.lend(claim))
     }
 }
 
@@ -515,8 +786,8 @@ impl Loan<'_> {
     ///
     /// # Errors
     ///
-    /// [`SendError::Unblocked`] if a repairer took the record first.
-    pub fn commit(mut self) -> Result<Sent, SendError> {
+    /// [`CommitError::Unblocked`] if a repairer took the record first.
+    pub fn commit(mut self) -> Result<Sent, CommitError> {
         self.done = true;
         let claim = self.claim;
         self.publisher.loaned = None;

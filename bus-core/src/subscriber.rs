@@ -81,16 +81,11 @@ impl SubscribeError {
     }
 }
 
-/// A message could not be received. Returned by [`Subscriber::recv`],
-/// [`Subscriber::try_recv`], [`Subscriber::recv_timeout`] and the `recv_ref` variants.
+// ---- errors, one enum per operation -----------------------------------------------------
+
+/// [`Subscriber::recv`] and [`Subscriber::recv_ref`] did not deliver a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RecvError {
-    /// `try_recv`: nothing new right now.
-    #[error("no message available")]
-    Empty,
-    /// `recv_timeout`: nothing arrived in time.
-    #[error("timed out waiting for a message")]
-    Timeout,
     /// Lossy mode: this subscriber fell a whole ring behind (or producers died mid-message)
     /// and exactly this many messages were lost before the next one it will receive. Not
     /// fatal: the next call goes on from the oldest retained message.
@@ -99,7 +94,8 @@ pub enum RecvError {
     /// The record at `position` breaks the format (another process wrote garbage into the
     /// ring) and stayed so for the unblock timeout without the repairer being able to replace
     /// it (a header that repairs like a dead claim is counted in `unblocked` instead). The
-    /// subscriber stays where it is.
+    /// subscriber stays where it is; re-create the bus, or resume past it with a new
+    /// subscriber at `Start::Oldest` or `Start::Latest`.
     #[error("corrupt record at position {position}: {problem}")]
     Corrupt {
         /// Where.
@@ -107,6 +103,98 @@ pub enum RecvError {
         /// What is wrong.
         problem: RecordProblem,
     },
+}
+
+/// [`Subscriber::try_recv`] and [`Subscriber::try_recv_ref`] did not deliver a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TryRecvError {
+    /// Nothing new right now.
+    #[error("no message available")]
+    Empty,
+    /// As [`RecvError::Lost`].
+    #[error("lost {0} messages")]
+    Lost(u64),
+    /// As [`RecvError::Corrupt`].
+    #[error("corrupt record at position {position}: {problem}")]
+    Corrupt {
+        /// Where.
+        position: u64,
+        /// What is wrong.
+        problem: RecordProblem,
+    },
+}
+
+/// [`Subscriber::recv_timeout`] and [`Subscriber::recv_ref_timeout`] did not deliver a
+/// message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RecvTimeoutError {
+    /// Nothing arrived in time.
+    #[error("timed out waiting for a message")]
+    Timeout,
+    /// As [`RecvError::Lost`].
+    #[error("lost {0} messages")]
+    Lost(u64),
+    /// As [`RecvError::Corrupt`].
+    #[error("corrupt record at position {position}: {problem}")]
+    Corrupt {
+        /// Where.
+        position: u64,
+        /// What is wrong.
+        problem: RecordProblem,
+    },
+}
+
+impl From<RecvError> for TryRecvError {
+    fn from(e: RecvError) -> TryRecvError {
+        match e {
+            RecvError::Lost(n) => TryRecvError::Lost(n),
+            RecvError::Corrupt { position, problem } => TryRecvError::Corrupt { position, problem },
+        }
+    }
+}
+
+impl From<RecvError> for RecvTimeoutError {
+    fn from(e: RecvError) -> RecvTimeoutError {
+        match e {
+            RecvError::Lost(n) => RecvTimeoutError::Lost(n),
+            RecvError::Corrupt { position, problem } => {
+                RecvTimeoutError::Corrupt { position, problem }
+            }
+        }
+    }
+}
+
+/// Why the next record is not there, before a public method names it in its own error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NextFail {
+    /// Nothing yet, and the caller does not wait.
+    Empty,
+    /// Nothing until the deadline.
+    Timeout,
+    /// Lost or corrupt: what every receive shares.
+    Recv(RecvError),
+}
+
+impl From<RecvError> for NextFail {
+    fn from(e: RecvError) -> NextFail {
+        NextFail::Recv(e)
+    }
+}
+
+impl NextFail {
+    fn try_(self) -> TryRecvError {
+        match self {
+            NextFail::Recv(e) => e.into(),
+            NextFail::Empty | NextFail::Timeout => TryRecvError::Empty,
+        }
+    }
+
+    fn timeout(self) -> RecvTimeoutError {
+        match self {
+            NextFail::Recv(e) => e.into(),
+            NextFail::Empty | NextFail::Timeout => RecvTimeoutError::Timeout,
+        }
+    }
 }
 
 /// What [`Subscriber::recv`] delivered: the payload went into the caller's buffer.
@@ -407,7 +495,7 @@ impl Subscriber {
     /// The next record: at once if it is there, else waiting until a poll has something (or
     /// the deadline passes).
     #[inline(always)]
-    fn next(&mut self, deadline: Option<Deadline>) -> Result<(u64, u32, u64), RecvError> {
+    fn next(&mut self, deadline: Option<Deadline>) -> Result<(u64, u32, u64), NextFail> {
         self.maybe_publish();
         // The fast path: a committed message at our position, below the tail last seen.
         if let Some(found) = self.reader.peek_data(&self.shared.seg, &self.shared.params) {
@@ -418,7 +506,7 @@ impl Subscriber {
     }
 
     #[inline(never)]
-    fn next_waiting(&mut self, deadline: Option<Deadline>) -> Result<(u64, u32, u64), RecvError> {
+    fn next_waiting(&mut self, deadline: Option<Deadline>) -> Result<(u64, u32, u64), NextFail> {
         let backoff = Backoff::new();
         let mut polls = 0u32;
         let mut waited = 0u32;
@@ -433,7 +521,7 @@ impl Subscriber {
                     self.adapt_spin(waited);
                     return Ok((offset, len, extent));
                 }
-                Polled::Lost(n) => return Err(RecvError::Lost(n)),
+                Polled::Lost(n) => return Err(RecvError::Lost(n).into()),
                 Polled::Corrupt(_) => {
                     // Bytes of an earlier lap can carry the very sequence we expect (a payload
                     // word equal to it): until the unblock timeout that is a record not yet
@@ -442,14 +530,16 @@ impl Subscriber {
                     // report. A live owner may still commit: keep waiting for it.
                     match self.check_stuck() {
                         Some(Unblock::Repaired { .. }) => continue,
-                        Some(Unblock::Implausible(why)) => return Err(self.unrepairable(why)),
+                        Some(Unblock::Implausible(why)) => {
+                            return Err(self.unrepairable(why).into())
+                        }
                         Some(Unblock::NotStuck) => {
                             // A header that validates yet breaks a rule stays as it is; one
                             // that was committed meanwhile reads fine now.
                             if let Polled::Corrupt(still) =
                                 self.reader.poll(&self.shared.seg, &params)
                             {
-                                return Err(self.unrepairable(still));
+                                return Err(self.unrepairable(still).into());
                             }
                             continue;
                         }
@@ -465,14 +555,14 @@ impl Subscriber {
             self.empty_polls = self.empty_polls.wrapping_add(1);
             if self.empty_polls % STUCK_CHECK_EVERY == 0 {
                 if let Some(Unblock::Implausible(why)) = self.check_stuck() {
-                    return Err(self.unrepairable(why));
+                    return Err(self.unrepairable(why).into());
                 }
             }
             let Some(deadline) = deadline else {
-                return Err(RecvError::Empty);
+                return Err(NextFail::Empty);
             };
             if deadline.passed() {
-                return Err(RecvError::Timeout);
+                return Err(NextFail::Timeout);
             }
             match self.strategy {
                 WaitStrategy::Spin => {
@@ -494,7 +584,7 @@ impl Subscriber {
                 _ => {}
             }
             if let Some(Unblock::Implausible(why)) = self.check_stuck() {
-                return Err(self.unrepairable(why));
+                return Err(self.unrepairable(why).into());
             }
             let seg = &self.shared.seg;
             let reader = self.reader;
@@ -556,32 +646,48 @@ impl Subscriber {
     /// [`RecvError::Lost`] (lossy mode; call again for the next message) and
     /// [`RecvError::Corrupt`].
     pub fn recv(&mut self, buf: &mut Vec<u8>) -> Result<Message, RecvError> {
-        let (offset, len, extent) = self.next(Some(Deadline::never()))?;
+        let (offset, len, extent) = self.next_forever()?;
         self.take_into(buf, offset, len, extent)
+    }
+
+    /// The next record, waiting without a deadline: neither `Empty` nor `Timeout` comes
+    /// back (a wait that ends anyway is taken up again).
+    #[inline(always)]
+    fn next_forever(&mut self) -> Result<(u64, u32, u64), RecvError> {
+        loop {
+            match self.next(Some(Deadline::never())) {
+                Ok(found) => return Ok(found),
+                Err(NextFail::Recv(e)) => return Err(e),
+                Err(NextFail::Empty | NextFail::Timeout) => {}
+            }
+        }
     }
 
     /// Receives the next message into `buf` if one is there now.
     ///
     /// # Errors
     ///
-    /// [`RecvError::Empty`] when there is none; otherwise as [`Subscriber::recv`].
-    pub fn try_recv(&mut self, buf: &mut Vec<u8>) -> Result<Message, RecvError> {
-        let (offset, len, extent) = self.next(None)?;
-        self.take_into(buf, offset, len, extent)
+    /// [`TryRecvError::Empty`] when there is none; otherwise as [`Subscriber::recv`].
+    pub fn try_recv(&mut self, buf: &mut Vec<u8>) -> Result<Message, TryRecvError> {
+        let (offset, len, extent) = self.next(None).map_err(NextFail::try_)?;
+        Ok(self.take_into(buf, offset, len, extent)?)
     }
 
     /// Receives the next message into `buf`, waiting at most `timeout`.
     ///
     /// # Errors
     ///
-    /// [`RecvError::Timeout`]; otherwise as [`Subscriber::recv`].
+    /// [`RecvTimeoutError::Timeout`] when nothing came in time (any timeout, from zero to
+    /// [`Duration::MAX`]); otherwise as [`Subscriber::recv`].
     pub fn recv_timeout(
         &mut self,
         buf: &mut Vec<u8>,
         timeout: Duration,
-    ) -> Result<Message, RecvError> {
-        let (offset, len, extent) = self.next(Some(Deadline::after(timeout)))?;
-        self.take_into(buf, offset, len, extent)
+    ) -> Result<Message, RecvTimeoutError> {
+        let (offset, len, extent) = self
+            .next(Some(Deadline::after(timeout)))
+            .map_err(NextFail::timeout)?;
+        Ok(self.take_into(buf, offset, len, extent)?)
     }
 
     #[inline(always)]
@@ -645,7 +751,7 @@ impl Subscriber {
     /// assert_ne!(first.seq, second.seq);
     /// ```
     pub fn recv_ref(&mut self) -> Result<Sample<'_>, RecvError> {
-        let (offset, len, extent) = self.next(Some(Deadline::never()))?;
+        let (offset, len, extent) = self.next_forever()?;
         self.sample(offset, len, extent)
     }
 
@@ -654,9 +760,9 @@ impl Subscriber {
     /// # Errors
     ///
     /// As [`Subscriber::try_recv`].
-    pub fn try_recv_ref(&mut self) -> Result<Sample<'_>, RecvError> {
-        let (offset, len, extent) = self.next(None)?;
-        self.sample(offset, len, extent)
+    pub fn try_recv_ref(&mut self) -> Result<Sample<'_>, TryRecvError> {
+        let (offset, len, extent) = self.next(None).map_err(NextFail::try_)?;
+        Ok(self.sample(offset, len, extent)?)
     }
 
     /// [`Subscriber::recv_ref`], waiting at most `timeout`.
@@ -664,9 +770,11 @@ impl Subscriber {
     /// # Errors
     ///
     /// As [`Subscriber::recv_timeout`].
-    pub fn recv_ref_timeout(&mut self, timeout: Duration) -> Result<Sample<'_>, RecvError> {
-        let (offset, len, extent) = self.next(Some(Deadline::after(timeout)))?;
-        self.sample(offset, len, extent)
+    pub fn recv_ref_timeout(&mut self, timeout: Duration) -> Result<Sample<'_>, RecvTimeoutError> {
+        let (offset, len, extent) = self
+            .next(Some(Deadline::after(timeout)))
+            .map_err(NextFail::timeout)?;
+        Ok(self.sample(offset, len, extent)?)
     }
 }
 

@@ -12,7 +12,10 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::{Publisher, RecvError, SendError, Sent, Subscriber};
+use crate::{
+    CommitError, Publisher, RecvError, RecvTimeoutError, SendError, SendTimeoutError, Sent,
+    Subscriber, TryRecvError, TrySendError,
+};
 
 /// A serde encoding of messages.
 pub trait Codec {
@@ -169,23 +172,33 @@ impl Codec for Postcard {
     }
 }
 
-/// A typed message could not be sent. Returned by [`TypedPublisher`] methods.
+/// A typed message could not be sent. Returned by [`TypedPublisher`] methods, with `E` the
+/// error of the byte-level call underneath: [`SendError`] for `send`, [`TrySendError`] for
+/// `try_send`, [`SendTimeoutError`] for `send_timeout`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TypedSendError {
-    /// The byte-level send failed (full, timeout, too large).
+pub enum TypedSendError<E = SendError> {
+    /// The byte-level send failed (see `E`).
     #[error("{0}")]
-    Send(#[from] SendError),
+    Send(E),
     /// The value could not be encoded; nothing was published.
     #[error("{0}")]
     Codec(#[from] CodecError),
 }
 
-/// A typed message could not be received. Returned by [`TypedSubscriber`] methods.
+impl<E> TypedSendError<E> {
+    fn send(e: impl Into<E>) -> Self {
+        TypedSendError::Send(e.into())
+    }
+}
+
+/// A typed message could not be received. Returned by [`TypedSubscriber`] methods, with `E`
+/// the error of the byte-level call underneath: [`RecvError`] for `recv`, [`TryRecvError`]
+/// for `try_recv`, [`RecvTimeoutError`] for `recv_timeout`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TypedRecvError {
-    /// The byte-level receive failed (empty, timeout, lost, corrupt).
+pub enum TypedRecvError<E = RecvError> {
+    /// The byte-level receive failed (see `E`).
     #[error("{0}")]
-    Recv(#[from] RecvError),
+    Recv(E),
     /// The message with sequence `seq` did not decode as this type; it is consumed, and the
     /// next call goes on with the next message.
     #[error("message {seq}: {error}")]
@@ -231,17 +244,21 @@ impl<T: Serialize + ?Sized, C: Codec> TypedPublisher<T, C> {
         self.inner
     }
 
-    fn send_with(
+    fn send_with<E, L>(
         &mut self,
         value: &T,
-        loan: impl FnOnce(&mut Publisher, usize) -> Result<crate::Loan<'_>, SendError>,
-    ) -> Result<Sent, TypedSendError> {
+        loan: impl FnOnce(&mut Publisher, usize) -> Result<crate::Loan<'_>, L>,
+    ) -> Result<Sent, TypedSendError<E>>
+    where
+        L: Into<E>,
+        CommitError: Into<E>,
+    {
         let len = C::encoded_len(value)?;
-        let mut loan = loan(&mut self.inner, len)?;
+        let mut loan = loan(&mut self.inner, len).map_err(TypedSendError::send)?;
         // An encode error drops the loan uncommitted: abandoned, never delivered.
         let written = C::encode(value, &mut loan)?;
         debug_assert_eq!(written, len);
-        Ok(loan.commit()?)
+        loan.commit().map_err(TypedSendError::send)
     }
 
     /// Publishes `value`, waiting while the ring is full.
@@ -250,7 +267,7 @@ impl<T: Serialize + ?Sized, C: Codec> TypedPublisher<T, C> {
     ///
     /// [`TypedSendError::Codec`] if it does not encode; [`TypedSendError::Send`] as
     /// [`Publisher::send`].
-    pub fn send(&mut self, value: &T) -> Result<Sent, TypedSendError> {
+    pub fn send(&mut self, value: &T) -> Result<Sent, TypedSendError<SendError>> {
         self.send_with(value, |p, len| p.loan(len))
     }
 
@@ -258,8 +275,8 @@ impl<T: Serialize + ?Sized, C: Codec> TypedPublisher<T, C> {
     ///
     /// # Errors
     ///
-    /// As [`TypedPublisher::send`], and `Send(Full)`.
-    pub fn try_send(&mut self, value: &T) -> Result<Sent, TypedSendError> {
+    /// As [`TypedPublisher::send`], and `Send(TrySendError::Full)`.
+    pub fn try_send(&mut self, value: &T) -> Result<Sent, TypedSendError<TrySendError>> {
         self.send_with(value, |p, len| p.try_loan(len))
     }
 
@@ -267,8 +284,12 @@ impl<T: Serialize + ?Sized, C: Codec> TypedPublisher<T, C> {
     ///
     /// # Errors
     ///
-    /// As [`TypedPublisher::send`], and `Send(Timeout)`.
-    pub fn send_timeout(&mut self, value: &T, timeout: Duration) -> Result<Sent, TypedSendError> {
+    /// As [`TypedPublisher::send`], and `Send(SendTimeoutError::Timeout)`.
+    pub fn send_timeout(
+        &mut self,
+        value: &T,
+        timeout: Duration,
+    ) -> Result<Sent, TypedSendError<SendTimeoutError>> {
         self.send_with(value, |p, len| p.loan_timeout(len, timeout))
     }
 }
@@ -294,8 +315,8 @@ impl<T: DeserializeOwned, C: Codec> TypedSubscriber<T, C> {
         &mut self.inner
     }
 
-    fn decode(sample: Result<crate::Sample<'_>, RecvError>) -> Result<Typed<T>, TypedRecvError> {
-        let sample = sample?;
+    fn decode<E>(sample: Result<crate::Sample<'_>, E>) -> Result<Typed<T>, TypedRecvError<E>> {
+        let sample = sample.map_err(TypedRecvError::Recv)?;
         let value = C::decode(&sample).map_err(|error| TypedRecvError::Decode {
             seq: sample.seq,
             error,
@@ -313,7 +334,7 @@ impl<T: DeserializeOwned, C: Codec> TypedSubscriber<T, C> {
     ///
     /// [`TypedRecvError::Decode`] for a message that is not a `T`; otherwise as
     /// [`Subscriber::recv`].
-    pub fn recv(&mut self) -> Result<Typed<T>, TypedRecvError> {
+    pub fn recv(&mut self) -> Result<Typed<T>, TypedRecvError<RecvError>> {
         Self::decode(self.inner.recv_ref())
     }
 
@@ -321,8 +342,8 @@ impl<T: DeserializeOwned, C: Codec> TypedSubscriber<T, C> {
     ///
     /// # Errors
     ///
-    /// As [`TypedSubscriber::recv`], and `Recv(Empty)`.
-    pub fn try_recv(&mut self) -> Result<Typed<T>, TypedRecvError> {
+    /// As [`TypedSubscriber::recv`], and `Recv(TryRecvError::Empty)`.
+    pub fn try_recv(&mut self) -> Result<Typed<T>, TypedRecvError<TryRecvError>> {
         Self::decode(self.inner.try_recv_ref())
     }
 
@@ -330,8 +351,11 @@ impl<T: DeserializeOwned, C: Codec> TypedSubscriber<T, C> {
     ///
     /// # Errors
     ///
-    /// As [`TypedSubscriber::recv`], and `Recv(Timeout)`.
-    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Typed<T>, TypedRecvError> {
+    /// As [`TypedSubscriber::recv`], and `Recv(RecvTimeoutError::Timeout)`.
+    pub fn recv_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Typed<T>, TypedRecvError<RecvTimeoutError>> {
         Self::decode(self.inner.recv_ref_timeout(timeout))
     }
 }

@@ -5,8 +5,9 @@ use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::time::Duration;
 
 use bus_core::{
-    Bus, BusOptions, FileKind, HeaderError, JoinError, Mode, OpenErrorKind, OpenOptions, RecvError,
-    SendError, SlotKind, Start, SubscribeError, WaitStrategy,
+    Bus, BusOptions, FileKind, HeaderError, JoinError, Mode, OpenErrorKind, OpenOptions,
+    RecvTimeoutError, SendError, SendTimeoutError, SlotKind, Start, SubscribeError, TryRecvError,
+    TrySendError, WaitStrategy,
 };
 
 fn small(mode: Mode) -> BusOptions {
@@ -209,7 +210,7 @@ fn send_and_receive_in_order_with_sequences() {
     let mut sub = bus.subscribe(Start::Latest).unwrap();
     let mut publ = bus.publisher().unwrap();
     let mut buf = Vec::new();
-    assert_eq!(sub.try_recv(&mut buf), Err(RecvError::Empty));
+    assert_eq!(sub.try_recv(&mut buf), Err(TryRecvError::Empty));
     for i in 0..1000u32 {
         let sent = publ
             .send(&i.to_le_bytes().repeat(1 + (i % 7) as usize))
@@ -223,7 +224,7 @@ fn send_and_receive_in_order_with_sequences() {
     }
     assert_eq!(
         sub.recv_timeout(&mut buf, Duration::from_millis(20)),
-        Err(RecvError::Timeout)
+        Err(RecvTimeoutError::Timeout)
     );
     assert_eq!(
         publ.send(&[0; 4097]),
@@ -249,7 +250,7 @@ fn reliable_waits_for_the_slowest_subscriber() {
     loop {
         match publ.try_send(&[7; 1000]) {
             Ok(_) => sent += 1,
-            Err(SendError::Full) => break,
+            Err(TrySendError::Full) => break,
             Err(e) => panic!("{e}"),
         }
         // The fast one keeps up; it must not be what fills the ring.
@@ -261,13 +262,13 @@ fn reliable_waits_for_the_slowest_subscriber() {
     );
     assert_eq!(
         publ.send_timeout(&[7; 1000], Duration::from_millis(30)),
-        Err(SendError::Timeout)
+        Err(SendTimeoutError::Timeout)
     );
     for _ in 0..sent {
         slow.recv(&mut buf).unwrap();
     }
     // Caught up (and the position published): room again.
-    assert_eq!(slow.try_recv(&mut buf), Err(RecvError::Empty));
+    assert_eq!(slow.try_recv(&mut buf), Err(TryRecvError::Empty));
     publ.try_send(&[8; 1000]).unwrap();
     drop(slow);
     // With the slow subscriber gone only the fast one counts.
@@ -298,8 +299,8 @@ fn lossy_reports_exactly_what_was_lost() {
                 last = Some(m.seq);
                 delivered += 1;
             }
-            Err(RecvError::Lost(n)) => lost += n,
-            Err(RecvError::Empty) => break,
+            Err(TryRecvError::Lost(n)) => lost += n,
+            Err(TryRecvError::Empty) => break,
             Err(e) => panic!("{e}"),
         }
     }
@@ -344,7 +345,7 @@ fn start_oldest_and_resume_at_a_position() {
         SubscribeError::PositionNotRetained { .. }
     ));
     let mut latest = bus.subscribe(Start::Latest).unwrap();
-    assert_eq!(latest.try_recv(&mut buf), Err(RecvError::Empty));
+    assert_eq!(latest.try_recv(&mut buf), Err(TryRecvError::Empty));
     bus.flush().unwrap();
 }
 
@@ -372,6 +373,43 @@ fn a_loan_is_committed_or_abandoned() {
         "the abandoned loan took seq 1"
     );
     assert_eq!(bus.stats().producers[0].abandoned, 1);
+}
+
+/// Issue 8: a loan leaked with `mem::forget` is neither committed nor abandoned; the next
+/// claim of its publisher abandons it (readers move on at once, no repair, and on an
+/// exclusive bus head never jumps past an open claim), and so does dropping the publisher.
+#[test]
+fn a_leaked_loan_is_abandoned_by_the_next_claim_or_the_drop() {
+    for producers in [1, 4] {
+        let d = dir();
+        let opts = small(Mode::Reliable).max_producers(producers);
+        let bus = Bus::create(d.path().join("f.bus"), &opts).unwrap();
+        let mut sub = bus.subscribe(Start::Latest).unwrap();
+        let mut publ = bus.publisher().unwrap();
+        let mut leaked = publ.loan(4).unwrap();
+        leaked.copy_from_slice(b"lost");
+        std::mem::forget(leaked);
+        let mut buf = Vec::new();
+        assert_eq!(sub.try_recv(&mut buf), Err(TryRecvError::Empty));
+        publ.try_send(b"next").unwrap();
+        let m = sub.try_recv(&mut buf).unwrap();
+        assert_eq!((m.seq, &buf[..]), (1, &b"next"[..]), "producers {producers}");
+        // Every kind of claim abandons it: a loan too, and the drop.
+        std::mem::forget(publ.try_loan(3).unwrap());
+        let mut l = publ.loan_timeout(3, Duration::from_millis(1)).unwrap();
+        l.copy_from_slice(b"3rd");
+        l.commit().unwrap();
+        assert_eq!(sub.try_recv(&mut buf).unwrap().seq, 3);
+        std::mem::forget(publ.loan(2).unwrap());
+        drop(publ);
+        let mut publ = bus.publisher().unwrap();
+        publ.send(b"last").unwrap();
+        let m = sub.recv_timeout(&mut buf, Duration::from_secs(5)).unwrap();
+        assert_eq!((m.seq, &buf[..]), (5, &b"last"[..]));
+        let st = bus.stats();
+        assert_eq!(st.unblocked, 0, "nothing waited for a repair");
+        assert_eq!(sub.unblocked(), 0);
+    }
 }
 
 #[test]

@@ -7,7 +7,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bus_core::{Bus, BusOptions, Mode, RecvError, Start, Subscriber};
+use bus_core::{Bus, BusOptions, Mode, RecvTimeoutError, Start, Subscriber, TryRecvError};
 use testkit::{eventually, Procs};
 
 const PEER: &str = env!("CARGO_BIN_EXE_bus-peer");
@@ -71,7 +71,7 @@ fn read_until(sub: &mut Subscriber, last: u64) -> (u64, u64) {
                     return (next[1], lost);
                 }
             }
-            Err(RecvError::Lost(n)) => lost += n,
+            Err(RecvTimeoutError::Lost(n)) => lost += n,
             Err(e) => panic!("subscriber: {e} (after {next:?})"),
         }
     }
@@ -457,7 +457,7 @@ fn a_scribbled_header_is_repaired_like_a_dead_claim() {
     let mut buf = Vec::new();
     // Not followed; not ready until the unblock timeout (stale bytes look the same), then
     // repaired like a dead claim and counted.
-    assert!(matches!(sub.try_recv(&mut buf), Err(RecvError::Empty)));
+    assert!(matches!(sub.try_recv(&mut buf), Err(TryRecvError::Empty)));
     let m = sub.recv_timeout(&mut buf, Duration::from_secs(5)).unwrap();
     assert_eq!((m.seq, &buf[..]), (1, &b"second"[..]));
     assert_eq!(sub.unblocked(), 1);
@@ -482,7 +482,7 @@ fn stale_bytes_carrying_the_next_sequence_are_neither_corrupt_nor_a_repair() {
     let mut buf = Vec::new();
     assert_eq!(sub.recv(&mut buf).unwrap().seq, 0);
     // Claimed by nobody yet: simply nothing to read.
-    assert!(matches!(sub.try_recv(&mut buf), Err(RecvError::Empty)));
+    assert!(matches!(sub.try_recv(&mut buf), Err(TryRecvError::Empty)));
     // The producer's commit replaces the stale word; it is not mistaken for a repair.
     publ.send(b"second").unwrap();
     let m = sub.recv_timeout(&mut buf, Duration::from_secs(5)).unwrap();
@@ -515,7 +515,7 @@ fn a_bad_header_the_repairer_cannot_replace_is_reported_as_corrupt() {
     let mut buf = Vec::new();
     assert_eq!(sub.recv(&mut buf).unwrap().seq, 0);
     match sub.recv_timeout(&mut buf, Duration::from_secs(5)) {
-        Err(RecvError::Corrupt { position, .. }) => assert_eq!(position, second),
+        Err(RecvTimeoutError::Corrupt { position, .. }) => assert_eq!(position, second),
         other => panic!("expected Corrupt at {second}, got {other:?}"),
     }
     assert_eq!(sub.unblocked(), 0);

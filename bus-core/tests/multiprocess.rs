@@ -285,12 +285,12 @@ fn a_dead_producers_claim_is_unblocked(mode: Mode) {
     // Alive, then stopped (SIGSTOP): liveness decides, not time, so nobody unblocks it.
     assert_eq!(
         sub.recv_timeout(&mut buf, Duration::from_millis(400)),
-        Err(bus_core::RecvError::Timeout)
+        Err(bus_core::RecvTimeoutError::Timeout)
     );
     procs.signal(hung, libc::SIGSTOP);
     assert_eq!(
         sub.recv_timeout(&mut buf, Duration::from_millis(400)),
-        Err(bus_core::RecvError::Timeout)
+        Err(bus_core::RecvTimeoutError::Timeout)
     );
     assert_eq!(bus.stats().unblocked, 0);
 
@@ -300,7 +300,11 @@ fn a_dead_producers_claim_is_unblocked(mode: Mode) {
     let m = match mode {
         Mode::Reliable => first.unwrap(),
         Mode::Lossy => {
-            assert_eq!(first, Err(bus_core::RecvError::Lost(1)), "counted as lost");
+            assert_eq!(
+                first,
+                Err(bus_core::RecvTimeoutError::Lost(1)),
+                "counted as lost"
+            );
             sub.recv_timeout(&mut buf, Duration::from_secs(10)).unwrap()
         }
     };

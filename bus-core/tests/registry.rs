@@ -5,7 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use bus_core::{Bus, BusOptions, Mode, Publisher, SendError};
+use bus_core::{
+    Bus, BusOptions, LoanTimeoutError, Mode, Publisher, SendTimeoutError, TryLoanError,
+    TrySendError,
+};
 use testkit::{eventually, Procs};
 
 const PEER: &str = env!("CARGO_BIN_EXE_bus-peer");
@@ -32,7 +35,7 @@ fn fill_with_a_stalled_subscriber(bus: &Bus, path: &str, procs: &mut Procs) -> (
     loop {
         match publ.try_send(&[7u8; 1]) {
             Ok(_) => sent += 1,
-            Err(SendError::Full) => break,
+            Err(TrySendError::Full) => break,
             Err(e) => panic!("unexpected {e:?}"),
         }
         assert!(
@@ -44,14 +47,13 @@ fn fill_with_a_stalled_subscriber(bus: &Bus, path: &str, procs: &mut Procs) -> (
     (publ, stalled)
 }
 
-/// Sends with `attempt` until it succeeds; returns how long that took.
-fn time_until_through(mut attempt: impl FnMut() -> Result<(), SendError>) -> Duration {
+/// Calls `attempt` (true: it got through; false: still full) until it gets through; returns
+/// how long that took.
+fn time_until_through(mut attempt: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();
     loop {
-        match attempt() {
-            Ok(()) => return start.elapsed(),
-            Err(SendError::Full) | Err(SendError::Timeout) => {}
-            Err(e) => panic!("unexpected {e:?}"),
+        if attempt() {
+            return start.elapsed();
         }
         assert!(
             start.elapsed() < Duration::from_secs(20),
@@ -67,22 +69,39 @@ fn killed_subscriber_releases(mode_of_call: &str, exclusive: bool) {
     let mut procs = Procs::new(Duration::from_secs(60));
     let (mut publ, stalled) = fill_with_a_stalled_subscriber(&bus, &path, &mut procs);
     // Still full while it lives, whatever we call.
-    assert_eq!(publ.try_send(b"x"), Err(SendError::Full));
+    assert_eq!(publ.try_send(b"x"), Err(TrySendError::Full));
     assert_eq!(
         publ.send_timeout(b"x", Duration::from_millis(30)),
-        Err(SendError::Timeout)
+        Err(SendTimeoutError::Timeout)
     );
     procs.signal(stalled, libc::SIGKILL);
     let _ = procs.wait(stalled);
     let took = match mode_of_call {
-        "try_send" => time_until_through(|| publ.try_send(b"after").map(drop)),
-        "send_timeout" => time_until_through(|| {
-            publ.send_timeout(b"after", Duration::from_millis(1))
-                .map(drop)
+        "try_send" => time_until_through(|| match publ.try_send(b"after") {
+            Ok(_) => true,
+            Err(TrySendError::Full) => false,
+            Err(e) => panic!("unexpected {e:?}"),
         }),
-        "try_loan" => time_until_through(|| publ.try_loan(5).map(drop)),
+        "send_timeout" => {
+            time_until_through(
+                || match publ.send_timeout(b"after", Duration::from_millis(1)) {
+                    Ok(_) => true,
+                    Err(SendTimeoutError::Timeout) => false,
+                    Err(e) => panic!("unexpected {e:?}"),
+                },
+            )
+        }
+        "try_loan" => time_until_through(|| match publ.try_loan(5) {
+            Ok(_) => true,
+            Err(TryLoanError::Full) => false,
+            Err(e) => panic!("unexpected {e:?}"),
+        }),
         "loan_timeout" => {
-            time_until_through(|| publ.loan_timeout(5, Duration::from_nanos(1)).map(drop))
+            time_until_through(|| match publ.loan_timeout(5, Duration::from_nanos(1)) {
+                Ok(_) => true,
+                Err(LoanTimeoutError::Timeout) => false,
+                Err(e) => panic!("unexpected {e:?}"),
+            })
         }
         other => unreachable!("{other}"),
     };

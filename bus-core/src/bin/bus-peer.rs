@@ -33,7 +33,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use bus_core::{Bus, RecvError, Start};
+use bus_core::{Bus, RecvTimeoutError, Start};
 
 const TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -226,7 +226,7 @@ fn consume(args: &[String]) -> Result<(), String> {
                     let (id, index) = v.check(&s, true)?;
                     (s.seq, id, index)
                 }
-                Err(RecvError::Timeout) => std::process::exit(3),
+                Err(RecvTimeoutError::Timeout) => std::process::exit(3),
                 Err(e) => return Err(format!("recv at seq {expected_seq}: {e}")),
             }
         } else {
@@ -235,12 +235,12 @@ fn consume(args: &[String]) -> Result<(), String> {
                     let (id, index) = v.check(&buf, false)?;
                     (m.seq, id, index)
                 }
-                Err(RecvError::Lost(n)) => {
+                Err(RecvTimeoutError::Lost(n)) => {
                     lost += n;
                     expected_seq += n;
                     continue;
                 }
-                Err(RecvError::Timeout) => std::process::exit(3),
+                Err(RecvTimeoutError::Timeout) => std::process::exit(3),
                 Err(e) => return Err(format!("recv at seq {expected_seq}: {e}")),
             }
         };
@@ -291,7 +291,7 @@ fn survive(args: &[String]) -> Result<(), String> {
         let left = deadline.saturating_duration_since(Instant::now());
         let s = match sub.recv_ref_timeout(left) {
             Ok(s) => s,
-            Err(RecvError::Timeout) => std::process::exit(3),
+            Err(RecvTimeoutError::Timeout) => std::process::exit(3),
             Err(e) => return Err(format!("recv: {e}")),
         };
         let (id, index) = v.check(&s, true)?;
@@ -333,9 +333,9 @@ fn tolerate(args: &[String]) -> Result<(), String> {
     while Instant::now() < until {
         match sub.recv_timeout(&mut buf, Duration::from_millis(20)) {
             Ok(_) => messages += 1,
-            Err(RecvError::Lost(n)) => lost += n,
-            Err(RecvError::Corrupt { .. }) => corrupt += 1,
-            Err(RecvError::Timeout) | Err(RecvError::Empty) => idle += 1,
+            Err(RecvTimeoutError::Lost(n)) => lost += n,
+            Err(RecvTimeoutError::Corrupt { .. }) => corrupt += 1,
+            Err(RecvTimeoutError::Timeout) => idle += 1,
         }
     }
     println!(
@@ -580,11 +580,11 @@ fn verify_planted(args: &[String]) -> Result<(), String> {
                     std::thread::sleep(Duration::from_millis(1));
                 }
             }
-            Err(RecvError::Lost(n)) if !strict => {
+            Err(RecvTimeoutError::Lost(n)) if !strict => {
                 lost += n;
                 next += n;
             }
-            Err(RecvError::Timeout) => std::process::exit(3),
+            Err(RecvTimeoutError::Timeout) => std::process::exit(3),
             Err(e) => return Err(format!("recv at seq {next}: {e}")),
         }
     }
