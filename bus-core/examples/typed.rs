@@ -1,5 +1,5 @@
 //! Typed messages with serde: a struct with strings, vectors and an enum, encoded straight
-//! into the ring with bincode (the default codec) and decoded on the other side.
+//! into the ring with postcard (the default codec) and decoded on the other side.
 //!
 //! `cargo run --example typed`
 

@@ -45,7 +45,7 @@ mod imp {
 
     struct Fault {
         point: Point,
-        signal: i32,
+        signal: rustix::process::Signal,
         nth: u64,
     }
 
@@ -60,8 +60,8 @@ mod imp {
             _ => return None,
         };
         let signal = match parts.next()? {
-            "kill" => libc::SIGKILL,
-            "stop" => libc::SIGSTOP,
+            "kill" => rustix::process::Signal::KILL,
+            "stop" => rustix::process::Signal::STOP,
             _ => return None,
         };
         let nth = parts.next().map_or(Some(1), |n| n.parse().ok())?;
@@ -76,8 +76,9 @@ mod imp {
             FAULT.get_or_init(|| std::env::var("SHMBUS_FAULT").ok().and_then(|s| parse(&s)));
         if let Some(f) = fault {
             if f.point == point && HITS.fetch_add(1, Ordering::Relaxed) + 1 == f.nth {
-                // SAFETY: raise() has no preconditions; the signal is KILL or STOP.
-                unsafe { libc::raise(f.signal) };
+                let me = rustix::process::getpid();
+                // KILL ends us here; STOP returns once someone sends CONT.
+                let _ = rustix::process::kill_process(me, f.signal);
             }
         }
     }

@@ -81,10 +81,12 @@ pub use ring::RecordProblem;
 pub use subscriber::{
     Message, RecvError, RecvTimeoutError, Sample, SubscribeError, Subscriber, TryRecvError,
 };
+#[cfg(all(not(loom), feature = "bincode"))]
+pub use typed::{Bincode, BINCODE_DECODE_LIMIT};
 #[cfg(not(loom))]
 pub use typed::{
-    Bincode, Codec, CodecError, Postcard, Typed, TypedPublisher, TypedRecvError, TypedSendError,
-    TypedSubscriber, BINCODE_DECODE_LIMIT,
+    Codec, CodecError, Postcard, Typed, TypedPublisher, TypedRecvError, TypedSendError,
+    TypedSubscriber,
 };
 #[cfg(not(loom))]
 pub use wait::WaitStrategy;

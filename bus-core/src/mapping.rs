@@ -328,12 +328,13 @@ fn map(file: &File, config: Config) -> Result<Segment, OpenErrorKind> {
 }
 
 fn file_kind(mode: u32) -> FileKind {
-    match mode & libc::S_IFMT {
-        libc::S_IFDIR => FileKind::Directory,
-        libc::S_IFIFO => FileKind::Fifo,
-        libc::S_IFSOCK => FileKind::Socket,
-        libc::S_IFCHR => FileKind::CharDevice,
-        libc::S_IFBLK => FileKind::BlockDevice,
+    use rustix::fs::FileType;
+    match FileType::from_raw_mode(mode as _) {
+        FileType::Directory => FileKind::Directory,
+        FileType::Fifo => FileKind::Fifo,
+        FileType::Socket => FileKind::Socket,
+        FileType::CharacterDevice => FileKind::CharDevice,
+        FileType::BlockDevice => FileKind::BlockDevice,
         _ => FileKind::Other,
     }
 }

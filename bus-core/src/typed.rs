@@ -1,10 +1,10 @@
 //! Typed messages: serde values encoded straight into a loan, decoded from the record.
 //!
-//! The default codec is [`Bincode`] (bincode 2.0.1, standard configuration: little-endian
-//! varints): the fastest of the two on encode and decode, and a format many Rust services
-//! already speak. bincode has stopped releasing (2.0.1 is final; it is pinned), so
-//! [`Postcard`] is the maintained alternative with a documented, stable wire format; choose it
-//! with `TypedPublisher::<T, Postcard>`. Both sides of a bus must use the same codec.
+//! The default codec is [`Postcard`] (postcard 1.x): compact, maintained, with a documented
+//! and stable wire format. `Bincode` (bincode 2.0.1, standard configuration: little-endian
+//! varints; feature `bincode`) is there for buses shared with programs that already speak it;
+//! bincode has stopped releasing (2.0.1 is final, and pinned). Choose it with
+//! `TypedPublisher::<T, Bincode>`. Both sides of a bus must use the same codec.
 
 use std::marker::PhantomData;
 use std::time::Duration;
@@ -76,25 +76,29 @@ pub enum CodecError {
     },
 }
 
-/// bincode 2.0.1, standard configuration (little-endian varints). The default codec.
+/// bincode 2.0.1, standard configuration (little-endian varints). Feature `bincode`.
 ///
 /// Decoding refuses a value that would claim more than [`BINCODE_DECODE_LIMIT`] bytes: without
 /// a limit, bincode allocates whatever length a (hostile or corrupt) message announces before
 /// checking it against the input, and a huge one aborts the process.
+#[cfg(feature = "bincode")]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Bincode;
 
 /// Most bytes one bincode-decoded value may claim (256 MiB).
+#[cfg(feature = "bincode")]
 pub const BINCODE_DECODE_LIMIT: usize = 256 << 20;
 
+#[cfg(feature = "bincode")]
 fn bincode_config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<BINCODE_DECODE_LIMIT>()
 }
 
-/// postcard 1.x: compact, stable, maintained.
+/// postcard 1.x: compact, stable, maintained. The default codec.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Postcard;
 
+#[cfg(feature = "bincode")]
 impl Codec for Bincode {
     const NAME: &'static str = "bincode";
 
@@ -225,7 +229,7 @@ pub struct Typed<T> {
 type Marker<T, C> = PhantomData<(fn() -> Box<T>, C)>;
 
 /// Publishes values of `T`, encoded by `C` directly into the ring (no intermediate buffer).
-pub struct TypedPublisher<T: ?Sized, C: Codec = Bincode> {
+pub struct TypedPublisher<T: ?Sized, C: Codec = Postcard> {
     inner: Publisher,
     _types: Marker<T, C>,
 }
@@ -296,7 +300,7 @@ impl<T: Serialize + ?Sized, C: Codec> TypedPublisher<T, C> {
 
 /// Receives values of `T`, decoded by `C` from the record in place (reliable mode) or from a
 /// reused buffer (lossy mode).
-pub struct TypedSubscriber<T, C: Codec = Bincode> {
+pub struct TypedSubscriber<T, C: Codec = Postcard> {
     inner: Subscriber,
     _types: Marker<T, C>,
 }

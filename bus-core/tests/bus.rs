@@ -393,7 +393,11 @@ fn a_leaked_loan_is_abandoned_by_the_next_claim_or_the_drop() {
         assert_eq!(sub.try_recv(&mut buf), Err(TryRecvError::Empty));
         publ.try_send(b"next").unwrap();
         let m = sub.try_recv(&mut buf).unwrap();
-        assert_eq!((m.seq, &buf[..]), (1, &b"next"[..]), "producers {producers}");
+        assert_eq!(
+            (m.seq, &buf[..]),
+            (1, &b"next"[..]),
+            "producers {producers}"
+        );
         // Every kind of claim abandons it: a loan too, and the drop.
         std::mem::forget(publ.try_loan(3).unwrap());
         let mut l = publ.loan_timeout(3, Duration::from_millis(1)).unwrap();
