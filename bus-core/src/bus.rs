@@ -368,8 +368,11 @@ impl Bus {
     ///
     /// [`LockError`] if the control lock could not be taken.
     pub fn evict_dead(&self) -> Result<usize, LockError> {
-        Ok(registry::evict_dead(&self.shared, SlotKind::Subscriber)?
-            + registry::evict_dead(&self.shared, SlotKind::Producer)?)
+        let wait = crate::lock::LOCK_TIMEOUT;
+        Ok(
+            registry::evict_dead(&self.shared, SlotKind::Subscriber, wait)?
+                + registry::evict_dead(&self.shared, SlotKind::Producer, wait)?,
+        )
     }
 
     /// A snapshot of the bus state, for monitoring (`shmbus stat`). Reads counters without

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::fault;
 use crate::layout::{Mode, PROD_ABANDONED, PROD_BYTES, PROD_CLAIMING, PROD_SENT, SLOT_SLEEPING};
-use crate::registry::{self, JoinError, Slot, SlotKind, Subscribers};
+use crate::registry::{self, JoinError, Slot, SlotKind, Subscribers, PROBE_LOCK_TIMEOUT};
 use crate::repair;
 use crate::ring::{self, Claim, ClaimError, ProducerCursor, Region};
 use crate::sync::Ordering;
@@ -43,12 +43,15 @@ pub enum LoanError {
         /// The bus's max message.
         max: u32,
     },
-    /// The ring's tail in the shared file is impossible (a position past 2^62 or a sequence
-    /// past 2^60): another process wrote garbage into the bus header. Re-create the bus.
-    #[error("the ring's tail (position {tail}) is corrupt (written by another process)")]
+    /// The ring's tail or head in the shared file is impossible (a position past 2^62 or a
+    /// sequence past 2^60): another process wrote garbage into the bus header. Re-create the
+    /// bus.
+    #[error(
+        "the ring's position {position} in the bus header is corrupt (written by another process)"
+    )]
     RingCorrupt {
-        /// The tail position found.
-        tail: u64,
+        /// The position found (of the tail, or of the head).
+        position: u64,
     },
     /// Exclusive bus (one producer slot): another producer moved the tail, which only happens
     /// if this process lost its liveness lock (it closed descriptors it did not own, or a
@@ -83,10 +86,12 @@ pub enum TryLoanError {
         max: u32,
     },
     /// As [`LoanError::RingCorrupt`].
-    #[error("the ring's tail (position {tail}) is corrupt (written by another process)")]
+    #[error(
+        "the ring's position {position} in the bus header is corrupt (written by another process)"
+    )]
     RingCorrupt {
-        /// The tail position found.
-        tail: u64,
+        /// The position found (of the tail, or of the head).
+        position: u64,
     },
     /// As [`LoanError::ProducerConflict`].
     #[error("another producer moved the tail of this one-producer bus (to {found}, expected {expected})")]
@@ -113,10 +118,12 @@ pub enum LoanTimeoutError {
         max: u32,
     },
     /// As [`LoanError::RingCorrupt`].
-    #[error("the ring's tail (position {tail}) is corrupt (written by another process)")]
+    #[error(
+        "the ring's position {position} in the bus header is corrupt (written by another process)"
+    )]
     RingCorrupt {
-        /// The tail position found.
-        tail: u64,
+        /// The position found (of the tail, or of the head).
+        position: u64,
     },
     /// As [`LoanError::ProducerConflict`].
     #[error("another producer moved the tail of this one-producer bus (to {found}, expected {expected})")]
@@ -155,10 +162,12 @@ pub enum SendError {
     #[error("the record was unblocked by another process (this publisher was judged dead)")]
     Unblocked,
     /// As [`LoanError::RingCorrupt`].
-    #[error("the ring's tail (position {tail}) is corrupt (written by another process)")]
+    #[error(
+        "the ring's position {position} in the bus header is corrupt (written by another process)"
+    )]
     RingCorrupt {
-        /// The tail position found.
-        tail: u64,
+        /// The position found (of the tail, or of the head).
+        position: u64,
     },
     /// As [`LoanError::ProducerConflict`].
     #[error("another producer moved the tail of this one-producer bus (to {found}, expected {expected})")]
@@ -188,10 +197,12 @@ pub enum TrySendError {
     #[error("the record was unblocked by another process (this publisher was judged dead)")]
     Unblocked,
     /// As [`LoanError::RingCorrupt`].
-    #[error("the ring's tail (position {tail}) is corrupt (written by another process)")]
+    #[error(
+        "the ring's position {position} in the bus header is corrupt (written by another process)"
+    )]
     RingCorrupt {
-        /// The tail position found.
-        tail: u64,
+        /// The position found (of the tail, or of the head).
+        position: u64,
     },
     /// As [`LoanError::ProducerConflict`].
     #[error("another producer moved the tail of this one-producer bus (to {found}, expected {expected})")]
@@ -221,10 +232,12 @@ pub enum SendTimeoutError {
     #[error("the record was unblocked by another process (this publisher was judged dead)")]
     Unblocked,
     /// As [`LoanError::RingCorrupt`].
-    #[error("the ring's tail (position {tail}) is corrupt (written by another process)")]
+    #[error(
+        "the ring's position {position} in the bus header is corrupt (written by another process)"
+    )]
     RingCorrupt {
-        /// The tail position found.
-        tail: u64,
+        /// The position found (of the tail, or of the head).
+        position: u64,
     },
     /// As [`LoanError::ProducerConflict`].
     #[error("another producer moved the tail of this one-producer bus (to {found}, expected {expected})")]
@@ -259,14 +272,14 @@ macro_rules! widen {
 }
 
 widen!(LoanError => SendError, TrySendError, SendTimeoutError, TryLoanError, LoanTimeoutError :
-    ; MessageTooLarge { len, max } RingCorrupt { tail } ProducerConflict { expected, found });
+    ; MessageTooLarge { len, max } RingCorrupt { position } ProducerConflict { expected, found });
 widen!(CommitError => SendError, TrySendError, SendTimeoutError : Unblocked ;);
 widen!(SendError => TrySendError, SendTimeoutError : Unblocked ;
-    MessageTooLarge { len, max } RingCorrupt { tail } ProducerConflict { expected, found });
+    MessageTooLarge { len, max } RingCorrupt { position } ProducerConflict { expected, found });
 widen!(TryLoanError => TrySendError : Full ;
-    MessageTooLarge { len, max } RingCorrupt { tail } ProducerConflict { expected, found });
+    MessageTooLarge { len, max } RingCorrupt { position } ProducerConflict { expected, found });
 widen!(LoanTimeoutError => SendTimeoutError : Timeout ;
-    MessageTooLarge { len, max } RingCorrupt { tail } ProducerConflict { expected, found });
+    MessageTooLarge { len, max } RingCorrupt { position } ProducerConflict { expected, found });
 
 /// Why a claim failed, before a public method names it in its own error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -469,8 +482,8 @@ impl Publisher {
                 Err(ClaimError::Full { stalled_at }) => {
                     watch_stall(shared, &mut self.stall, stalled_at)
                 }
-                Err(ClaimError::Corrupt { tail }) => {
-                    return Err(LoanError::RingCorrupt { tail }.into())
+                Err(ClaimError::Corrupt { position }) => {
+                    return Err(LoanError::RingCorrupt { position }.into())
                 }
                 Err(ClaimError::Conflict { expected, found }) => {
                     return Err(LoanError::ProducerConflict { expected, found }.into())
@@ -479,7 +492,9 @@ impl Publisher {
             // A subscriber that died holds a reliable ring full until evicted: probe on every
             // path, `try_send` included, at most once an interval.
             if Self::evict_due(&mut self.last_evict)
-                && registry::evict_dead(shared, SlotKind::Subscriber).unwrap_or(0) > 0
+                && registry::evict_dead(shared, SlotKind::Subscriber, PROBE_LOCK_TIMEOUT)
+                    .unwrap_or(0)
+                    > 0
             {
                 continue;
             }
@@ -523,8 +538,12 @@ impl Publisher {
         }
     }
 
-    /// Gives a claim up: its record becomes padding that consumes its sequence.
+    /// Gives a claim up: its record becomes padding that consumes its sequence. Not in a
+    /// child forked since the join: the claim is the parent's, which may still commit it.
     fn abandon_claim(&mut self, c: &Claim) {
+        if !self.slot.as_ref().is_some_and(|s| s.is_ours()) {
+            return;
+        }
         let seg = &self.shared.seg;
         let offset = self.slot_offset;
         let claiming = seg.slot64(offset, PROD_CLAIMING);
@@ -559,7 +578,7 @@ impl Publisher {
         self.fruitless_wakes += 1;
         if self.fruitless_wakes >= FRUITLESS_WAKES_BEFORE_SWEEP {
             self.fruitless_wakes = 0;
-            let _ = registry::evict_dead(&self.shared, SlotKind::Subscriber);
+            let _ = registry::evict_dead(&self.shared, SlotKind::Subscriber, PROBE_LOCK_TIMEOUT);
         }
     }
 
@@ -775,6 +794,11 @@ impl Drop for Publisher {
 /// without committing *abandons* it: the record becomes padding that no subscriber receives
 /// (it still consumes its sequence number). Subscribers wait at this record until one or the
 /// other happens, so do not hold a loan for long.
+///
+/// A loan leaked with `mem::forget` is abandoned by its publisher's next claim (any `send` or
+/// `loan`) or by the publisher's drop; until then subscribers wait at it, and in reliable mode
+/// producers stop a lap later, as for a loan held open. A forked child never abandons (or
+/// commits) its parent's loans.
 pub struct Loan<'a> {
     publisher: &'a mut Publisher,
     claim: Claim,

@@ -269,9 +269,21 @@ fn give_back_leaked_waits(seg: &Segment) {
     }
 }
 
+/// How long a publisher's probe for dead subscribers waits for the control lock.
+pub(crate) const PROBE_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// Probes the active slots of `kind` without the lock; if any owner is dead, takes the lock
 /// and sweeps. Returns how many slots were freed.
-pub(crate) fn evict_dead(shared: &Shared, kind: SlotKind) -> Result<usize, LockError> {
+///
+/// Waits at most `lock_timeout` for the control lock: publishers probing on their way (a
+/// `try_send` on a full ring, a wake that found nobody) pass [`PROBE_LOCK_TIMEOUT`], so that a
+/// live process holding the lock long (stopped, in a debugger) delays them by that much, not
+/// by seconds; the probe is simply repeated later.
+pub(crate) fn evict_dead(
+    shared: &Shared,
+    kind: SlotKind,
+    lock_timeout: std::time::Duration,
+) -> Result<usize, LockError> {
     let seg = &shared.seg;
     let any_dead = (0..slot_count(seg, kind)).any(|index| {
         let offset = slot_offset(seg, kind, index);
@@ -284,7 +296,7 @@ pub(crate) fn evict_dead(shared: &Shared, kind: SlotKind) -> Result<usize, LockE
     if !any_dead {
         return Ok(0);
     }
-    let _guard = shared.lock.lock(seg, LOCK_TIMEOUT)?;
+    let _guard = shared.lock.lock(seg, lock_timeout)?;
     Ok(sweep(seg))
 }
 

@@ -156,9 +156,9 @@ pub(crate) enum ClaimError {
     /// stopped `head` short of what the claim needs, if that is why: its producer may have
     /// died (see [`inspect_stuck`]).
     Full { stalled_at: Option<(u64, u64)> },
-    /// The tail in the shared file is impossible (its position past [`MAX_POSITION`], or its
-    /// sequence past what a header can carry): another process wrote it.
-    Corrupt { tail: u64 },
+    /// The tail or head in the shared file is impossible (a position past [`MAX_POSITION`], or
+    /// a sequence past what a header can carry): another process wrote it.
+    Corrupt { position: u64 },
     /// Exclusive bus: the tail is not where this producer's last claim left it, so another
     /// producer has written it (`expected`, `found`: tail positions).
     Conflict { expected: u64, found: u64 },
@@ -187,10 +187,9 @@ const MARKS: usize = 32;
 /// every sixteenth of the ring, and where its first claim began.
 ///
 /// On an exclusive bus every record from this producer's first claim up to its tail is its
-/// own, and committed (it commits, or abandons, each claim before the next; a repairer does
-/// not touch the claims of a live producer): nothing there can stop head. (A loan leaked
-/// with `mem::forget` is never committed; jumping over it is harmless, and readers stuck
-/// there have it repaired, its sequence no longer being in our claiming word.) So head may
+/// own, and committed (it commits, or abandons, each claim before the next; a loan leaked
+/// with `mem::forget` is abandoned by the publisher before its next claim; a repairer does
+/// not touch the claims of a live producer): nothing there can stop head. So head may
 /// jump from mark to mark instead of reading every header on the way, which is a dependent
 /// chain of loads from a lap ago. Before the first claim (records of an earlier producer,
 /// perhaps one that died mid-claim) head still walks.
@@ -296,7 +295,7 @@ pub(crate) fn try_claim<R: Region, S: Subscribers>(
                 }
                 continue;
             }
-            let (limit, stalled_at) = refresh_limit(r, subs, p, &mut cursor.marks, end);
+            let (limit, stalled_at) = refresh_limit(r, subs, p, &mut cursor.marks, end)?;
             cursor.limit = limit;
             if end > cursor.limit {
                 // ORDERING: Relaxed: a producer that waits owns no claim; say so, so that
@@ -316,7 +315,15 @@ pub(crate) fn try_claim<R: Region, S: Subscribers>(
             // we last stored or one loaded fresh above. No locked instruction, so the stores
             // of consecutive messages stream out of the store buffer instead of each waiting
             // for the last to reach other cores.
-            // ORDERING: Release publishes `claiming` (above) to repairers, as the CAS does.
+            //
+            // The claimed bytes are ours before anyone can see the claim (head, and in
+            // reliable mode every subscriber, passed them when the limit was computed), so the
+            // WRAP and the "not yet" word0 of the record go in *before* the tail publishes the
+            // claim: a reader that sees the claim (tail first, then header) never sees an
+            // earlier lap's bytes where these headers are.
+            exclusive_prewrite(r, p, t, pad);
+            // ORDERING: Release publishes `claiming` (above) to repairers, as the CAS does,
+            // and the pre-written headers to readers that Acquire this tail.
             r.tail().store((end, t.1 + 1), Ordering::Release);
             Ok(())
         } else {
@@ -334,10 +341,7 @@ pub(crate) fn try_claim<R: Region, S: Subscribers>(
                     // wait for a line that a reader polling this very header holds.
                     0
                 } else {
-                    // ORDERING: Acquire (and the Acquire of the CAS above): the last write of
-                    // an earlier lap to this word happened before head passed it, and so
-                    // before our claim; from here on only a repairer may change it.
-                    r.word((t.0 + pad) & p.mask()).load(Ordering::Acquire)
+                    stale_word0(r, p, t.0 + pad, t.1)
                 };
                 return Ok(Claim {
                     start: t.0,
@@ -355,37 +359,88 @@ pub(crate) fn try_claim<R: Region, S: Subscribers>(
     }
 }
 
+/// Shared bus: word0 of a record just claimed, as the commit will find it.
+///
+/// Normally what an earlier lap left. If those bytes happen to carry the claimed sequence in
+/// a committed state (payload bytes can hold anything), they are first replaced by
+/// `{ seq, EMPTY }`: otherwise, once the commit stores word1, the header would be valid
+/// before the commit's CAS, readers would take it, and a producer a lap later could write
+/// the same word0 bits before that CAS, which would then fail on a delivered message. Only a
+/// repairer writes this word after our claim (and only after the unblock timeout); if one
+/// got there first, what it wrote is the value the commit's CAS must replace.
+#[inline]
+fn stale_word0<R: Region>(r: &R, p: &Params, pos: u64, seq: u64) -> u64 {
+    let word = r.word(pos & p.mask());
+    // ORDERING: Acquire (and the Acquire of the claim's CAS): the last write of an earlier
+    // lap to this word happened before head passed it, and so before our claim.
+    let stale = word.load(Ordering::Acquire);
+    let (found, state) = unpack_word0(stale);
+    if found != seq & SEQ_MASK || matches!(state, STATE_EMPTY | STATE_REPAIRING) {
+        return stale;
+    }
+    let empty = pack_word0(seq, STATE_EMPTY);
+    // ORDERING: Relaxed: EMPTY publishes nothing; the commit's SeqCst CAS publishes the
+    // record.
+    match word.compare_exchange(stale, empty, Ordering::Relaxed, Ordering::Relaxed) {
+        Ok(_) => empty,
+        Err(now) => now,
+    }
+}
+
 /// A tail read from the mapping, if it is possible: `t.1 + 1` in a claim must neither wrap (to
 /// the "idle" claiming word 0) nor leave the 60 bits a header carries, and positions stay
 /// below [`MAX_POSITION`].
 #[inline]
 fn checked_tail(t: (u64, u64)) -> Result<(u64, u64), ClaimError> {
     if t.0 > MAX_POSITION || t.1 >= SEQ_MASK {
-        return Err(ClaimError::Corrupt { tail: t.0 });
+        return Err(ClaimError::Corrupt { position: t.0 });
     }
     Ok(t)
 }
 
-/// Writes the WRAP padding of `c`, if it has one. The record's own header is written only
+/// Exclusive bus, before the tail store of a claim at `{ t.0, t.1 }` with `pad` bytes of WRAP:
+/// the WRAP header and word0 = `{ seq, EMPTY }` of the record.
+#[inline(always)]
+fn exclusive_prewrite<R: Region>(r: &R, p: &Params, t: (u64, u64), pad: u64) {
+    // ORDERING: the seqlock writer's fence (see `write_claimed`): the head we advanced goes
+    // before every byte we write over the earlier lap.
+    fence(Ordering::Release);
+    if pad > 0 {
+        write_wrap(r, p, t.0, t.1, pad);
+    }
+    // ORDERING: Relaxed: published by the Release store of the tail that follows.
+    r.word((t.0 + pad) & p.mask())
+        .store(pack_word0(t.1, STATE_EMPTY), Ordering::Relaxed);
+}
+
+/// The WRAP padding record of `pad` bytes at `pos` before the record of `seq`.
+#[inline]
+fn write_wrap<R: Region>(r: &R, p: &Params, pos: u64, seq: u64, pad: u64) {
+    let at = pos & p.mask();
+    let units = (pad / RECORD_ALIGN) as u32;
+    let (w0, w1) = header(p.key, pos, seq, STATE_WRAP, units);
+    // ORDERING: Relaxed: published by the Release store of word0 just below.
+    r.word(at + 8).store(w1, Ordering::Relaxed);
+    // ORDERING: Release: a reader that Acquires this WRAP sees its word1.
+    r.word(at).store(w0, Ordering::Release);
+}
+
+/// Writes the WRAP padding of `c`, if it has one (on an exclusive bus the claim wrote it). The record's own header is written only
 /// at its commit ([`commit`] / [`abandon`]): until then word0 keeps whatever an earlier lap
 /// left, so a reader polling it sees one change, not two, and a producer dying before the
 /// commit leaves an unheadered claim that the repairer sizes from the next header.
 #[inline]
 pub(crate) fn write_claimed<R: Region>(r: &R, p: &Params, c: &Claim) {
+    if p.exclusive {
+        return;
+    }
     // ORDERING: a lossy reader validates a copy by re-reading head after an Acquire fence;
     // this Release fence orders the head we advanced (or Acquired from another producer)
     // before every byte we write over the earlier lap from here on, the WRAP header
     // included (the seqlock writer's fence).
     fence(Ordering::Release);
-    let mask = p.mask();
     if c.pad > 0 {
-        let at = c.start & mask;
-        let units = (c.pad / RECORD_ALIGN) as u32;
-        let (w0, w1) = header(p.key, c.start, c.seq, STATE_WRAP, units);
-        // ORDERING: Relaxed: published by the Release store of word0 just below.
-        r.word(at + 8).store(w1, Ordering::Relaxed);
-        // ORDERING: Release: a reader that Acquires this WRAP sees its word1.
-        r.word(at).store(w0, Ordering::Release);
+        write_wrap(r, p, c.start, c.seq, c.pad);
     }
 }
 
@@ -483,17 +538,17 @@ fn refresh_limit<R: Region, S: Subscribers>(
     p: &Params,
     marks: &mut Marks,
     end: u64,
-) -> (u64, Option<(u64, u64)>) {
+) -> Result<(u64, Option<(u64, u64)>), ClaimError> {
     let target = end.saturating_sub(p.capacity);
     loop {
         // ORDERING: SeqCst: part of the join protocol, see `limit_after_head`.
         let h = r.head().load(Ordering::SeqCst);
         if h.0 > MAX_POSITION {
             // Written by another process: nothing can be claimed against it.
-            return (0, None);
+            return Err(ClaimError::Corrupt { position: h.0 });
         }
         if h.0 >= target {
-            return (limit_after_head(subs, p, h.0), None);
+            return Ok((limit_after_head(subs, p, h.0), None));
         }
         // Bytes up to `bound` may be discarded: everything, in lossy mode; what every
         // subscriber has read, in reliable mode.
@@ -518,7 +573,7 @@ fn refresh_limit<R: Region, S: Subscribers>(
         };
         let stalled_at = (stalled && next.0 < target).then_some(next);
         if next.0 == h.0 {
-            return (limit_after_head(subs, p, h.0), stalled_at);
+            return Ok((limit_after_head(subs, p, h.0), stalled_at));
         }
         // ORDERING: SeqCst: the join protocol (`limit_after_head`) and lossy readers' torn-copy
         // check both order themselves against this update of head.
@@ -527,7 +582,7 @@ fn refresh_limit<R: Region, S: Subscribers>(
             .is_ok()
             && next.0 < target
         {
-            return (limit_after_head(subs, p, next.0), stalled_at);
+            return Ok((limit_after_head(subs, p, next.0), stalled_at));
         }
     }
 }
@@ -657,8 +712,20 @@ pub enum RecordProblem {
         /// The tail's sequence.
         tail_seq: u64,
     },
-    /// A run of claims without headers longer than a repair may cover at once.
-    #[error("{count} sequences without headers: more than a repair covers ({max})")]
+    /// Reliable mode: the ring has moved on past this reader (the tail more than a lap ahead,
+    /// or the head beyond it). Producers no longer waited for it: its slot was taken from it
+    /// (evicted while alive, after its process lost the liveness lock by closing descriptors it
+    /// did not own), or another process wrote the ring's positions.
+    #[error("the ring moved past this reader at {position} (tail {tail}): its slot was lost")]
+    Overrun {
+        /// The reader's position.
+        position: u64,
+        /// The tail position.
+        tail: u64,
+    },
+    /// A run of claims without headers longer than its bytes can hold (every claim takes at
+    /// least 16 bytes).
+    #[error("{count} sequences without headers: more than the bytes can hold ({max})")]
     GapTooLong {
         /// Sequences in the run.
         count: u64,
@@ -847,16 +914,8 @@ impl Reader {
     /// reader has reached the one it saw last: once per batch of records already written.
     #[inline(always)]
     pub(crate) fn peek_data<R: Region>(&mut self, r: &R, p: &Params) -> Option<(u64, u32, u64)> {
-        let Peek::Data {
-            offset,
-            len,
-            extent,
-        } = peek(r, p, self.pos, self.seq)
-        else {
-            return None;
-        };
-        // What we read counts only below the tail (layout doc). Checked after the header, so
-        // that a reader polling an empty ring loads the record's line only, not the tail's.
+        // Only bytes below a tail observed *before* reading them count (layout doc): a header
+        // read first and checked against a tail loaded after could predate the claim.
         if self.pos >= self.tail_seen {
             // ORDERING: Acquire, as in `tail_is_past` (which also reports an impossible tail;
             // here it is only not taken).
@@ -866,7 +925,14 @@ impl Reader {
             }
             self.tail_seen = t;
         }
-        Some((offset, len, extent))
+        match peek(r, p, self.pos, self.seq) {
+            Peek::Data {
+                offset,
+                len,
+                extent,
+            } => Some((offset, len, extent)),
+            _ => None,
+        }
     }
 
     /// Moves past the message at the reader's position (after its payload was taken).
@@ -902,16 +968,14 @@ impl Reader {
         // Padding is rare (one WRAP a lap, abandoned loans, repairs); a long run of it can
         // only be bytes another process wrote. Bound the work of one call either way.
         for _ in 0..MAX_SKIPS_PER_POLL {
-            let peeked = peek(r, p, self.pos, self.seq);
-            // Whatever the header says counts only below the tail. (Nothing there needs no
-            // tail: a reader polling an empty ring then loads the record's line only.)
-            if peeked != Peek::NotReady {
-                match self.tail_is_past(r) {
-                    Ok(true) => {}
-                    Ok(false) => return Polled::Empty,
-                    Err(problem) => return Polled::Corrupt(problem),
-                }
+            // The tail first, then the header: only what lies below a tail observed before it
+            // was read counts.
+            match self.tail_is_past(r) {
+                Ok(true) => {}
+                Ok(false) => return Polled::Empty,
+                Err(problem) => return Polled::Corrupt(problem),
             }
+            let peeked = peek(r, p, self.pos, self.seq);
             if lossy && !matches!(peeked, Peek::Data { .. }) {
                 // Whatever we read may be bytes of a newer lap: trust it only while head has
                 // not passed our position. (Data is validated after its copy instead.)
@@ -1075,14 +1139,18 @@ pub(crate) fn sequence_at<R: Region>(r: &R, p: &Params, pos: u64) -> Result<u64,
     }
     // ORDERING: Acquire, as in `peek`.
     let (found, _) = unpack_word0(r.word(pos & p.mask()).load(Ordering::Acquire));
-    // Rebuild the full sequence from its 60 stored bits: it lies in [head.seq, tail.seq).
+    // Rebuild the full sequence from its 60 stored bits: it lies in [head.seq, tail.seq], the
+    // tail's own sequence only for padding that consumes none (the FILLs after a GAP that ran
+    // to the tail: a lossy reader that reported the GAP's loss stands on one).
     let seq = head.1.wrapping_add(found.wrapping_sub(head.1) & SEQ_MASK);
-    if seq >= tail.1 {
+    if seq > tail.1 {
         return Err(PositionError::NotARecord);
     }
     // A record not committed yet has no header to recognise: the caller may try again.
-    if !matches!(peek(r, p, pos, seq), Peek::Data { .. } | Peek::Skip { .. }) {
-        return Err(PositionError::NotARecord);
+    match peek(r, p, pos, seq) {
+        Peek::Data { .. } | Peek::Skip { .. } if seq < tail.1 => {}
+        Peek::Skip { seqs: 0, .. } => {}
+        _ => return Err(PositionError::NotARecord),
     }
     if p.mode == Mode::Lossy && still_retained(r, pos).is_err() {
         let head = oldest(r);
@@ -1109,10 +1177,6 @@ pub(crate) enum Stuck {
     Impossible(RecordProblem),
 }
 
-/// Most sequences one repair covers. Crashes alone leave at most one unheadered claim per
-/// producer slot (4096 at most); more means scribbled bytes, reported instead.
-pub(crate) const MAX_GAP_SEQUENCES: u64 = u16::MAX as u64;
-
 /// Looks at the record at `{ pos, seq }`.
 ///
 /// A claim whose producer died before writing its header has no length anywhere. Its
@@ -1124,10 +1188,20 @@ pub(crate) const MAX_GAP_SEQUENCES: u64 = u16::MAX as u64;
 /// *claiming* words; the caller repairs only if none of them is alive.
 pub(crate) fn inspect_stuck<R: Region>(r: &R, p: &Params, pos: u64, seq: u64) -> Stuck {
     let tail = latest(r);
-    // More than a lap between a reader and the tail is not a crash but a corrupt tail (or a
-    // lapped lossy reader, which resynchronises instead): never scan or repair that.
-    if tail.0 <= pos || tail.0 - pos > p.capacity {
+    if tail.0 <= pos {
         return Stuck::No;
+    }
+    // More than a lap between a reader and the tail is not a crash: a lapped lossy reader
+    // (which resynchronises instead), or, in reliable mode, a reader the producers no longer
+    // wait for (its slot was lost) or a scribbled tail. Never scan or repair that.
+    if tail.0 - pos > p.capacity || oldest(r).0 > pos {
+        return match p.mode {
+            Mode::Lossy => Stuck::No,
+            Mode::Reliable => Stuck::Impossible(RecordProblem::Overrun {
+                position: pos,
+                tail: tail.0,
+            }),
+        };
     }
     if tail.1 < seq {
         return Stuck::Impossible(RecordProblem::SequencePastTail {
@@ -1696,6 +1770,90 @@ mod tests {
         );
     }
 
+    /// Review of issue 8: stale bytes that carry the claimed sequence in a committed state
+    /// are replaced by `{ seq, EMPTY }` at the claim (shared bus), so the header never
+    /// validates before the commit's CAS (which would otherwise fail on a delivered message
+    /// once a later lap wrote the same bits); an exclusive bus writes that word (and the WRAP)
+    /// before its tail store.
+    #[test]
+    fn a_claim_never_leaves_a_committed_looking_header_before_its_commit() {
+        for exclusive in [false, true] {
+            let p = Params {
+                exclusive,
+                ..params(256, Mode::Lossy)
+            };
+            let r = HeapRegion::new(256, 1024 - 48);
+            // What the record's commit will write, planted by an earlier lap.
+            plant(&r, &p, 1024 - 48, header(KEY, 1024 - 48, 0, STATE_DATA, 8));
+            let claiming = AtomicU64::new(0);
+            let mut c = ProducerCursor::default();
+            let claim = try_claim(&r, &NoSubs, &p, &mut c, &claiming, 8).unwrap();
+            write_claimed(&r, &p, &claim);
+            assert_eq!(
+                unpack_word0(r.word(208).load(Ordering::Relaxed)),
+                (0, STATE_EMPTY),
+                "exclusive {exclusive}"
+            );
+            assert_eq!(peek(&r, &p, 1024 - 48, 0), Peek::NotReady);
+            // SAFETY: the claim owns its 8 payload bytes.
+            unsafe { r.write_bytes(claim.payload_offset(&p), &[9; 8]) };
+            commit(&r, &p, &claim, &claiming).unwrap();
+            assert!(matches!(
+                peek(&r, &p, 1024 - 48, 0),
+                Peek::Data { len: 8, .. }
+            ));
+            // A record that wraps: the WRAP is there as soon as the claim is.
+            let wrapping = try_claim(&r, &NoSubs, &p, &mut c, &claiming, 8).unwrap();
+            assert_eq!(wrapping.pad, 16);
+            write_claimed(&r, &p, &wrapping);
+            assert!(matches!(
+                peek(&r, &p, 1024 - 16, 1),
+                Peek::Skip {
+                    kind: SkipKind::Wrap,
+                    ..
+                }
+            ));
+            assert_eq!(peek(&r, &p, 1024, 1), Peek::NotReady);
+        }
+    }
+
+    /// Review of issue 8: a lossy reader that reported a GAP's loss stands on a FILL whose
+    /// sequence is the tail's; it may resume there.
+    #[test]
+    fn a_saved_position_on_a_fill_at_the_tail_sequence_is_a_record() {
+        let p = params(1024, Mode::Lossy);
+        let r = ring_with_tail(1024, (96, 3));
+        plant(&r, &p, 0, header(KEY, 0, 0, STATE_GAP, 3));
+        plant(&r, &p, 16, header(KEY, 16, 3, STATE_FILL, 5));
+        assert_eq!(sequence_at(&r, &p, 16), Ok(3));
+        assert_eq!(sequence_at(&r, &p, 0), Ok(0));
+        // A DATA record cannot carry the tail's sequence.
+        plant(&r, &p, 16, header(KEY, 16, 3, STATE_DATA, 5));
+        assert_eq!(sequence_at(&r, &p, 16), Err(PositionError::NotARecord));
+    }
+
+    /// Review of issue 8: an impossible head is a typed error for producers, not `Full`.
+    #[test]
+    fn an_impossible_head_is_corrupt_not_full() {
+        let p = params(1024, Mode::Lossy);
+        let r = ring_with_tail(1024, (4096, 9));
+        r.head.store((MAX_POSITION + 32, 2), Ordering::Relaxed);
+        let claiming = AtomicU64::new(0);
+        assert_eq!(
+            try_claim(
+                &r,
+                &NoSubs,
+                &p,
+                &mut ProducerCursor::default(),
+                &claiming,
+                8
+            ),
+            Err(ClaimError::Corrupt {
+                position: MAX_POSITION + 32
+            })
+        );
+    }
+
     /// Issue 8: each overflow of values read from the mapping is a typed error.
     #[test]
     fn impossible_values_from_the_mapping_are_typed_errors() {
@@ -1708,7 +1866,7 @@ mod tests {
             let claiming = AtomicU64::new(0);
             assert_eq!(
                 try_claim(&r, &NoSubs, &p, &mut c, &claiming, 8),
-                Err(ClaimError::Corrupt { tail: 64 })
+                Err(ClaimError::Corrupt { position: 64 })
             );
         }
         // A chain of GAPs whose counts would carry the reader's sequence past 2^64.
@@ -1982,7 +2140,19 @@ mod tests {
         let p = params(1024, Mode::Reliable);
         let r = HeapRegion::new(1024, 0);
         r.tail.store((1 << 61, 5), Ordering::Relaxed);
-        assert_eq!(inspect_stuck(&r, &p, 0, 0), Stuck::No);
+        // Not scanned; in reliable mode the reader is told the ring moved past it, in lossy
+        // mode it resynchronises on its own.
+        assert_eq!(
+            inspect_stuck(&r, &p, 0, 0),
+            Stuck::Impossible(RecordProblem::Overrun {
+                position: 0,
+                tail: 1 << 61
+            })
+        );
+        assert_eq!(
+            inspect_stuck(&r, &params(1024, Mode::Lossy), 0, 0),
+            Stuck::No
+        );
         let claiming = AtomicU64::new(0);
         r.tail.store((MAX_POSITION + 16, 5), Ordering::Relaxed);
         assert!(matches!(

@@ -281,7 +281,9 @@ impl std::fmt::Debug for Subscriber {
 impl Subscriber {
     fn pick(shared: &Shared, start: Start) -> Result<(u64, u64), SubscribeError> {
         let picked = Self::pick_unchecked(shared, start)?;
-        if picked.0 > MAX_POSITION {
+        // Positions and sequences in the header are another process's writes: one that no
+        // producer could have reached makes every later step meaningless.
+        if picked.0 > MAX_POSITION || picked.1 >= crate::layout::SEQ_MASK {
             return Err(SubscribeError::RingCorrupt { position: picked.0 });
         }
         Ok(picked)
@@ -522,29 +524,31 @@ impl Subscriber {
                     return Ok((offset, len, extent));
                 }
                 Polled::Lost(n) => return Err(RecvError::Lost(n).into()),
-                Polled::Corrupt(_) => {
+                Polled::Corrupt(RecordProblem::CheckMismatch) => {
                     // Bytes of an earlier lap can carry the very sequence we expect (a payload
                     // word equal to it): until the unblock timeout that is a record not yet
                     // written, not corruption. After it the repairer replaces the header like
                     // a dead claim's (counted in `unblocked`); what it cannot replace, we
-                    // report. A live owner may still commit: keep waiting for it.
+                    // report. A live owner may still commit: keep waiting for it. (A header
+                    // that does not validate sleeps like nothing at all: `is_ready` is false
+                    // for it, and the commit that replaces it wakes us.)
                     match self.check_stuck() {
-                        Some(Unblock::Repaired { .. }) => continue,
+                        Some(Unblock::Repaired { .. } | Unblock::NotStuck) => {
+                            // Repaired (by us or by another repairer meanwhile), committed, or
+                            // a repair that raced a claim: look again, taking what is there.
+                            continue;
+                        }
                         Some(Unblock::Implausible(why)) => {
                             return Err(self.unrepairable(why).into())
                         }
-                        Some(Unblock::NotStuck) => {
-                            // A header that validates yet breaks a rule stays as it is; one
-                            // that was committed meanwhile reads fine now.
-                            if let Polled::Corrupt(still) =
-                                self.reader.poll(&self.shared.seg, &params)
-                            {
-                                return Err(self.unrepairable(still).into());
-                            }
-                            continue;
-                        }
                         Some(Unblock::OwnerAlive) | None => {}
                     }
+                }
+                Polled::Corrupt(problem) => {
+                    // A header that validates with the bus's key (or a tail) and still breaks
+                    // a rule: only a process holding the key wrote that, and it will not
+                    // change by waiting. Never repaired over; reported at once.
+                    return Err(self.unrepairable(problem).into());
                 }
                 Polled::Empty => {}
             }

@@ -520,3 +520,27 @@ fn a_bad_header_the_repairer_cannot_replace_is_reported_as_corrupt() {
     }
     assert_eq!(sub.unblocked(), 0);
 }
+
+/// Review of issue 8: a reliable reader the ring has moved past (here a tail written more
+/// than a lap ahead by another process; in life, a slot lost while its owner lived) is told
+/// so after the unblock timeout, instead of waiting forever.
+#[test]
+fn a_reliable_reader_the_ring_moved_past_is_told_not_left_waiting() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (bus, p) = bus(&dir, Mode::Reliable, 20);
+    let mut sub = bus.subscribe(Start::Latest).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+    // Line 1 of the header page: the tail's position.
+    let far = bus.config().capacity * 3;
+    f.write_all_at(&far.to_le_bytes(), bus_core::layout::LINE as u64)
+        .unwrap();
+    let mut buf = Vec::new();
+    match sub.recv_timeout(&mut buf, Duration::from_secs(10)) {
+        Err(RecvTimeoutError::Corrupt {
+            position: 0,
+            problem: bus_core::RecordProblem::Overrun { position: 0, tail },
+        }) => assert_eq!(tail, far),
+        other => panic!("expected Overrun, got {other:?}"),
+    }
+}

@@ -135,3 +135,135 @@ fn quiet(cases: u32) -> ProptestConfig {
         ..ProptestConfig::default()
     }
 }
+
+/// Payloads that hold, at every 16-byte aligned offset, a header in the documented format
+/// (issue 8): for the record that a later lap starts there, and for the position itself, in
+/// every state. With `key_known` the headers carry the bus's own key (what only a process
+/// that read the bus file could write) and the reader polls only between whole publishes,
+/// ahead of the tail: the tail rule alone must keep it from them. Without it (a guessed key:
+/// what a relayed payload can hold) the reader also polls in every window between a claim
+/// and its commit, where only the keyed check stands between it and the bytes. Either way
+/// the reader delivers every message exactly once, byte for byte, and in lossy mode
+/// delivered + lost = published.
+fn planted_stream(key_known: bool) {
+    use crate::layout::{
+        header, record_extent, STATE_ABANDONED, STATE_DATA, STATE_FILL, STATE_GAP, STATE_WRAP,
+    };
+    use crate::ring::{commit, write_claimed, Region};
+    let tried = std::cell::Cell::new(0u32);
+    proptest!(quiet(CASES / 8), |(
+        lens in prop::collection::vec(0usize..300, 1..120),
+        lossy in any::<bool>(),
+        exclusive in any::<bool>(),
+        start16 in 0u64..64,
+    )| {
+        tried.set(tried.get() + 1);
+        let start = start16 * RECORD_ALIGN + 4 * CAP;
+        let p = Params {
+            capacity: CAP,
+            max_message: 300,
+            mode: if lossy { Mode::Lossy } else { Mode::Reliable },
+            exclusive,
+            key: RecordKey(0x0bad_5eed),
+        };
+        let plant_key = if key_known { p.key } else { RecordKey(0x0bad_5eee) };
+        let r = HeapRegion::new(CAP, start);
+        let mut cursor = ProducerCursor::default();
+        let mut reader = Reader::new(start, 0);
+        let (mut got, mut lost) = (Vec::new(), 0u64);
+        let drain = |r: &HeapRegion, reader: &mut Reader, got: &mut Vec<(u64, Vec<u8>)>,
+                         lost: &mut u64| {
+            for _ in 0..1000 {
+                match heap::read_one(r, &p, reader) {
+                    Ok(Some(Got::Msg(q, v))) => got.push((q, v)),
+                    Ok(Some(Got::Lost(n))) => *lost += n,
+                    Ok(None) | Err(crate::ring::RecordProblem::CheckMismatch) => return,
+                    Err(e) => panic!("read a planted header as a record: {e}"),
+                }
+            }
+            panic!("the reader did not stop");
+        };
+        let payload = |seq: u64, pos: u64, len: usize| -> Vec<u8> {
+            let mut v: Vec<u8> = (0..len).map(|i| (seq as u8) ^ (i as u8)).collect();
+            for off in (0..len.saturating_sub(15)).step_by(16) {
+                let here = pos + RECORD_ALIGN + off as u64;
+                let states = [STATE_DATA, STATE_ABANDONED, STATE_WRAP, STATE_GAP, STATE_FILL];
+                let state = states[(here / 16 % 5) as usize];
+                // Alternate: the next lap's record here, and this very position.
+                let at = if off % 32 == 0 { here + CAP } else { here };
+                let guess_seq = seq + 1 + (off as u64 / 16) % 4;
+                let low = match state {
+                    STATE_WRAP => ((CAP - (at % CAP)) / 16) as u32,
+                    STATE_GAP | STATE_FILL => 1 + (off as u32 / 16) % 3,
+                    _ => (off % 64) as u32,
+                };
+                let (w0, w1) = header(plant_key, at, guess_seq, state, low);
+                v[off..off + 8].copy_from_slice(&w0.to_ne_bytes());
+                v[off + 8..off + 16].copy_from_slice(&w1.to_ne_bytes());
+            }
+            v
+        };
+        let mut sent = Vec::new();
+        for (i, &len) in lens.iter().enumerate() {
+            let claiming = AtomicU64::new(0);
+            let sub_pos = AtomicU64::new(reader.pos);
+            let subs = OneSub(&sub_pos, lossy);
+            let c = match try_claim(&r, &subs, &p, &mut cursor, &claiming, len as u32) {
+                Ok(c) => c,
+                Err(_) => {
+                    // Reliable and full: read, then claim again.
+                    drain(&r, &mut reader, &mut got, &mut lost);
+                    sub_pos.store(reader.pos, Ordering::SeqCst);
+                    try_claim(&r, &subs, &p, &mut cursor, &claiming, len as u32)
+                        .expect("room after reading")
+                }
+            };
+            write_claimed(&r, &p, &c);
+            let data = payload(i as u64, c.position(), len);
+            // SAFETY: the claim owns `len` bytes at its payload offset.
+            unsafe { r.write_bytes(c.payload_offset(&p), &data) };
+            if !key_known {
+                // In the window between claim and commit.
+                drain(&r, &mut reader, &mut got, &mut lost);
+            }
+            commit(&r, &p, &c, &claiming).unwrap();
+            sent.push(data);
+            drain(&r, &mut reader, &mut got, &mut lost);
+            prop_assert!(record_extent(len as u64) <= CAP);
+        }
+        drain(&r, &mut reader, &mut got, &mut lost);
+        prop_assert_eq!(got.len() as u64 + lost, sent.len() as u64);
+        if !lossy {
+            prop_assert_eq!(lost, 0);
+        }
+        let mut last = None;
+        for (q, v) in &got {
+            prop_assert!(last.is_none_or(|l| *q > l), "in order, once each");
+            prop_assert_eq!(v, &sent[*q as usize], "message {} byte for byte", q);
+            last = Some(*q);
+        }
+    });
+    println!(
+        "streams with planted headers (key known: {key_known}): {} cases tried",
+        tried.get()
+    );
+    assert_eq!(tried.get(), CASES / 8);
+}
+
+/// One subscriber at `pos` in reliable mode (none in lossy mode).
+struct OneSub<'a>(&'a AtomicU64, bool);
+impl Subscribers for OneSub<'_> {
+    fn min_position(&self) -> Option<u64> {
+        (!self.1).then(|| self.0.load(Ordering::SeqCst))
+    }
+}
+
+#[test]
+fn payloads_holding_keyed_headers_are_not_read_ahead_of_the_tail() {
+    planted_stream(true);
+}
+
+#[test]
+fn payloads_holding_unkeyed_headers_are_never_records() {
+    planted_stream(false);
+}
