@@ -5,10 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::layout::{
-    Config, Mode, PROD_ABANDONED, PROD_BYTES, PROD_SENT, SLOT_ACTIVE, SLOT_JOINED, SLOT_PID,
-    SLOT_STATE, SUB_DELIVERED, SUB_LOST, SUB_POSITION, SUB_SEQ, SUB_UNBLOCKED,
-};
+use crate::layout::{Config, Mode, SLOT_ACTIVE};
 use crate::lock::{ControlLock, LockError};
 use crate::mapping::{self, OpenError, OpenErrorKind, OpenFlags, Segment};
 use crate::registry::{self, JoinError, SlotKind};
@@ -386,39 +383,41 @@ impl Bus {
         // publish them; the counters are Relaxed statistics (each exact, not one snapshot).
         for index in 0..seg.config.max_subscribers {
             let off = seg.config.subscriber_slot_offset(index);
-            if seg.slot32(off, SLOT_STATE).load(Ordering::Acquire) != SLOT_ACTIVE {
+            if seg.slot(off).state_acquire() != SLOT_ACTIVE {
                 continue;
             }
-            let position = seg.slot64(off, SUB_POSITION).load(Ordering::Acquire);
-            let seq = seg.slot64(off, SUB_SEQ).load(Ordering::Acquire);
+            let slot = seg.sub_slot(off);
+            let position = slot.position_acquire();
+            let seq = slot.seq_acquire();
+            let (delivered, lost, unblocked) = slot.counters_relaxed();
             subscribers.push(SubscriberStats {
                 index,
-                pid: seg.slot32(off, SLOT_PID).load(Ordering::Relaxed),
+                pid: seg.slot(off).pid_relaxed(),
                 alive: registry::is_alive(seg, off),
-                joined_unix_ns: seg.slot64(off, SLOT_JOINED).load(Ordering::Relaxed),
+                joined_unix_ns: seg.slot(off).joined_relaxed(),
                 position,
                 seq,
                 lag_bytes: tail.0.saturating_sub(position),
                 lag_messages: tail.1.saturating_sub(seq),
-                delivered: seg.slot64(off, SUB_DELIVERED).load(Ordering::Relaxed),
-                lost: seg.slot64(off, SUB_LOST).load(Ordering::Relaxed),
-                unblocked: seg.slot64(off, SUB_UNBLOCKED).load(Ordering::Relaxed),
+                delivered,
+                lost,
+                unblocked,
             });
         }
         let mut producers = Vec::new();
         for index in 0..seg.config.max_producers {
             let off = seg.config.producer_slot_offset(index);
-            if seg.slot32(off, SLOT_STATE).load(Ordering::Acquire) != SLOT_ACTIVE {
+            if seg.slot(off).state_acquire() != SLOT_ACTIVE {
                 continue;
             }
             producers.push(ProducerStats {
                 index,
-                pid: seg.slot32(off, SLOT_PID).load(Ordering::Relaxed),
+                pid: seg.slot(off).pid_relaxed(),
                 alive: registry::is_alive(seg, off),
-                joined_unix_ns: seg.slot64(off, SLOT_JOINED).load(Ordering::Relaxed),
-                sent: seg.slot64(off, PROD_SENT).load(Ordering::Relaxed),
-                bytes: seg.slot64(off, PROD_BYTES).load(Ordering::Relaxed),
-                abandoned: seg.slot64(off, PROD_ABANDONED).load(Ordering::Relaxed),
+                joined_unix_ns: seg.slot(off).joined_relaxed(),
+                sent: seg.prod_slot(off).counters_relaxed().0,
+                bytes: seg.prod_slot(off).counters_relaxed().1,
+                abandoned: seg.prod_slot(off).counters_relaxed().2,
             });
         }
         BusStats {

@@ -51,6 +51,8 @@ mod registry;
 #[cfg(not(loom))]
 mod repair;
 #[cfg(not(loom))]
+mod slots;
+#[cfg(not(loom))]
 mod subscriber;
 #[cfg(not(loom))]
 mod typed;

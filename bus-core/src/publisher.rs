@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::fault;
-use crate::layout::{Mode, PROD_ABANDONED, PROD_BYTES, PROD_CLAIMING, PROD_SENT, SLOT_SLEEPING};
+use crate::layout::Mode;
 use crate::registry::{self, JoinError, Slot, SlotKind, Subscribers, PROBE_LOCK_TIMEOUT};
 use crate::repair;
 use crate::ring::{self, Claim, ClaimError, ProducerCursor, Region};
@@ -437,7 +437,7 @@ impl Publisher {
         }
         let seg = &self.shared.seg;
         let params = &self.shared.params;
-        let claiming = seg.slot64(self.slot_offset, PROD_CLAIMING);
+        let claiming = seg.prod_slot(self.slot_offset).claiming();
         // The fast path: room in the ring.
         if let Ok(c) = ring::try_claim(
             seg,
@@ -463,7 +463,7 @@ impl Publisher {
         let seg = &shared.seg;
         let params = &shared.params;
         let offset = self.slot_offset;
-        let claiming = seg.slot64(offset, PROD_CLAIMING);
+        let claiming = seg.prod_slot(offset).claiming();
         let subs = Subscribers(seg);
         let backoff = Backoff::new();
         loop {
@@ -515,7 +515,7 @@ impl Publisher {
             };
             wait::sleep_unless(
                 seg.producers_waiting(),
-                seg.slot32(offset, SLOT_SLEEPING),
+                seg.slot(offset).sleeping(),
                 seg.space(),
                 deadline.slice(slice),
                 // Subscribers publish their positions with a SeqCst store.
@@ -546,12 +546,11 @@ impl Publisher {
         }
         let seg = &self.shared.seg;
         let offset = self.slot_offset;
-        let claiming = seg.slot64(offset, PROD_CLAIMING);
+        let claiming = seg.prod_slot(offset).claiming();
         if ring::abandon(seg, &self.shared.params, c, claiming).is_ok() {
             self.abandoned += 1;
             // ORDERING: Relaxed: a statistic for `stat`.
-            seg.slot64(offset, PROD_ABANDONED)
-                .store(self.abandoned, Ordering::Relaxed);
+            seg.prod_slot(offset).set_abandoned_relaxed(self.abandoned);
             // Readers waiting at this record must move past it.
             self.wake.wake(seg.readers_waiting(), seg.notify());
         }
@@ -586,17 +585,15 @@ impl Publisher {
     #[inline(always)]
     fn finish(&mut self, c: &Claim) -> Result<Sent, CommitError> {
         let seg = &self.shared.seg;
-        let claiming = seg.slot64(self.slot_offset, PROD_CLAIMING);
+        let claiming = seg.prod_slot(self.slot_offset).claiming();
         fault::hit(fault::Point::BeforeCommit);
         ring::commit(seg, &self.shared.params, c, claiming).map_err(|_| CommitError::Unblocked)?;
         self.sent += 1;
         self.bytes += c.len as u64;
         let offset = self.slot_offset;
         // ORDERING: Relaxed: statistics for `stat`.
-        seg.slot64(offset, PROD_SENT)
-            .store(self.sent, Ordering::Relaxed);
-        seg.slot64(offset, PROD_BYTES)
-            .store(self.bytes, Ordering::Relaxed);
+        seg.prod_slot(offset)
+            .set_sent_relaxed(self.sent, self.bytes);
         if self.wake.wake(seg.readers_waiting(), seg.notify()) == Woke::Nobody {
             self.note_fruitless_wake();
         }

@@ -16,9 +16,7 @@
 use std::fs::File;
 use std::os::fd::AsFd;
 
-use crate::layout::{
-    SLOT_ACTIVE, SLOT_FREE, SLOT_JOINED, SLOT_PID, SLOT_SIZE, SLOT_SLEEPING, SUB_POSITION,
-};
+use crate::layout::{SLOT_ACTIVE, SLOT_FREE, SLOT_SIZE};
 use crate::lock::{self, LockError, LOCK_TIMEOUT};
 use crate::mapping::{now_unix_ns, Segment};
 use crate::ring;
@@ -124,11 +122,7 @@ pub(crate) fn join(
         for index in 0..slot_count(seg, kind) {
             let offset = slot_offset(seg, kind, index);
             // ORDERING: SeqCst: under the control lock every slot transition is ours to see.
-            if seg
-                .slot32(offset, crate::layout::SLOT_STATE)
-                .load(Ordering::SeqCst)
-                != SLOT_FREE
-            {
+            if seg.slot(offset).state_seqcst() != SLOT_FREE {
                 continue;
             }
             if !lock::try_lock_range(fd.as_fd(), offset, SLOT_SIZE as u64).map_err(io_err)? {
@@ -137,18 +131,14 @@ pub(crate) fn join(
             }
             // ORDERING: Relaxed: the slot is not active yet; the SeqCst store of SLOT_ACTIVE
             // below publishes these fields with it.
-            for field in (8..SLOT_SIZE).step_by(8) {
-                seg.slot64(offset, field).store(0, Ordering::Relaxed);
-            }
-            seg.slot32(offset, SLOT_PID)
-                .store(std::process::id(), Ordering::Relaxed);
-            seg.slot64(offset, SLOT_JOINED)
-                .store(now_unix_ns(), Ordering::Relaxed);
+            let slot = seg.slot(offset);
+            slot.clear_fields_relaxed();
+            slot.set_pid_relaxed(std::process::id());
+            slot.set_joined_relaxed(now_unix_ns());
             init(seg, offset);
             // ORDERING: SeqCst: the join protocol (ring::limit_after_head): the subscriber's
             // start position, written by `init`, becomes visible to producers' scans with it.
-            seg.slot32(offset, crate::layout::SLOT_STATE)
-                .store(SLOT_ACTIVE, Ordering::SeqCst);
+            seg.slot(offset).set_state_seqcst(SLOT_ACTIVE);
             drop(guard);
             return Ok(Slot {
                 index,
@@ -186,8 +176,7 @@ pub(crate) fn leave(shared: &Shared, slot: Slot) {
             sweep(seg);
         }
         // ORDERING: SeqCst: producers' scans stop counting this subscriber.
-        seg.slot32(slot.offset, crate::layout::SLOT_STATE)
-            .store(SLOT_FREE, Ordering::SeqCst);
+        seg.slot(slot.offset).set_state_seqcst(SLOT_FREE);
     }
     // Unlocked while the control lock is still held: a joiner (which takes the control lock)
     // never finds the slot FREE but still locked, and so never reports it taken.
@@ -208,12 +197,12 @@ pub(crate) fn sweep(seg: &Segment) -> usize {
     for kind in [SlotKind::Subscriber, SlotKind::Producer] {
         for index in 0..slot_count(seg, kind) {
             let offset = slot_offset(seg, kind, index);
-            let state = seg.slot32(offset, crate::layout::SLOT_STATE);
+            let state = seg.slot(offset);
             // ORDERING: SeqCst: slot transitions happen under the lock we hold.
-            if state.load(Ordering::SeqCst) != SLOT_ACTIVE || is_alive(seg, offset) {
+            if state.state_seqcst() != SLOT_ACTIVE || is_alive(seg, offset) {
                 continue;
             }
-            if seg.slot32(offset, SLOT_SLEEPING).swap(0, Ordering::SeqCst) != 0 {
+            if state.sleeping().swap(0, Ordering::SeqCst) != 0 {
                 let waiting = match kind {
                     SlotKind::Subscriber => seg.readers_waiting(),
                     SlotKind::Producer => seg.producers_waiting(),
@@ -225,7 +214,7 @@ pub(crate) fn sweep(seg: &Segment) -> usize {
                     waiting.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| w.checked_sub(1));
             }
             // ORDERING: SeqCst: slot transitions, as at join; `evicted` is a statistic.
-            state.store(SLOT_FREE, Ordering::SeqCst);
+            state.set_state_seqcst(SLOT_FREE);
             seg.evicted().fetch_add(1, Ordering::Relaxed);
             evicted += 1;
         }
@@ -252,10 +241,8 @@ fn give_back_leaked_waits(seg: &Segment) {
             .filter(|&off| {
                 // ORDERING: SeqCst: compared with the count below; a stale answer costs one
                 // sleep slice at most (see above).
-                seg.slot32(off, crate::layout::SLOT_STATE)
-                    .load(Ordering::SeqCst)
-                    == SLOT_ACTIVE
-                    && seg.slot32(off, SLOT_SLEEPING).load(Ordering::SeqCst) != 0
+                seg.slot(off).state_seqcst() == SLOT_ACTIVE
+                    && seg.slot(off).sleeping().load(Ordering::SeqCst) != 0
             })
             .count() as u32;
         let waiting = match kind {
@@ -288,10 +275,7 @@ pub(crate) fn evict_dead(
     let any_dead = (0..slot_count(seg, kind)).any(|index| {
         let offset = slot_offset(seg, kind, index);
         // ORDERING: Relaxed: a hint; the sweep re-checks under the lock.
-        seg.slot32(offset, crate::layout::SLOT_STATE)
-            .load(Ordering::Relaxed)
-            == SLOT_ACTIVE
-            && !is_alive(seg, offset)
+        seg.slot(offset).state_relaxed() == SLOT_ACTIVE && !is_alive(seg, offset)
     });
     if !any_dead {
         return Ok(0);
@@ -310,12 +294,8 @@ impl ring::Subscribers for Subscribers<'_> {
         for index in 0..seg.config.max_subscribers {
             let offset = seg.config.subscriber_slot_offset(index);
             // ORDERING: SeqCst (both loads): the join protocol, see ring::limit_after_head.
-            if seg
-                .slot32(offset, crate::layout::SLOT_STATE)
-                .load(Ordering::SeqCst)
-                == SLOT_ACTIVE
-            {
-                let p = seg.slot64(offset, SUB_POSITION).load(Ordering::SeqCst);
+            if seg.slot(offset).state_seqcst() == SLOT_ACTIVE {
+                let p = seg.sub_slot(offset).position_seqcst();
                 min = Some(min.map_or(p, |m| m.min(p)));
             }
         }

@@ -8,7 +8,7 @@
 //! gone). A live producer, even one stopped with SIGSTOP for an hour, is never unblocked over:
 //! liveness decides, not time alone; the timeout only says when to look.
 
-use crate::layout::{PROD_CLAIMING, RECORD_ALIGN, SLOT_ACTIVE, SLOT_STATE};
+use crate::layout::{RECORD_ALIGN, SLOT_ACTIVE};
 /// How long a repair waits for the control lock before giving up until its next try.
 const REPAIR_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(20);
 use crate::mapping::Segment;
@@ -39,10 +39,11 @@ fn live_claimant(seg: &Segment, from: u64, to: u64) -> bool {
         let off = seg.config.producer_slot_offset(i);
         // ORDERING: Acquire: pairs with the Release of the producer's claim CAS (which
         // publishes its claiming word) and of its clearing after commit.
-        let claiming = seg.slot64(off, PROD_CLAIMING).load(Ordering::Acquire);
+        let slot = seg.prod_slot(off);
+        let claiming = slot.claiming_acquire();
         claiming != 0
             && (from..to).contains(&(claiming - 1))
-            && seg.slot32(off, SLOT_STATE).load(Ordering::Acquire) == SLOT_ACTIVE
+            && slot.state_acquire() == SLOT_ACTIVE
             && registry::is_alive(seg, off)
     })
 }

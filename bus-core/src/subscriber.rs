@@ -6,14 +6,10 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::layout::{
-    Mode, MAX_POSITION, SLOT_SLEEPING, SUB_DELIVERED, SUB_LOST, SUB_POSITION, SUB_SEQ,
-    SUB_UNBLOCKED,
-};
+use crate::layout::{Mode, MAX_POSITION};
 use crate::registry::{self, JoinError, Slot, SlotKind};
 use crate::repair::{self, Unblock};
 use crate::ring::{self, Polled, PositionError, Reader, RecordProblem};
-use crate::sync::Ordering;
 use crate::wait::{self, Backoff, Deadline, WaitStrategy};
 use crate::{Shared, Start};
 
@@ -322,8 +318,8 @@ impl Subscriber {
         let slot = registry::join(&shared, SlotKind::Subscriber, |seg, off| {
             // ORDERING: the start position SeqCst for the join protocol; both are published
             // again by the SeqCst store that activates the slot.
-            seg.slot64(off, SUB_SEQ).store(seq, Ordering::Relaxed);
-            seg.slot64(off, SUB_POSITION).store(pos, Ordering::SeqCst);
+            seg.sub_slot(off).set_seq_relaxed(seq);
+            seg.sub_slot(off).set_position_seqcst(pos);
         })?;
         let unblock_timeout = Duration::from_nanos(shared.seg.config.unblock_timeout_ns);
         let mut sub = Subscriber {
@@ -426,18 +422,12 @@ impl Subscriber {
         let seg = &self.shared.seg;
         let off = self.slot_offset();
         // ORDERING: Relaxed: statistics; the SeqCst store below orders them for `stat`.
-        seg.slot64(off, SUB_SEQ)
-            .store(self.reader.seq, Ordering::Relaxed);
-        seg.slot64(off, SUB_DELIVERED)
-            .store(self.delivered, Ordering::Relaxed);
-        seg.slot64(off, SUB_LOST)
-            .store(self.reader.lost, Ordering::Relaxed);
-        seg.slot64(off, SUB_UNBLOCKED)
-            .store(self.reader.unblocked, Ordering::Relaxed);
+        let slot = seg.sub_slot(off);
+        slot.set_seq_relaxed(self.reader.seq);
+        slot.set_counters_relaxed(self.delivered, self.reader.lost, self.reader.unblocked);
         // ORDERING: SeqCst: producers' scans (join protocol) and the Dekker pattern with
         // producers asleep waiting for space (wait module): store, then load their count.
-        seg.slot64(off, SUB_POSITION)
-            .store(self.reader.pos, Ordering::SeqCst);
+        slot.set_position_seqcst(self.reader.pos);
         self.published = self.reader.pos;
         wait::wake_if_waiting(seg.producers_waiting(), seg.space());
     }
@@ -594,7 +584,7 @@ impl Subscriber {
             let reader = self.reader;
             wait::sleep_unless(
                 seg.readers_waiting(),
-                seg.slot32(self.slot_offset(), SLOT_SLEEPING),
+                seg.slot(self.slot_offset()).sleeping(),
                 seg.notify(),
                 deadline.slice(SLEEP_SLICE.min(self.unblock_timeout / 4)),
                 params.exclusive,
