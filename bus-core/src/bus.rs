@@ -358,8 +358,9 @@ impl Bus {
         self.shared.seg.flush()
     }
 
-    /// Frees the slots of participants whose processes died. Publishers blocked on a dead
-    /// subscriber do this by themselves; this is for tools.
+    /// Frees the slots of participants whose processes died. Publishers that find the ring
+    /// full (on any call, at most every 10 ms), publishers whose wakes find nobody asleep,
+    /// and every join do this by themselves; this is for tools.
     ///
     /// # Errors
     ///

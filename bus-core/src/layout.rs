@@ -340,9 +340,10 @@ fn mix64(mut x: u64) -> u64 {
 /// odd constant (a bijection), and every later step is a bijection in the running value and
 /// in each of the other inputs (xor, multiplication by an odd constant, xor-shift). The high
 /// half of a product depends on every bit of its operand, and the xor-shift brings the high
-/// bits down first, so a difference in any input reaches the 32 bits kept. So a header not written with the key passes with probability 2^-32, and a
-/// header of one `{ position, word0, low }` does not pass for another except by that chance.
-/// Three multiplications: it runs once per message on each side (see the README's
+/// bits down first, so a difference in any input reaches the 32 bits kept. So a header not
+/// written with the key passes with probability 2^-32, and a header of one
+/// `{ position, word0, low }` does not pass for another except by that chance.
+/// Three multiplications: it runs once per message on each side (see docs/benchmarks.md,
 /// instruction counts).
 #[inline]
 pub fn record_check(key: RecordKey, position: u64, word0: u64, low: u32) -> u32 {

@@ -8,7 +8,7 @@
 //! gone). A live producer, even one stopped with SIGSTOP for an hour, is never unblocked over:
 //! liveness decides, not time alone; the timeout only says when to look.
 
-use crate::layout::{RECORD_ALIGN, SLOT_ACTIVE};
+use crate::layout::SLOT_ACTIVE;
 /// How long a repair waits for the control lock before giving up until its next try.
 const REPAIR_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(20);
 use crate::mapping::Segment;
@@ -67,13 +67,10 @@ pub(crate) fn unblock(shared: &Shared, pos: u64, seq: u64) -> Unblock {
         Stuck::Unheadered { end, end_seq } => {
             // `inspect_stuck` found `end_seq` at or past `seq`; checked all the same, as
             // everything derived from the mapping is.
-            let count = end_seq.checked_sub(seq).unwrap_or(u64::MAX);
-            // Every claim takes at least a 16-byte header: more sequences than that in
-            // `[pos, end)` cannot be claims (however many producers died there over time).
-            let max = ((end - pos) / RECORD_ALIGN).min(u32::MAX as u64);
-            if count > max {
-                Unblock::Implausible(RecordProblem::GapTooLong { count, max })
-            } else if live_claimant(seg, seq, end_seq) {
+            // `inspect_stuck` found `end_seq` in `[seq, seq + u32::MAX]` (it checks that the
+            // claims fit their bytes).
+            let count = end_seq - seq;
+            if live_claimant(seg, seq, end_seq) {
                 Unblock::OwnerAlive
             } else if ring::inspect_stuck(seg, p, pos, seq) != (Stuck::Unheadered { end, end_seq })
             {

@@ -71,14 +71,36 @@ pub(crate) fn inspect_stuck<R: Region>(r: &R, p: &Params, pos: u64, seq: u64) ->
     let mut q = pos + RECORD_ALIGN;
     while q < tail.0 {
         if let Some(s) = header_seq_at(r, p, q, seq, tail.1) {
-            return Stuck::Unheadered { end: q, end_seq: s };
+            return sized(r, p, pos, seq, q, s);
         }
         q += RECORD_ALIGN;
     }
-    Stuck::Unheadered {
-        end: tail.0,
-        end_seq: tail.1,
+    sized(r, p, pos, seq, tail.0, tail.1)
+}
+
+/// `[pos, end)` holds the claims of `[seq, end_seq)`, if that many claims fit: every claim
+/// takes at least a 16-byte header, so more sequences than 16-byte units cannot be claims
+/// (however many producers died there over time) — unless a repairer sized them already:
+/// one that died after writing its FILLs and before its GAP left `{ seq, REPAIRING }` at
+/// `pos` and, at `pos + 16`, a FILL carrying the sequence after the run. Its sizing stands.
+fn sized<R: Region>(r: &R, p: &Params, pos: u64, seq: u64, end: u64, end_seq: u64) -> Stuck {
+    let count = end_seq - seq;
+    let fits = (end - pos) / RECORD_ALIGN;
+    let resumed = end == pos + RECORD_HEADER && {
+        // ORDERING: Acquire, as in `peek`.
+        let (found, state) = unpack_word0(r.word(pos & p.mask()).load(Ordering::Acquire));
+        let (_, fill) = unpack_word0(r.word(end & p.mask()).load(Ordering::Acquire));
+        found == seq & SEQ_MASK && state == STATE_REPAIRING && fill == STATE_FILL
+    };
+    let max = if resumed {
+        u32::MAX as u64
+    } else {
+        fits.min(u32::MAX as u64)
+    };
+    if count > max {
+        return Stuck::Impossible(RecordProblem::GapTooLong { count, max });
     }
+    Stuck::Unheadered { end, end_seq }
 }
 
 /// The (60-bit) sequence of a header at `pos` that validates for `pos` (any state a

@@ -27,18 +27,26 @@
 //! * **Reliable mode** bounds that walk by the lowest published subscriber position. A
 //!   producer caches the limit it computed and rescans the slots only when a claim would pass
 //!   it, so publishing is O(1) in the number of subscribers (design question 7).
-//! * **Commit** is a CAS of word0 from CLAIMED to DATA (or ABANDONED for a dropped loan), so
-//!   that a producer's late commit and a repairer's unblock cannot both win.
+//! * **Commit** stores word1, then CASes word0 from the value the claim found there (what an
+//!   earlier lap left, or `{ seq, EMPTY }` when those bytes already read as this very header)
+//!   to DATA (or ABANDONED for a dropped loan), so that a producer's late commit and a
+//!   repairer's unblock cannot both win.
 //! * **Exclusive buses** (one producer slot, [`Params::exclusive`]): the only producer claims
 //!   with a Release store of the tail and commits with a Release store of word0 (no locked
 //!   instruction per message), and moves `head` by jumps between boundaries of its own
-//!   records ([`Marks`]). It relies on being the only writer: a second one (only possible if
-//!   a process's liveness lock is lost, see the README) is detected, within a lap, by a tail
-//!   that is not where this producer left it ([`ClaimError::Conflict`]).
-//! * **Read.** A reader knows the position and sequence of its next record. It Acquire-loads
-//!   word0 there; anything but `{ expected sequence, committed state }` means "not yet" (or,
-//!   in lossy mode, "lapped" once `head` has passed it). Every length is bounds-checked
-//!   before use: a bad value is [`Corrupt`], never an out-of-bounds access.
+//!   records (`Marks`). It relies on being the only writer: a second one (only possible if
+//!   a process's liveness lock is lost, see docs/failure-model.md) is detected, within a lap,
+//!   by a tail that is not where this producer left it ([`ClaimError::Conflict`]). It writes
+//!   the WRAP and a `{ seq, EMPTY }` word0 *before* the tail store that publishes a claim.
+//! * **Read** ([`Reader`], the one read path). A reader knows the position and sequence of
+//!   its next record. It acts only on bytes below a tail it loaded *before* reading them
+//!   (everything at or past the tail is an earlier lap's), then Acquire-loads word0 there;
+//!   anything but `{ expected sequence, committed state }` means "not yet" (or, in lossy
+//!   mode, "lapped" once `head` has passed it). The header must pass its keyed check
+//!   (`layout::record_check`: position, word0 and length, keyed with the bus's secret), so
+//!   an earlier lap's bytes and payload bytes shaped like headers are never records. Every
+//!   length is bounds-checked before use and every sum checked: a bad value is a
+//!   [`RecordProblem`], never an out-of-bounds access or an overflow.
 //! * **Lossy reads** copy the payload out, then (after an Acquire fence) check that `head`
 //!   has not passed the record: a producer moves `head` before it claims the bytes, so an
 //!   unchanged `head` proves the copy is not torn (design question 5; the seqlock pattern).

@@ -426,6 +426,41 @@ fn an_impossible_head_is_corrupt_not_full() {
     );
 }
 
+/// A repairer that died after writing its FILLs and before its GAP, over a run of two dead
+/// claims followed by a committed record, is finished by the next repair: the FILL at
+/// `pos + 16` carries the sequence after the run, and its sizing stands (16 bytes are not
+/// too few for two sequences there). Without the REPAIRING mark, two sequences in 16 bytes
+/// are not claims.
+#[test]
+fn a_repair_that_died_before_its_gap_is_finished() {
+    let p = params(1024, Mode::Reliable);
+    let r = ring_with_tail(1024, (128, 3));
+    // Claims of sequences 0 and 1 at [0, 32) and [32, 64), never headered; sequence 2
+    // committed at 64.
+    plant(&r, &p, 64, header(KEY, 64, 2, STATE_DATA, 40));
+    // The dead repairer: REPAIRING at 0, a FILL over [16, 64) carrying sequence 2.
+    plant(&r, &p, 16, header(KEY, 16, 2, STATE_FILL, 3));
+    r.word(0)
+        .store(pack_word0(0, STATE_REPAIRING), Ordering::Release);
+    assert_eq!(
+        inspect_stuck(&r, &p, 0, 0),
+        Stuck::Unheadered {
+            end: 16,
+            end_seq: 2
+        }
+    );
+    assert!(write_gap(&r, &p, 0, 0, 16, 2));
+    let mut reader = Reader::new(0, 0);
+    assert!(matches!(reader.poll(&r, &p), Polled::Data { len: 40, .. }));
+    assert_eq!((reader.pos, reader.seq, reader.unblocked), (64, 2, 2));
+    // The same bytes without the mark: two sequences cannot be claims in 16 bytes.
+    r.word(0).store(0, Ordering::Release);
+    assert_eq!(
+        inspect_stuck(&r, &p, 0, 0),
+        Stuck::Impossible(RecordProblem::GapTooLong { count: 2, max: 1 })
+    );
+}
+
 /// Issue 8: each overflow of values read from the mapping is a typed error.
 #[test]
 fn impossible_values_from_the_mapping_are_typed_errors() {
