@@ -43,11 +43,22 @@ impl Procs {
     /// Starts a prepared command (stdin as the caller set it, stdout captured line by line).
     pub fn spawn_command(&mut self, name: &str, mut cmd: Command) -> usize {
         cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
-        // SAFETY: prctl is async-signal-safe; it only asks the kernel to SIGKILL the child
-        // when this process dies, so no child outlives a crashed test.
+        // SAFETY: prctl and sigaction are async-signal-safe. prctl asks the kernel to SIGKILL
+        // the child when this process dies, so no child outlives a crashed test. The
+        // sigaction calls give the child the default SIGINT, SIGTERM and SIGQUIT: a test
+        // started in the background by a shell without job control inherits them ignored
+        // (SigIgn 0x6), and a child would then drop the interrupts a test sends it before
+        // its own handlers are in place, and never end.
         unsafe {
             cmd.pre_exec(|| {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGQUIT] {
+                    let mut dfl: libc::sigaction = std::mem::zeroed();
+                    dfl.sa_sigaction = libc::SIG_DFL;
+                    if libc::sigaction(sig, &dfl, std::ptr::null_mut()) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
                 Ok(())
             });
         }
