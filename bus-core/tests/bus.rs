@@ -416,6 +416,36 @@ fn a_leaked_loan_is_abandoned_by_the_next_claim_or_the_drop() {
     }
 }
 
+/// Every variant of a call with a deadline takes any timeout: zero (a try), one nanosecond,
+/// and `Duration::MAX` (no deadline; `Instant + MAX` would overflow).
+#[test]
+fn timeouts_from_zero_to_duration_max() {
+    let d = dir();
+    let bus = Bus::create(d.path().join("t.bus"), &small(Mode::Reliable)).unwrap();
+    let mut sub = bus.subscribe(Start::Latest).unwrap();
+    let mut publ = bus.publisher().unwrap();
+    let mut buf = Vec::new();
+    for t in [Duration::ZERO, Duration::from_nanos(1)] {
+        assert_eq!(
+            sub.recv_timeout(&mut buf, t),
+            Err(RecvTimeoutError::Timeout)
+        );
+        assert_eq!(
+            sub.recv_ref_timeout(t).map(|s| s.seq),
+            Err(RecvTimeoutError::Timeout)
+        );
+    }
+    for (i, t) in [Duration::ZERO, Duration::from_nanos(1), Duration::MAX]
+        .into_iter()
+        .enumerate()
+    {
+        publ.send_timeout(b"m", t).unwrap();
+        publ.loan_timeout(1, t).unwrap().commit().unwrap();
+        assert_eq!(sub.recv_timeout(&mut buf, t).unwrap().seq, 2 * i as u64);
+        assert_eq!(sub.recv_ref_timeout(t).unwrap().seq, 2 * i as u64 + 1);
+    }
+}
+
 #[test]
 fn slots_run_out_and_come_back() {
     let d = dir();
