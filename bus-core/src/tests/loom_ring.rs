@@ -481,3 +481,62 @@ fn loom_stale_headers_of_an_earlier_lap_are_never_records() {
 fn loom_headers_crafted_without_the_key_are_never_records() {
     stale_headers_in_every_state(false);
 }
+
+/// A repair's FILL and GAP writes race a producer whose claim needs `head` moved past the
+/// repaired region, and a lossy reader's step (review of issue 8). The walk of `head` can pass
+/// the dead claim only once its GAP is committed (REPAIRING reads as not ready), and the GAP
+/// is written after its FILLs, so neither the walk nor the reader ever acts on a FILL's bytes
+/// before they are written; afterwards a reader accounts for every sequence exactly. (One
+/// attempt each, no spinning: loom explores the interleavings of those.)
+#[test]
+fn loom_a_repair_races_a_walk_of_head_and_a_reader() {
+    loom::model(|| {
+        let p = params(Mode::Lossy);
+        let s = shared(0, false);
+        // Sequence 0 at [0, 32): claimed, never headered (its producer died).
+        let dead = AtomicU64::new(0);
+        let mut c = ProducerCursor::default();
+        try_claim(&s.region, &s.slot, &p, &mut c, &dead, 8).unwrap();
+        dead.store(0, Ordering::Release);
+        // Sequence 1 at [32, 64): committed.
+        send(&s, &p, &mut c, 1, 8);
+        let s2 = s.clone();
+        let repairer = thread::spawn(move || repair_as_unblock_does(&s2, &p, &[]));
+        let s3 = s.clone();
+        // Sequence 2 needs [64, 96), the bytes of sequence 0: head must pass them first.
+        let producer = thread::spawn(move || {
+            let claiming = AtomicU64::new(0);
+            let Ok(claim) = try_claim(&s3.region, &s3.slot, &p, &mut c, &claiming, 8) else {
+                return false;
+            };
+            write_claimed(&s3.region, &p, &claim);
+            // SAFETY: the claim owns its 8 payload bytes.
+            unsafe { s3.region.write_bytes(claim.payload_offset(&p), &[2; 8]) };
+            commit(&s3.region, &p, &claim, &claiming).unwrap();
+            true
+        });
+        let mut rd = Reader::new(0, 0);
+        let (mut got, mut lost) = (Vec::new(), 0u64);
+        let mut take = |rd: &mut Reader| -> bool {
+            match heap::read_one(&s.region, &p, rd) {
+                Ok(Some(Got::Msg(q, v))) => got.push((q, v)),
+                Ok(Some(Got::Lost(n))) => lost += n,
+                Ok(None) => return false,
+                Err(e) => panic!("read {e} at {}", rd.pos),
+            }
+            true
+        };
+        // One step while the others run.
+        take(&mut rd);
+        assert!(repairer.join().unwrap(), "nobody else repairs here");
+        let sent = producer.join().unwrap();
+        while take(&mut rd) {}
+        let published = 2 + sent as u64;
+        assert_eq!(rd.seq, published);
+        assert_eq!(got.len() as u64 + lost, published, "{got:?} lost {lost}");
+        assert!(lost >= 1, "the dead claim's sequence is reported lost");
+        for (q, v) in got {
+            assert_eq!(v, vec![q as u8; 8], "message {q} intact");
+        }
+    });
+}
