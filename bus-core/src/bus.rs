@@ -384,18 +384,18 @@ impl Bus {
         // publish them; the counters are Relaxed statistics (each exact, not one snapshot).
         for index in 0..seg.config.max_subscribers {
             let off = seg.config.subscriber_slot_offset(index);
-            if seg.slot(off).state_acquire() != SLOT_ACTIVE {
+            let slot = seg.sub_slot(off);
+            if slot.state_acquire() != SLOT_ACTIVE {
                 continue;
             }
-            let slot = seg.sub_slot(off);
             let position = slot.position_acquire();
             let seq = slot.seq_acquire();
             let (delivered, lost, unblocked) = slot.counters_relaxed();
             subscribers.push(SubscriberStats {
                 index,
-                pid: seg.slot(off).pid_relaxed(),
+                pid: slot.pid_relaxed(),
                 alive: registry::is_alive(seg, off),
-                joined_unix_ns: seg.slot(off).joined_relaxed(),
+                joined_unix_ns: slot.joined_relaxed(),
                 position,
                 seq,
                 lag_bytes: tail.0.saturating_sub(position),
@@ -408,17 +408,19 @@ impl Bus {
         let mut producers = Vec::new();
         for index in 0..seg.config.max_producers {
             let off = seg.config.producer_slot_offset(index);
-            if seg.slot(off).state_acquire() != SLOT_ACTIVE {
+            let slot = seg.prod_slot(off);
+            if slot.state_acquire() != SLOT_ACTIVE {
                 continue;
             }
+            let (sent, bytes, abandoned) = slot.counters_relaxed();
             producers.push(ProducerStats {
                 index,
-                pid: seg.slot(off).pid_relaxed(),
+                pid: slot.pid_relaxed(),
                 alive: registry::is_alive(seg, off),
-                joined_unix_ns: seg.slot(off).joined_relaxed(),
-                sent: seg.prod_slot(off).counters_relaxed().0,
-                bytes: seg.prod_slot(off).counters_relaxed().1,
-                abandoned: seg.prod_slot(off).counters_relaxed().2,
+                joined_unix_ns: slot.joined_relaxed(),
+                sent,
+                bytes,
+                abandoned,
             });
         }
         BusStats {

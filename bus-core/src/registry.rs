@@ -118,39 +118,33 @@ pub(crate) fn join(
     // Joining is rare and the probe is one fcntl per active slot.
     sweep(seg);
     let fd = lock::reopen(&seg.file).map_err(io_err)?;
-    for attempt in 0..2 {
-        for index in 0..slot_count(seg, kind) {
-            let offset = slot_offset(seg, kind, index);
-            // ORDERING: SeqCst: under the control lock every slot transition is ours to see.
-            if seg.slot(offset).state_seqcst() != SLOT_FREE {
-                continue;
-            }
-            if !lock::try_lock_range(fd.as_fd(), offset, SLOT_SIZE as u64).map_err(io_err)? {
-                // Held by a process that inherited a descriptor of a former owner: not free.
-                continue;
-            }
-            // ORDERING: Relaxed: the slot is not active yet; the SeqCst store of SLOT_ACTIVE
-            // below publishes these fields with it.
-            let slot = seg.slot(offset);
-            slot.clear_fields_relaxed();
-            slot.set_pid_relaxed(std::process::id());
-            slot.set_joined_relaxed(now_unix_ns());
-            init(seg, offset);
-            // ORDERING: SeqCst: the join protocol (ring::limit_after_head): the subscriber's
-            // start position, written by `init`, becomes visible to producers' scans with it.
-            seg.slot(offset).set_state_seqcst(SLOT_ACTIVE);
-            drop(guard);
-            return Ok(Slot {
-                index,
-                offset,
-                fd,
-                owner: std::process::id(),
-            });
+    for index in 0..slot_count(seg, kind) {
+        let offset = slot_offset(seg, kind, index);
+        // ORDERING: SeqCst: under the control lock every slot transition is ours to see.
+        if seg.slot(offset).state_seqcst() != SLOT_FREE {
+            continue;
         }
-        // A participant may have died since the sweep above.
-        if attempt == 0 && sweep(seg) == 0 {
-            break;
+        if !lock::try_lock_range(fd.as_fd(), offset, SLOT_SIZE as u64).map_err(io_err)? {
+            // Held by a process that inherited a descriptor of a former owner: not free.
+            continue;
         }
+        // ORDERING: Relaxed: the slot is not active yet; the SeqCst store of SLOT_ACTIVE
+        // below publishes these fields with it.
+        let slot = seg.slot(offset);
+        slot.clear_fields_relaxed();
+        slot.set_pid_relaxed(std::process::id());
+        slot.set_joined_relaxed(now_unix_ns());
+        init(seg, offset);
+        // ORDERING: SeqCst: the join protocol (ring::limit_after_head): the subscriber's
+        // start position, written by `init`, becomes visible to producers' scans with it.
+        slot.set_state_seqcst(SLOT_ACTIVE);
+        drop(guard);
+        return Ok(Slot {
+            index,
+            offset,
+            fd,
+            owner: std::process::id(),
+        });
     }
     Err(JoinError::NoFreeSlot {
         kind,

@@ -285,14 +285,9 @@ impl Reader {
     pub(crate) fn peek_data<R: Region>(&mut self, r: &R, p: &Params) -> Option<(u64, u32, u64)> {
         // Only bytes below a tail observed *before* reading them count (layout doc): a header
         // read first and checked against a tail loaded after could predate the claim.
-        if self.pos >= self.tail_seen {
-            // ORDERING: Acquire, as in `tail_is_past` (which also reports an impossible tail;
-            // here it is only not taken).
-            let t = r.tail().load(Ordering::Acquire).0;
-            if t <= self.pos || t > MAX_POSITION {
-                return None;
-            }
-            self.tail_seen = t;
+        // (An impossible tail is only not taken here; `poll` reports it.)
+        if self.tail_is_past(r) != Ok(true) {
+            return None;
         }
         match peek(r, p, self.pos, self.seq) {
             Peek::Data {
@@ -313,7 +308,7 @@ impl Reader {
 
     /// Whether the tail is past the reader's position, loading it again if the one it saw is
     /// not. `Err` if the tail in the mapping is impossible.
-    #[inline]
+    #[inline(always)]
     fn tail_is_past<R: Region>(&mut self, r: &R) -> Result<bool, RecordProblem> {
         if self.pos < self.tail_seen {
             return Ok(true);
