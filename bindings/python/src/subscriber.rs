@@ -1,0 +1,501 @@
+//! `shmbus.Subscriber`, `shmbus.Message` and `shmbus.View`.
+
+use std::ffi::c_int;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+
+use bus_core::{RecvTimeoutError, Sample, TryRecvError};
+use pyo3::ffi;
+use pyo3::gc::PyVisit;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList};
+use pyo3::PyTraverseError;
+
+use crate::bus::timeout_arg;
+use crate::errors::{exc, Busy, Closed, RecvFail};
+use crate::publisher::{deadline, next_slice, Deadline};
+use crate::region::{Exit, Region};
+
+/// A received message: `.data` (bytes), `.seq` (bus-wide sequence number), `.position`
+/// (absolute position of the record; `subscribe(start=position)` resumes there).
+#[pyclass(module = "shmbus", frozen)]
+pub struct Message {
+    #[pyo3(get)]
+    data: Py<PyBytes>,
+    #[pyo3(get)]
+    seq: u64,
+    #[pyo3(get)]
+    position: u64,
+}
+
+#[pymethods]
+impl Message {
+    fn __len__(&self, py: Python<'_>) -> usize {
+        self.data.bind(py).as_bytes().len()
+    }
+
+    fn __bytes__<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        self.data.bind(py).clone()
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> String {
+        let d = self.data.bind(py).as_bytes();
+        let shown = &d[..d.len().min(32)];
+        format!(
+            "shmbus.Message(seq={}, position={}, data={}{})",
+            self.seq,
+            self.position,
+            pyo3::types::PyBytes::new(py, shown)
+                .repr()
+                .map(|r| r.to_string())
+                .unwrap_or_default(),
+            if d.len() > 32 { "..." } else { "" }
+        )
+    }
+}
+
+/// A received message borrowed in place, pinned until its `View` object ends it.
+struct PinnedSample {
+    id: u64,
+    /// Its lifetime is extended to 'static: see the SAFETY comment in `recv_view`. Never
+    /// read: it is held for the borrow it stands for (the View reads the bytes).
+    #[allow(dead_code)]
+    sample: Sample<'static>,
+    /// Set by the `View` object when nothing can reach the bytes any more: the next call
+    /// on the subscriber drops the pin if the object could not.
+    finished: Arc<AtomicBool>,
+}
+
+struct Cell {
+    /// Drop order matters: the sample points into memory that `sub` keeps valid (the
+    /// mapping, or in lossy mode `sub`'s own copy), so it goes first.
+    pinned: Option<PinnedSample>,
+    sub: bus_core::Subscriber,
+    next_id: u64,
+    /// A `Lost` found by `recv_many` after it had messages to return: raised by the next
+    /// receive, so that every gap is reported exactly once.
+    pending_lost: Option<u64>,
+}
+
+impl Cell {
+    /// The subscriber for a new receive: refused while a view is out (an ended one is
+    /// dropped first).
+    fn ready(&mut self, py: Python<'_>) -> PyResult<&mut bus_core::Subscriber> {
+        if let Some(p) = &self.pinned {
+            if !p.finished.load(Ordering::Acquire) {
+                return Err(Busy::new_err(
+                    "a view of this subscriber is still open (or a buffer made from it is \
+                     still alive)",
+                ));
+            }
+            self.pinned = None;
+        }
+        if let Some(count) = self.pending_lost.take() {
+            return Err(RecvFail::Lost(count).into_pyerr(py));
+        }
+        Ok(&mut self.sub)
+    }
+}
+
+/// Receives every message of a bus from its start on. Made by `Bus.subscribe()`; holds a
+/// subscriber slot until closed (or collected). In reliable mode producers wait for it:
+/// a subscriber that stops reading eventually stops the bus (one whose process dies is
+/// evicted).
+///
+/// One thread at a time: a call from a second thread while one is blocked in `recv`
+/// raises `Busy`. Iterating (`for msg in sub`) receives forever.
+#[pyclass(module = "shmbus", frozen)]
+pub struct Subscriber {
+    cell: Mutex<Option<Cell>>,
+}
+
+impl Subscriber {
+    pub fn new(sub: bus_core::Subscriber) -> Subscriber {
+        Subscriber {
+            cell: Mutex::new(Some(Cell {
+                pinned: None,
+                sub,
+                next_id: 1,
+                pending_lost: None,
+            })),
+        }
+    }
+
+    fn lock(&self) -> PyResult<MutexGuard<'_, Option<Cell>>> {
+        match self.cell.try_lock() {
+            Ok(g) => Ok(g),
+            Err(TryLockError::WouldBlock) => Err(Busy::new_err(
+                "another thread is using this subscriber (one thread at a time)",
+            )),
+            // A panic inside bus-core surfaced as an exception; the subscriber itself is
+            // still consistent (every bus-core operation leaves it so).
+            Err(TryLockError::Poisoned(p)) => Ok(p.into_inner()),
+        }
+    }
+
+    /// One message as `Message` parts (copied out into a new bytes object).
+    fn recv_parts(&self, py: Python<'_>, wait: Option<Deadline>) -> PyResult<Message> {
+        let mut g = self.lock()?;
+        let sub = cell(&mut g)?.ready(py)?;
+        let (data, seq, position) = receive(py, sub, wait, |s| {
+            (PyBytes::new(py, &s).unbind(), s.seq, s.position)
+        })?;
+        drop(g);
+        Ok(Message {
+            data,
+            seq,
+            position,
+        })
+    }
+}
+
+fn cell(g: &mut Option<Cell>) -> PyResult<&mut Cell> {
+    g.as_mut()
+        .ok_or_else(|| Closed::new_err("the subscriber is closed"))
+}
+
+/// Receives one message and hands it to `f`: at once if one is there, else (`wait` =
+/// `Some(deadline)`) waiting until the deadline in slices with the GIL released, looking at
+/// signals between slices. `wait` = `None`: raise `Empty` instead of waiting.
+fn receive<T>(
+    py: Python<'_>,
+    sub: &mut bus_core::Subscriber,
+    wait: Option<Deadline>,
+    f: impl for<'a> FnOnce(Sample<'a>) -> T,
+) -> PyResult<T> {
+    match sub.try_recv_ref() {
+        Ok(s) => return Ok(f(s)),
+        Err(TryRecvError::Empty) => {}
+        Err(e) => return Err(RecvFail::from(e).into_pyerr(py)),
+    }
+    let Some(deadline) = wait else {
+        return Err(RecvFail::Empty.into_pyerr(py));
+    };
+    loop {
+        let Some(slice) = next_slice(deadline) else {
+            return Err(RecvFail::Timeout.into_pyerr(py));
+        };
+        match py.detach(|| sub.recv_ref_timeout(slice)) {
+            Ok(s) => return Ok(f(s)),
+            Err(RecvTimeoutError::Timeout) => py.check_signals()?,
+            Err(e) => return Err(RecvFail::from(e).into_pyerr(py)),
+        }
+    }
+}
+
+#[pymethods]
+impl Subscriber {
+    /// Receives the next message, waiting at most `timeout` seconds (None: no limit) and
+    /// then raising `Timeout`. Lossy mode: raises `Lost` (with `.count`) once for each gap;
+    /// the next call goes on.
+    #[pyo3(signature = (timeout=None))]
+    fn recv(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Message> {
+        let d = deadline(timeout_arg(timeout)?);
+        self.recv_parts(py, Some(d))
+    }
+
+    /// Receives the next message if one is there now; raises `Empty` otherwise.
+    fn try_recv(&self, py: Python<'_>) -> PyResult<Message> {
+        self.recv_parts(py, None)
+    }
+
+    /// Receives up to `max` messages: waits (at most `timeout` seconds) for the first, then
+    /// takes those already there without waiting. Returns a list of `Message`.
+    #[pyo3(signature = (max, timeout=None))]
+    fn recv_many<'py>(
+        &self,
+        py: Python<'py>,
+        max: usize,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let d = deadline(timeout_arg(timeout)?);
+        if max == 0 {
+            return Ok(PyList::empty(py));
+        }
+        let mut parts = Vec::with_capacity(max.min(4096));
+        {
+            let mut g = self.lock()?;
+            let c = cell(&mut g)?;
+            let sub = c.ready(py)?;
+            let part = |s: Sample<'_>| (PyBytes::new(py, &s).unbind(), s.seq, s.position);
+            parts.push(receive(py, sub, Some(d), part)?);
+            let mut lost = None;
+            while parts.len() < max {
+                match sub.try_recv_ref() {
+                    Ok(s) => parts.push(part(s)),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Lost(n)) => {
+                        lost = Some(n);
+                        break;
+                    }
+                    // Corrupt: the subscriber stays where it is, so the next call reports it.
+                    Err(TryRecvError::Corrupt { .. }) => break,
+                }
+            }
+            c.pending_lost = lost;
+        }
+        // The list and the messages are made without the lock: allocating them may run the
+        // garbage collector, and with it finalizers that use this subscriber.
+        let msgs = parts
+            .into_iter()
+            .map(|(data, seq, position)| {
+                Bound::new(
+                    py,
+                    Message {
+                        data,
+                        seq,
+                        position,
+                    },
+                )
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        PyList::new(py, msgs)
+    }
+
+    /// Receives the next message without copying it, waiting at most `timeout` seconds.
+    /// Use it as a context manager:
+    ///
+    ///     with sub.recv_view() as view:   # a read-only memoryview of the message
+    ///         header = bytes(view[:8])
+    ///
+    /// Reliable mode: the memoryview points into the ring, and no producer overwrites the
+    /// record until the block ends. Lossy mode: it points to the subscriber's validated copy.
+    /// The memoryview raises `ValueError` after the block; the subscriber refuses other
+    /// receives until then. The context manager has `.seq` and `.position`.
+    #[pyo3(signature = (timeout=None))]
+    fn recv_view(slf: &Bound<'_, Self>, timeout: Option<f64>) -> PyResult<View> {
+        let py = slf.py();
+        let d = deadline(timeout_arg(timeout)?);
+        let this = slf.get();
+        let mut g = this.lock()?;
+        let c = cell(&mut g)?;
+        let sub = c.ready(py)?;
+        // SAFETY: the sample's bytes are in the mapping (reliable mode) or in the
+        // subscriber's scratch buffer (lossy mode); both stay valid and unchanged until the
+        // next `&mut` call on the subscriber, and the mapping until the subscriber drops. The
+        // cell keeps the sample in `pinned`, refuses every `&mut` use of the subscriber while
+        // it is there (`ready`), and drops it before the subscriber (field order): what the
+        // borrow of `Sample<'a>` would have enforced. The sample holds no reference into the
+        // `Subscriber` value itself, so reaching the cell through `&mut` does not touch it.
+        let sample = receive(py, sub, Some(d), |s| unsafe {
+            std::mem::transmute::<Sample<'_>, Sample<'static>>(s)
+        })?;
+        let (ptr, len) = (sample.as_ptr() as *mut u8, sample.len());
+        let (seq, position) = (sample.seq, sample.position);
+        let id = c.next_id;
+        c.next_id += 1;
+        let finished = Arc::new(AtomicBool::new(false));
+        c.pinned = Some(PinnedSample {
+            id,
+            sample,
+            finished: finished.clone(),
+        });
+        drop(g);
+        // If making the Python object fails, this value's drop ends the pin.
+        Ok(View {
+            subscriber: slf.clone().unbind(),
+            id,
+            finished,
+            seq,
+            position,
+            region: Region::new(ptr, len, true),
+        })
+    }
+
+    /// The position of the next message: `subscribe(start=position)` resumes there, in this
+    /// process or another.
+    #[getter]
+    fn position(&self) -> PyResult<u64> {
+        let mut g = self.lock()?;
+        Ok(cell(&mut g)?.sub.position())
+    }
+
+    /// The sequence number of the next message.
+    #[getter]
+    fn next_seq(&self) -> PyResult<u64> {
+        let mut g = self.lock()?;
+        Ok(cell(&mut g)?.sub.next_seq())
+    }
+
+    /// Messages delivered so far.
+    #[getter]
+    fn delivered(&self) -> PyResult<u64> {
+        let mut g = self.lock()?;
+        Ok(cell(&mut g)?.sub.delivered())
+    }
+
+    /// Messages lost so far (lossy mode; also records of producers that died mid-message).
+    #[getter]
+    fn lost(&self) -> PyResult<u64> {
+        let mut g = self.lock()?;
+        Ok(cell(&mut g)?.sub.lost())
+    }
+
+    /// Whether `close` was called.
+    #[getter]
+    fn closed(&self) -> PyResult<bool> {
+        Ok(self.lock()?.is_none())
+    }
+
+    /// Gives the subscriber slot back (producers stop waiting for it). Raises `Busy` while a
+    /// view is open. Closing twice is harmless.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let mut g = self.lock()?;
+        if let Some(c) = g.as_mut() {
+            if c.pinned
+                .as_ref()
+                .is_some_and(|p| !p.finished.load(Ordering::Acquire))
+            {
+                return Err(Busy::new_err("a view of this subscriber is still open"));
+            }
+        }
+        let old = g.take();
+        // Leaving takes the control lock (rarely contended): without the GIL.
+        py.detach(move || drop(old));
+        Ok(())
+    }
+
+    fn __enter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
+        self.close(py)?;
+        Ok(false)
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    /// Blocking iteration: the next message. Stops when the subscriber is closed.
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<Message>> {
+        match self.recv_parts(py, Some(None)) {
+            Ok(m) => Ok(Some(m)),
+            Err(e) if e.is_instance_of::<Closed>(py) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        match self.cell.try_lock().as_deref() {
+            Ok(Some(c)) => format!(
+                "<shmbus.Subscriber position={} next_seq={}>",
+                c.sub.position(),
+                c.sub.next_seq()
+            ),
+            Ok(None) => "<shmbus.Subscriber closed>".to_string(),
+            Err(_) => "<shmbus.Subscriber busy>".to_string(),
+        }
+    }
+}
+
+/// A message borrowed in place: the context manager of `Subscriber.recv_view`. `with`
+/// gives a read-only memoryview of the bytes, which raises `ValueError` after the block.
+#[pyclass(module = "shmbus", frozen)]
+pub struct View {
+    subscriber: Py<Subscriber>,
+    id: u64,
+    finished: Arc<AtomicBool>,
+    #[pyo3(get)]
+    seq: u64,
+    #[pyo3(get)]
+    position: u64,
+    region: Region,
+}
+
+impl View {
+    /// Ends the pin: the subscriber may move past the record.
+    fn end(&self) {
+        self.finished.store(true, Ordering::Release);
+        let s = self.subscriber.get();
+        if let Ok(mut g) = s.cell.try_lock() {
+            if let Some(c) = g.as_mut() {
+                if c.pinned.as_ref().is_some_and(|p| p.id == self.id) {
+                    c.pinned = None;
+                }
+            }
+        }
+        // Otherwise the subscriber drops the pin on its next call (`finished` is set).
+    }
+}
+
+#[pymethods]
+impl View {
+    fn __len__(&self) -> usize {
+        self.region.len()
+    }
+
+    fn __enter__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        slf.get().region.enter(slf.as_any())
+    }
+
+    #[pyo3(signature = (exc_type=None, _exc=None, _tb=None))]
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        exc_type: Option<&Bound<'_, PyAny>>,
+        _exc: Option<&Bound<'_, PyAny>>,
+        _tb: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        let failed = exc_type.is_some_and(|t| !t.is_none());
+        match self.region.exit(py) {
+            Exit::Again => Ok(false),
+            Exit::Free => {
+                self.end();
+                Ok(false)
+            }
+            Exit::Exported(_) if failed => Ok(false),
+            Exit::Exported(n) => Err(exc!(
+                py,
+                pyo3::exceptions::PyBufferError,
+                format!(
+                    "{n} buffer(s) made from the view are still alive (a slice, a numpy \
+                     array): the subscriber stays at this message until they are released"
+                )
+            )),
+        }
+    }
+
+    unsafe fn __getbuffer__(
+        slf: Bound<'_, Self>,
+        view: *mut ffi::Py_buffer,
+        flags: c_int,
+    ) -> PyResult<()> {
+        // SAFETY: forwarded from the interpreter's call of this slot, with `slf` the owner.
+        unsafe { slf.get().region.get_buffer(slf.as_any(), view, flags) }
+    }
+
+    unsafe fn __releasebuffer__(&self, _view: *mut ffi::Py_buffer) {
+        if self.region.release_buffer() {
+            self.end();
+        }
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        self.region.traverse(&visit)
+    }
+
+    fn __clear__(&self) {
+        drop(self.region.clear());
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<shmbus.View seq={} position={} len={} {:?}>",
+            self.seq,
+            self.position,
+            self.region.len(),
+            self.region.stage()
+        )
+    }
+}
+
+impl Drop for View {
+    fn drop(&mut self) {
+        if self.region.finish_on_drop() {
+            self.end();
+        }
+    }
+}
