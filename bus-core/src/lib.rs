@@ -22,6 +22,9 @@
 //! * [`Publisher`]: `send`, `try_send`, `send_timeout`, and the zero-copy [`Loan`].
 //! * [`Subscriber`]: `recv`, `try_recv`, `recv_timeout`, and the borrowed [`Sample`].
 //! * [`TypedPublisher`] / [`TypedSubscriber`]: serde values over a [`Codec`].
+//! * [`WaitSet`]: one thread waiting on subscribers of many buses.
+//! * `AsyncSubscriber` / `AsyncPublisher` (feature `async`, alias `tokio`): futures and a
+//!   `Stream`, for any executor, with one waiter thread per process, not one per handle.
 //!
 //! The modules follow the design notes: `layout` (the file format), `mapping` (create/open),
 //! `ring` (the protocol), `wait` (futexes), `lock` (the control lock), `registry` (slots).
@@ -38,6 +41,8 @@ pub mod layout;
 pub(crate) mod ring;
 pub(crate) mod sync;
 
+#[cfg(all(not(loom), feature = "async"))]
+mod async_bus;
 #[cfg(not(loom))]
 mod bus;
 #[cfg(not(loom))]
@@ -46,6 +51,8 @@ mod lock;
 mod mapping;
 #[cfg(not(loom))]
 mod publisher;
+#[cfg(all(not(loom), feature = "async"))]
+mod reactor;
 #[cfg(not(loom))]
 mod registry;
 #[cfg(not(loom))]
@@ -58,7 +65,11 @@ mod subscriber;
 mod typed;
 #[cfg(not(loom))]
 mod wait;
+#[cfg(not(loom))]
+mod waitset;
 
+#[cfg(all(not(loom), feature = "async"))]
+pub use async_bus::{AsyncPublisher, AsyncSubscriber, OwnedMessage};
 #[cfg(not(loom))]
 pub(crate) use bus::Shared;
 #[cfg(not(loom))]
@@ -92,6 +103,8 @@ pub use typed::{
 };
 #[cfg(not(loom))]
 pub use wait::WaitStrategy;
+#[cfg(not(loom))]
+pub use waitset::{Interrupter, WaitKey, WaitSet};
 
 #[cfg(test)]
 mod tests;

@@ -281,6 +281,30 @@ widen!(TryLoanError => TrySendError : Full ;
 widen!(LoanTimeoutError => SendTimeoutError : Timeout ;
     MessageTooLarge { len, max } RingCorrupt { position } ProducerConflict { expected, found });
 
+/// See [`Publisher::space_mark`].
+#[cfg(feature = "async")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SpaceMark {
+    min: Option<u64>,
+    head: (u64, u64),
+}
+
+#[cfg(feature = "async")]
+impl TrySendError {
+    /// The error a waiting send reports, or `None` for `Full` (wait and try again).
+    pub(crate) fn into_send(self) -> Option<SendError> {
+        Some(match self {
+            TrySendError::Full => return None,
+            TrySendError::MessageTooLarge { len, max } => SendError::MessageTooLarge { len, max },
+            TrySendError::Unblocked => SendError::Unblocked,
+            TrySendError::RingCorrupt { position } => SendError::RingCorrupt { position },
+            TrySendError::ProducerConflict { expected, found } => {
+                SendError::ProducerConflict { expected, found }
+            }
+        })
+    }
+}
+
 /// Why a claim failed, before a public method names it in its own error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ClaimFail {
@@ -694,6 +718,41 @@ impl Publisher {
             .claim(len, Some(Deadline::after(timeout)))
             .map_err(ClaimFail::timeout)?;
         Ok(self.write_and_finish(&c, data)?)
+    }
+
+    #[cfg(feature = "async")]
+    /// What a wait for space compares against (the slowest subscriber's position and the
+    /// head), read *before* an attempt to claim: progress made between the failed attempt
+    /// and the sleep then shows as a change.
+    pub(crate) fn space_mark(&self) -> SpaceMark {
+        let seg = &self.shared.seg;
+        SpaceMark {
+            min: ring::Subscribers::min_position(&Subscribers(seg)),
+            // ORDERING: SeqCst: the Dekker pattern with subscribers publishing positions.
+            head: seg.head().load(Ordering::SeqCst),
+        }
+    }
+
+    #[cfg(feature = "async")]
+    /// Whether space may have been made since `mark` was read.
+    pub(crate) fn space_changed(&self, mark: &SpaceMark) -> bool {
+        self.space_mark() != *mark
+    }
+
+    #[cfg(feature = "async")]
+    /// Where this publisher sleeps while the ring is full.
+    pub(crate) fn spot(&self) -> crate::wait::Spot {
+        crate::wait::Spot::producers(self.shared.clone(), self.slot_offset)
+    }
+
+    #[cfg(feature = "async")]
+    /// The longest a sleep for space may last before trying again (and probing for dead
+    /// subscribers, or, in lossy mode, for a lapped producer's commit that wakes nobody).
+    pub(crate) fn sleep_slice(&self) -> Duration {
+        match self.shared.params.mode {
+            Mode::Reliable => EVICT_INTERVAL,
+            Mode::Lossy => Duration::from_millis(1),
+        }
     }
 
     /// Hands out a claimed record as a loan.

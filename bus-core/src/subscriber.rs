@@ -772,6 +772,58 @@ impl Subscriber {
     }
 }
 
+/// What a wait outside this type (a `WaitSet`, an async handle) needs: a look that consumes
+/// nothing, and where to sleep.
+impl Subscriber {
+    /// Whether a receive would find something now (a message, or an error to report), without
+    /// consuming anything. Caught up, it also does what a sync wait does before sleeping:
+    /// publishes the read position (producers waiting for space need it) and asks the repairer
+    /// about a record that has stayed claimed for the unblock timeout. `true` can be spurious:
+    /// a `try_recv` may still find nothing.
+    pub(crate) fn probe(&mut self) -> bool {
+        let (seg, params) = (&self.shared.seg, &self.shared.params);
+        if self.reader.is_ready(seg, params) {
+            return true;
+        }
+        if self.published != self.reader.pos {
+            self.publish();
+        }
+        // A repair, a commit meanwhile, or a record to report: something to look at.
+        !matches!(self.check_stuck(), None | Some(Unblock::OwnerAlive))
+    }
+
+    /// Whether the next receive returns at once with a message: `Ok(true)` when a committed
+    /// record is at our position (nothing consumed), `Err` for what the receive would report
+    /// (a loss or a corrupt record: reported here, once), `Ok(false)` for nothing yet.
+    #[cfg(feature = "async")]
+    pub(crate) fn next_ready(&mut self) -> Result<bool, RecvError> {
+        match self.next(None) {
+            Ok(_) => Ok(true),
+            Err(NextFail::Recv(e)) => Err(e),
+            Err(NextFail::Empty | NextFail::Timeout) => Ok(false),
+        }
+    }
+
+    /// The re-check of a sleep announced with [`crate::wait::Spot`]: [`probe`]'s first half
+    /// (SeqCst loads, nothing written).
+    ///
+    /// [`probe`]: Subscriber::probe
+    pub(crate) fn is_ready(&self) -> bool {
+        self.reader.is_ready(&self.shared.seg, &self.shared.params)
+    }
+
+    /// Where this subscriber sleeps, and for how long at most before it looks again (records
+    /// left claimed by a dead producer are found by looking).
+    pub(crate) fn spot(&self) -> crate::wait::Spot {
+        crate::wait::Spot::readers(self.shared.clone(), self.slot_offset())
+    }
+
+    /// The longest a sleep may last before [`Subscriber::probe`] runs again.
+    pub(crate) fn sleep_slice(&self) -> Duration {
+        SLEEP_SLICE.min(self.unblock_timeout / 4)
+    }
+}
+
 impl Drop for Subscriber {
     fn drop(&mut self) {
         if !self.slot.as_ref().is_some_and(|s| s.is_ours()) {

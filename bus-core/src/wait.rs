@@ -69,6 +69,16 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
     let _ = futex::wait(word, futex::Flags::empty(), expected, Some(&ts));
 }
 
+/// [`futex_wait`] on a process-private word (one only this process's threads wake).
+pub(crate) fn futex_wait_private(word: &AtomicU32, expected: u32, timeout: Duration) {
+    let ts = rustix::time::Timespec {
+        tv_sec: timeout.as_secs().min(i64::MAX as u64) as i64,
+        tv_nsec: timeout.subsec_nanos() as _,
+    };
+    // Errors all mean "re-check", as in `futex_wait`.
+    let _ = futex::wait(word, futex::Flags::PRIVATE, expected, Some(&ts));
+}
+
 /// Wakes every sleeper on `word` (in any process). Returns how many the kernel woke (0 on
 /// an error).
 pub(crate) fn futex_wake_all(word: &AtomicU32) -> usize {
@@ -217,7 +227,7 @@ impl Deadline {
 
 /// Longest sleep of a reader whose membarrier failed, on a bus whose producer may commit
 /// without a full barrier: the longest a wake it misses can keep it asleep.
-const UNFENCED_SLICE: Duration = Duration::from_millis(1);
+pub(crate) const UNFENCED_SLICE: Duration = Duration::from_millis(1);
 
 /// Sleeps on `word` as a registered waiter, unless `ready()` becomes true first.
 ///
@@ -230,31 +240,241 @@ pub(crate) fn sleep_unless(
     waiting: &AtomicU32,
     mine: &AtomicU32,
     word: &AtomicU32,
-    mut slice: Duration,
+    slice: Duration,
     asymmetric: bool,
     ready: impl Fn() -> bool,
 ) -> bool {
+    let (v, fenced) = announce(waiting, mine, word, asymmetric);
+    let was_ready = ready();
+    if !was_ready {
+        futex_wait(
+            word,
+            v,
+            if fenced {
+                slice
+            } else {
+                slice.min(UNFENCED_SLICE)
+            },
+        );
+    }
+    retract(waiting, mine);
+    was_ready
+}
+
+/// The first half of a sleep ([`sleep_unless`], and the waits of `WaitSet` and the async
+/// handles, which sleep elsewhere): counts the caller in `waiting`, sets its slot flag `mine`,
+/// runs the asymmetric barrier if asked, and reads the futex value to sleep on. The caller
+/// re-checks its condition next, and sleeps on `word` expecting the value returned only if it
+/// still does not hold; then it calls [`retract`] (exactly once).
+///
+/// Returns the value and whether the announcement is fenced: `false` when `asymmetric` was
+/// asked and the kernel refused membarrier, so a wake can be missed and the sleep must be
+/// short ([`UNFENCED_SLICE`]).
+pub(crate) fn announce(
+    waiting: &AtomicU32,
+    mine: &AtomicU32,
+    word: &AtomicU32,
+    asymmetric: bool,
+) -> (u32, bool) {
     // ORDERING: SeqCst: announce before re-checking (module doc).
     waiting.fetch_add(1, Ordering::SeqCst);
     // ORDERING: Relaxed: read by an evictor only after this process died. Set at once, before
     // the membarrier syscall: an evictor that finds the count above the flags set takes the
     // difference for leaked, so the window between the two must stay a few instructions.
     mine.store(1, Ordering::Relaxed);
-    if asymmetric && !global_barrier() {
-        slice = slice.min(UNFENCED_SLICE);
-    }
+    let fenced = !asymmetric || global_barrier();
     // ORDERING: SeqCst: the value we sleep on is read before the re-check, so a wake that
     // follows the re-check changes it.
-    let v = word.load(Ordering::SeqCst);
-    let was_ready = ready();
-    if !was_ready {
-        futex_wait(word, v, slice);
+    (word.load(Ordering::SeqCst), fenced)
+}
+
+/// Announces several waits at once (a `WaitSet`): the same as [`announce`] for each, with
+/// one barrier for all of them. `waits` gives `(waiting, mine, word, asymmetric)`; the values
+/// to sleep on go into `values`. Returns whether every asymmetric announcement is fenced.
+pub(crate) fn announce_all<'a>(
+    waits: impl Iterator<Item = (&'a AtomicU32, &'a AtomicU32, &'a AtomicU32, bool)> + Clone,
+    values: &mut Vec<u32>,
+) -> bool {
+    let mut asymmetric = false;
+    for (waiting, mine, _, asym) in waits.clone() {
+        // ORDERING: as in `announce`.
+        waiting.fetch_add(1, Ordering::SeqCst);
+        // ORDERING: as in `announce`.
+        mine.store(1, Ordering::Relaxed);
+        asymmetric |= asym;
     }
+    let fenced = !asymmetric || global_barrier();
+    values.clear();
+    // ORDERING: SeqCst: as in `announce`.
+    values.extend(waits.map(|(_, _, word, _)| word.load(Ordering::SeqCst)));
+    fenced
+}
+
+/// The second half of a sleep: no longer counted in `waiting`, slot flag `mine` cleared.
+pub(crate) fn retract(waiting: &AtomicU32, mine: &AtomicU32) {
     mine.store(0, Ordering::Relaxed);
     // ORDERING: Relaxed: only a count; an extra wake costs a syscall, never correctness.
     // Saturating: an evictor may have lowered a count it judged leaked (registry).
     let _ = waiting.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| w.checked_sub(1));
-    was_ready
+}
+
+/// The most words one `futex_waitv` call watches (the kernel's `FUTEX_WAITV_MAX`).
+pub(crate) const WAITV_MAX: usize = 128;
+
+/// How [`waitv`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Waitv {
+    /// Woken, a value differed, a signal, or the time ran out: re-check.
+    Returned,
+    /// The kernel has no `futex_waitv` (before Linux 5.16, or a seccomp filter refuses it):
+    /// the caller polls instead.
+    Unsupported,
+}
+
+/// Sleeps until one of `words` (each with the value it is expected to hold, and whether it
+/// is a process-private futex) is woken or changed, or `timeout` passes: `futex_waitv`.
+/// At most [`WAITV_MAX`] words.
+pub(crate) fn waitv(words: &[(&AtomicU32, u32, bool)], timeout: Option<Duration>) -> Waitv {
+    use futex::{Wait, WaitFlags, WaitPtr, WaitvFlags};
+    static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
+    // ORDERING: Relaxed: a cache of the kernel's answer.
+    if UNSUPPORTED.load(Ordering::Relaxed) || words.is_empty() || words.len() > WAITV_MAX {
+        return Waitv::Unsupported;
+    }
+    let mut list = [Wait::new(); WAITV_MAX];
+    for (w, &(word, val, private)) in list.iter_mut().zip(words) {
+        w.val = u64::from(val);
+        w.uaddr = WaitPtr::new(word.as_ptr().cast());
+        w.flags = if private {
+            WaitFlags::SIZE_U32 | WaitFlags::PRIVATE
+        } else {
+            // Shared: keyed by the file page, so that other processes' wakes reach us.
+            WaitFlags::SIZE_U32
+        };
+    }
+    // futex_waitv takes an absolute time on the clock it is given.
+    let deadline = timeout.and_then(|t| {
+        let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+        let now = Duration::new(now.tv_sec as u64, now.tv_nsec as u32);
+        now.checked_add(t).map(|d| rustix::time::Timespec {
+            tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
+            tv_nsec: d.subsec_nanos() as _,
+        })
+    });
+    match futex::waitv(
+        &list[..words.len()],
+        WaitvFlags::empty(),
+        deadline.as_ref(),
+        rustix::time::ClockId::Monotonic,
+    ) {
+        Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM) => {
+            // ORDERING: Relaxed: as above.
+            UNSUPPORTED.store(true, Ordering::Relaxed);
+            Waitv::Unsupported
+        }
+        // Woken (the index of a word), EAGAIN (a value differed), ETIMEDOUT, EINTR.
+        _ => Waitv::Returned,
+    }
+}
+
+#[cfg_attr(not(feature = "async"), allow(dead_code))]
+/// Wakes every thread of this process sleeping on the private futex `word` (a process-local
+/// word in a [`waitv`] list), after changing its value so a sleep about to start returns.
+pub(crate) fn wake_private(word: &AtomicU32) {
+    // ORDERING: SeqCst: pairs with the sleeper's load of the value it passes to futex_waitv.
+    word.fetch_add(1, Ordering::SeqCst);
+    let _ = futex::wake(word, futex::Flags::PRIVATE, i32::MAX as u32);
+}
+
+/// Which side of a bus sleeps: readers wait for commits, producers for space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "async"), allow(dead_code))]
+enum Side {
+    Readers,
+    Producers,
+}
+
+/// Where one participant sleeps: its bus's waiting count and futex word, and its own slot's
+/// sleeping flag. Holds the mapping, so the words stay valid as long as the spot does (a
+/// waiter thread may hold it after the participant's own handle has moved on).
+#[derive(Clone)]
+pub(crate) struct Spot {
+    shared: std::sync::Arc<crate::Shared>,
+    side: Side,
+    slot: u64,
+}
+
+impl std::fmt::Debug for Spot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spot")
+            .field("bus", &self.shared.path)
+            .field("side", &self.side)
+            .field("slot", &self.slot)
+            .finish()
+    }
+}
+
+#[cfg_attr(not(feature = "async"), allow(dead_code))]
+impl Spot {
+    /// A subscriber's: the readers' count and `notify`.
+    pub(crate) fn readers(shared: std::sync::Arc<crate::Shared>, slot: u64) -> Spot {
+        Spot {
+            shared,
+            side: Side::Readers,
+            slot,
+        }
+    }
+
+    /// A publisher's: the producers' count and `space`.
+    pub(crate) fn producers(shared: std::sync::Arc<crate::Shared>, slot: u64) -> Spot {
+        Spot {
+            shared,
+            side: Side::Producers,
+            slot,
+        }
+    }
+
+    pub(crate) fn waiting(&self) -> &AtomicU32 {
+        match self.side {
+            Side::Readers => self.shared.seg.readers_waiting(),
+            Side::Producers => self.shared.seg.producers_waiting(),
+        }
+    }
+
+    pub(crate) fn word(&self) -> &AtomicU32 {
+        match self.side {
+            Side::Readers => self.shared.seg.notify(),
+            Side::Producers => self.shared.seg.space(),
+        }
+    }
+
+    pub(crate) fn mine(&self) -> &AtomicU32 {
+        self.shared.seg.slot(self.slot).sleeping()
+    }
+
+    /// Whether the writers this side waits for may commit without a full barrier (readers of
+    /// a one-producer bus; subscribers always publish positions with a SeqCst store).
+    pub(crate) fn asymmetric(&self) -> bool {
+        self.side == Side::Readers && self.shared.params.exclusive
+    }
+
+    /// Which waiter thread serves this word: one word of one mapping.
+    pub(crate) fn key(&self) -> (usize, bool) {
+        (
+            std::sync::Arc::as_ptr(&self.shared) as usize,
+            self.side == Side::Readers,
+        )
+    }
+
+    /// [`announce`] for this spot.
+    pub(crate) fn announce(&self) -> (u32, bool) {
+        announce(self.waiting(), self.mine(), self.word(), self.asymmetric())
+    }
+
+    /// [`retract`] for this spot.
+    pub(crate) fn retract(&self) {
+        retract(self.waiting(), self.mine())
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,423 @@
+//! Async handles: [`AsyncSubscriber`] and [`AsyncPublisher`], for any executor.
+//!
+//! They wrap the blocking handles and add no protocol: a receive tries at once, and only when
+//! there is nothing does it announce itself as a sleeper and park with a waiter thread shared
+//! by the whole process (the `reactor` module), which wakes its task when the bus's futex word
+//! moves. No thread per handle, no runtime thread ever blocked, and nothing runtime-specific:
+//! the handles work on tokio's `current_thread` and multi-threaded runtimes alike, and on any
+//! executor that polls futures.
+//!
+//! Every future here is cancellation-safe: dropping it at any await point consumes nothing
+//! (a message is taken from the ring only in the same poll that returns it), and the handle
+//! goes on from where it was.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use crate::reactor::Seat;
+use crate::wait::{Spot, UNFENCED_SLICE};
+use crate::{
+    Message, Publisher, RecvError, Sample, SendError, Sent, Subscriber, TryRecvError, TrySendError,
+};
+
+/// A handle's parking with a waiter thread.
+struct Parking {
+    seat: Seat,
+    spot: Spot,
+    /// An announcement is out and parked with the thread (which may have fired it since).
+    parked: bool,
+}
+
+impl Parking {
+    fn new(spot: Spot) -> std::io::Result<Parking> {
+        Ok(Parking {
+            seat: Seat::new(&spot)?,
+            spot,
+            parked: false,
+        })
+    }
+
+    /// Called after a look found nothing to do. `Pending`: parked, the waker will be called.
+    /// `Ready`: look again now (the thread woke us, or the re-check found progress).
+    fn poll_wait(
+        &mut self,
+        cx: &mut Context<'_>,
+        slice: Duration,
+        is_ready: impl Fn() -> bool,
+    ) -> Poll<()> {
+        let reactor = &self.seat.reactor;
+        if self.parked {
+            if reactor.still_parked(self.seat.id, cx.waker()) {
+                // The announcement made before the last re-check still stands: a commit since
+                // then moves the word, and the thread wakes us.
+                return Poll::Pending;
+            }
+            // The thread fired (and retracted the announcement): look again.
+            self.parked = false;
+            return Poll::Ready(());
+        }
+        let (value, fenced) = self.spot.announce();
+        if is_ready() {
+            self.spot.retract();
+            return Poll::Ready(());
+        }
+        let slice = if fenced {
+            slice
+        } else {
+            slice.min(UNFENCED_SLICE)
+        };
+        let deadline = Instant::now() + slice;
+        reactor.park(
+            self.seat.id,
+            self.spot.clone(),
+            value,
+            cx.waker().clone(),
+            deadline,
+        );
+        self.parked = true;
+        Poll::Pending
+    }
+
+    /// Takes a parking back (a message came, or the future waiting was dropped).
+    fn cancel(&mut self) {
+        if std::mem::replace(&mut self.parked, false) && self.seat.reactor.unpark(self.seat.id) {
+            self.spot.retract();
+        }
+    }
+}
+
+impl Drop for Parking {
+    fn drop(&mut self) {
+        self.cancel();
+    }
+}
+
+/// Rounds of look, announce, re-check in one poll before it yields to the executor instead
+/// (a record that the re-check calls ready and the look does not take, such as bytes that a
+/// repair is about to replace).
+const ROUNDS_PER_POLL: usize = 4;
+
+// ---- subscriber ---------------------------------------------------------------------------
+
+/// A [`Subscriber`] whose receives are futures. Made by [`Subscriber::into_async`].
+///
+/// ```
+/// # use bus_core::{Bus, BusOptions, Start};
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+/// # rt.block_on(async {
+/// let bus = Bus::create(dir.path().join("ticks.bus"), &BusOptions::new().capacity(1 << 16))?;
+/// let mut sub = bus.subscribe(Start::Latest)?.into_async()?;
+/// let mut publ = bus.publisher()?.into_async()?;
+/// publ.send(b"tick").await?;
+/// let mut buf = Vec::new();
+/// let msg = sub.recv(&mut buf).await?;
+/// assert_eq!((msg.seq, &buf[..]), (0, &b"tick"[..]));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+///
+/// It is also a [`futures_core::Stream`] of [`OwnedMessage`]s (it never ends; losses and
+/// corrupt records come as `Err` items, after which it goes on).
+pub struct AsyncSubscriber {
+    inner: Subscriber,
+    park: Parking,
+}
+
+impl std::fmt::Debug for AsyncSubscriber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("AsyncSubscriber").field(&self.inner).finish()
+    }
+}
+
+/// A message with its payload, owned: the items of [`AsyncSubscriber`] as a stream.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct OwnedMessage {
+    /// Bus-wide sequence number.
+    pub seq: u64,
+    /// Absolute position of the record.
+    pub position: u64,
+    /// The payload.
+    pub data: Vec<u8>,
+}
+
+impl Subscriber {
+    /// Makes this subscriber async (keeping its position and slot).
+    ///
+    /// # Errors
+    ///
+    /// The process could not start its waiter thread (the first async handle of a process, or
+    /// of every further 127 bus sides, starts one).
+    pub fn into_async(self) -> std::io::Result<AsyncSubscriber> {
+        let park = Parking::new(self.spot())?;
+        Ok(AsyncSubscriber { inner: self, park })
+    }
+}
+
+impl TryRecvError {
+    /// The error a waiting receive reports, or `None` for `Empty` (wait and try again).
+    fn into_recv(self) -> Option<RecvError> {
+        match self {
+            TryRecvError::Empty => None,
+            TryRecvError::Lost(n) => Some(RecvError::Lost(n)),
+            TryRecvError::Corrupt { position, problem } => {
+                Some(RecvError::Corrupt { position, problem })
+            }
+        }
+    }
+}
+
+impl AsyncSubscriber {
+    /// Back to a blocking subscriber, at the same position.
+    pub fn into_sync(self) -> Subscriber {
+        let AsyncSubscriber { inner, park } = self;
+        drop(park);
+        inner
+    }
+
+    /// The blocking subscriber inside: its position, counters and `try_` calls. (Its blocking
+    /// calls would block the executor's thread.)
+    pub fn get_ref(&self) -> &Subscriber {
+        &self.inner
+    }
+
+    /// As [`AsyncSubscriber::get_ref`], mutably (`try_recv`, `try_recv_ref`).
+    pub fn get_mut(&mut self) -> &mut Subscriber {
+        &mut self.inner
+    }
+
+    /// Polls until something can be received; `Ready` can be spurious.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        for _ in 0..ROUNDS_PER_POLL {
+            if self.inner.probe() {
+                self.park.cancel();
+                return Poll::Ready(());
+            }
+            let inner = &self.inner;
+            match self
+                .park
+                .poll_wait(cx, inner.sleep_slice(), || inner.is_ready())
+            {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(()) => {}
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// Waits until something can be received (spuriously, at times). Cancellation-safe.
+    fn ready(&mut self) -> ReadyFuture<'_> {
+        ReadyFuture { sub: self }
+    }
+
+    /// Receives the next message into `buf` (replacing its contents): the async
+    /// [`Subscriber::recv`], with the same errors. Cancellation-safe: dropped before it
+    /// completes, it has consumed nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`Subscriber::recv`].
+    pub async fn recv(&mut self, buf: &mut Vec<u8>) -> Result<Message, RecvError> {
+        loop {
+            match self.inner.try_recv(buf) {
+                Ok(m) => {
+                    self.park.cancel();
+                    return Ok(m);
+                }
+                Err(e) => {
+                    if let Some(e) = e.into_recv() {
+                        self.park.cancel();
+                        return Err(e);
+                    }
+                }
+            }
+            self.ready().await;
+        }
+    }
+
+    /// Receives the next message without copying it (reliable mode; lossy mode copies into a
+    /// buffer the subscriber reuses): the async [`Subscriber::recv_ref`]. Cancellation-safe.
+    ///
+    /// # Errors
+    ///
+    /// As [`Subscriber::recv`].
+    pub async fn recv_ref(&mut self) -> Result<Sample<'_>, RecvError> {
+        while !self.inner.next_ready()? {
+            self.ready().await;
+        }
+        self.park.cancel();
+        // Returns at once: `next_ready` found a committed record at our position, and only
+        // this handle moves the position (a lossy lap since then is reported as a loss).
+        self.inner.recv_ref()
+    }
+}
+
+/// See [`AsyncSubscriber::ready`].
+struct ReadyFuture<'a> {
+    sub: &'a mut AsyncSubscriber,
+}
+
+impl Future for ReadyFuture<'_> {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.sub.poll_ready(cx)
+    }
+}
+
+impl Drop for ReadyFuture<'_> {
+    fn drop(&mut self) {
+        // Dropped while parked (a `select!` took another branch): no announcement lingers.
+        self.sub.park.cancel();
+    }
+}
+
+impl futures_core::Stream for AsyncSubscriber {
+    type Item = Result<OwnedMessage, RecvError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            let mut data = Vec::new();
+            match this.inner.try_recv(&mut data) {
+                Ok(m) => {
+                    this.park.cancel();
+                    return Poll::Ready(Some(Ok(OwnedMessage {
+                        seq: m.seq,
+                        position: m.position,
+                        data,
+                    })));
+                }
+                Err(e) => {
+                    if let Some(e) = e.into_recv() {
+                        this.park.cancel();
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                }
+            }
+            if this.poll_ready(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+    }
+}
+
+// ---- publisher ----------------------------------------------------------------------------
+
+/// A [`Publisher`] whose sends wait for room without blocking a thread. Made by
+/// [`Publisher::into_async`].
+pub struct AsyncPublisher {
+    inner: Publisher,
+    park: Parking,
+}
+
+impl std::fmt::Debug for AsyncPublisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("AsyncPublisher").field(&self.inner).finish()
+    }
+}
+
+impl Publisher {
+    /// Makes this publisher async (keeping its slot).
+    ///
+    /// # Errors
+    ///
+    /// As [`Subscriber::into_async`].
+    pub fn into_async(self) -> std::io::Result<AsyncPublisher> {
+        let park = Parking::new(self.spot())?;
+        Ok(AsyncPublisher { inner: self, park })
+    }
+}
+
+impl AsyncPublisher {
+    /// Back to a blocking publisher.
+    pub fn into_sync(self) -> Publisher {
+        let AsyncPublisher { inner, park } = self;
+        drop(park);
+        inner
+    }
+
+    /// The blocking publisher inside (`try_send`, `try_loan`, counters).
+    pub fn get_ref(&self) -> &Publisher {
+        &self.inner
+    }
+
+    /// As [`AsyncPublisher::get_ref`], mutably.
+    pub fn get_mut(&mut self) -> &mut Publisher {
+        &mut self.inner
+    }
+
+    /// Publishes `data`, waiting (without blocking the thread) while a reliable ring is full:
+    /// the async [`Publisher::send`], with the same errors. While it waits it looks for dead
+    /// subscribers every 10 ms, as `send` does, so one that died holding the ring full is
+    /// evicted and the send goes on. Cancellation-safe: dropped before it completes, nothing
+    /// was published.
+    ///
+    /// # Errors
+    ///
+    /// As [`Publisher::send`].
+    pub async fn send(&mut self, data: &[u8]) -> Result<Sent, SendError> {
+        loop {
+            let mark = self.inner.space_mark();
+            match self.inner.try_send(data) {
+                Ok(s) => {
+                    self.park.cancel();
+                    return Ok(s);
+                }
+                Err(e) => {
+                    if let Some(e) = e.into_send() {
+                        self.park.cancel();
+                        return Err(e);
+                    }
+                }
+            }
+            SpaceFuture {
+                publ: self,
+                mark,
+                done: false,
+            }
+            .await;
+        }
+    }
+
+    /// Publishes `data` if there is room now: [`Publisher::try_send`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Publisher::try_send`].
+    pub fn try_send(&mut self, data: &[u8]) -> Result<Sent, TrySendError> {
+        self.inner.try_send(data)
+    }
+}
+
+/// Waits until the ring may have room. Cancellation-safe.
+struct SpaceFuture<'a> {
+    publ: &'a mut AsyncPublisher,
+    mark: crate::publisher::SpaceMark,
+    done: bool,
+}
+
+impl Future for SpaceFuture<'_> {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        let publ = &mut *this.publ;
+        let inner = &publ.inner;
+        let mark = this.mark;
+        let r = publ
+            .park
+            .poll_wait(cx, inner.sleep_slice(), || inner.space_changed(&mark));
+        this.done = r.is_ready();
+        r
+    }
+}
+
+impl Drop for SpaceFuture<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.publ.park.cancel();
+        }
+    }
+}

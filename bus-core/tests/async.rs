@@ -1,0 +1,412 @@
+//! The async handles and `WaitSet` in one process: cancellation, every receive variant, both
+//! tokio runtimes, losses, and the bookkeeping of sleepers. (Across processes:
+//! testkit/tests/async_procs.rs.)
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bus_core::{Bus, BusOptions, Mode, RecvError, Start, WaitSet};
+use futures_util::StreamExt;
+
+fn bus(dir: &tempfile::TempDir, name: &str, capacity: u64, mode: Mode) -> Bus {
+    Bus::create(
+        dir.path().join(name),
+        &BusOptions::new()
+            .capacity(capacity)
+            .max_message(1024)
+            .mode(mode),
+    )
+    .unwrap()
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap()
+}
+
+/// Publishes `count` messages (index as u64 LE) from a thread, pausing at pseudo-random
+/// moments so that the receiver is sometimes ahead (asleep) and sometimes behind.
+fn paced_publisher(bus: &Bus, count: u64) -> std::thread::JoinHandle<()> {
+    let mut publ = bus.publisher().unwrap();
+    std::thread::spawn(move || {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        for i in 0..count {
+            publ.send(&i.to_le_bytes()).unwrap();
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            match x % 64 {
+                0 => std::thread::sleep(Duration::from_micros(200)),
+                1..=3 => std::thread::yield_now(),
+                _ => {}
+            }
+        }
+    })
+}
+
+fn index(buf: &[u8]) -> u64 {
+    u64::from_le_bytes(buf[..8].try_into().unwrap())
+}
+
+#[test]
+fn receives_dropped_at_random_await_points_lose_and_repeat_nothing() {
+    // 100,000 receives, each raced in a select! against a short timer or a yield: the losing
+    // branch's future is dropped wherever it was (parked, about to park, woken). The received
+    // sequence must still be gapless.
+    const N: u64 = 100_000;
+    let dir = tempfile::tempdir().unwrap();
+    let bus = bus(&dir, "c.bus", 1 << 16, Mode::Reliable);
+    let mut sub = bus.subscribe(Start::Latest).unwrap().into_async().unwrap();
+    let publisher = paced_publisher(&bus, N);
+    let (mut cancelled, mut next) = (0u64, 0u64);
+    current_thread().block_on(async {
+        let mut buf = Vec::new();
+        let mut round = 0u64;
+        while next < N {
+            round += 1;
+            let got = if round % 2 == 0 {
+                tokio::select! {
+                    r = sub.recv(&mut buf) => Some(r.map(|m| (m.seq, index(&buf)))),
+                    _ = tokio::time::sleep(Duration::from_micros(50)) => None,
+                }
+            } else {
+                tokio::select! {
+                    r = sub.recv_ref() => Some(r.map(|s| (s.seq, index(&s)))),
+                    _ = tokio::task::yield_now() => None,
+                }
+            };
+            match got {
+                Some(r) => {
+                    let (seq, i) = r.unwrap();
+                    assert_eq!((seq, i), (next, next), "after {cancelled} cancellations");
+                    next += 1;
+                }
+                None => cancelled += 1,
+            }
+        }
+    });
+    publisher.join().unwrap();
+    assert!(cancelled > 1000, "only {cancelled} receives were cancelled");
+    // No announcement outlives the futures that made it.
+    assert_eq!(bus.stats().readers_waiting, 0);
+    eprintln!("{cancelled} receives cancelled");
+}
+
+#[test]
+fn a_stream_of_owned_messages_on_the_multi_threaded_runtime() {
+    const N: u64 = 20_000;
+    let dir = tempfile::tempdir().unwrap();
+    let bus = bus(&dir, "s.bus", 1 << 14, Mode::Reliable);
+    let sub = bus.subscribe(Start::Latest).unwrap().into_async().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    let publ = bus.publisher().unwrap().into_async().unwrap();
+    rt.block_on(async move {
+        let sender = tokio::spawn(async move {
+            let mut publ = publ;
+            for i in 0..N {
+                publ.send(&i.to_le_bytes()).await.unwrap();
+            }
+        });
+        let got: Vec<_> = sub.take(N as usize).collect().await;
+        sender.await.unwrap();
+        for (i, m) in got.into_iter().enumerate() {
+            let m = m.unwrap();
+            assert_eq!((m.seq, index(&m.data)), (i as u64, i as u64));
+        }
+    });
+}
+
+#[test]
+fn select_over_three_buses_and_a_timer() {
+    let dir = tempfile::tempdir().unwrap();
+    let buses: Vec<Bus> = (0..3)
+        .map(|i| bus(&dir, &format!("{i}.bus"), 1 << 14, Mode::Reliable))
+        .collect();
+    let mut subs: Vec<_> = buses
+        .iter()
+        .map(|b| b.subscribe(Start::Latest).unwrap().into_async().unwrap())
+        .collect();
+    let mut pubs: Vec<_> = buses.iter().map(|b| b.publisher().unwrap()).collect();
+    let t = std::thread::spawn(move || {
+        for round in 0..300u64 {
+            pubs[(round % 3) as usize]
+                .send(&round.to_le_bytes())
+                .unwrap();
+            std::thread::sleep(Duration::from_micros(300));
+        }
+    });
+    let mut seen = [0u64; 3];
+    let mut ticks = 0;
+    current_thread().block_on(async {
+        let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
+        let [s0, s1, s2] = &mut subs[..] else {
+            unreachable!()
+        };
+        while seen.iter().sum::<u64>() < 300 {
+            tokio::select! {
+                r = s0.recv(&mut a) => { r.unwrap(); assert_eq!(index(&a) % 3, 0); seen[0] += 1 }
+                r = s1.recv(&mut b) => { r.unwrap(); assert_eq!(index(&b) % 3, 1); seen[1] += 1 }
+                r = s2.recv(&mut c) => { r.unwrap(); assert_eq!(index(&c) % 3, 2); seen[2] += 1 }
+                _ = tokio::time::sleep(Duration::from_millis(5)) => ticks += 1,
+            }
+        }
+    });
+    t.join().unwrap();
+    assert_eq!(seen, [100, 100, 100]);
+    eprintln!("{ticks} timer ticks");
+}
+
+#[test]
+fn a_lapped_async_subscriber_reports_the_exact_loss_once_and_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = bus(&dir, "l.bus", 4096, Mode::Lossy);
+    let mut sub = bus.subscribe(Start::Latest).unwrap().into_async().unwrap();
+    let mut publ = bus.publisher().unwrap();
+    for i in 0..1000u64 {
+        publ.send(&i.to_le_bytes()).unwrap();
+    }
+    current_thread().block_on(async {
+        let mut buf = Vec::new();
+        let lost = match sub.recv(&mut buf).await {
+            Err(RecvError::Lost(n)) => n,
+            other => panic!("{other:?}"),
+        };
+        let first = sub.recv(&mut buf).await.unwrap();
+        assert_eq!(
+            first.seq, lost,
+            "the loss counts exactly the messages skipped"
+        );
+        assert_eq!(index(&buf), lost);
+        // Then it waits for the next one like any receive.
+        let waiter = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            publ.send(&1000u64.to_le_bytes()).unwrap();
+        });
+        let mut seq = first.seq;
+        loop {
+            let m = sub.recv(&mut buf).await.unwrap();
+            assert_eq!(m.seq, seq + 1);
+            seq = m.seq;
+            if index(&buf) == 1000 {
+                break;
+            }
+        }
+        waiter.join().unwrap();
+    });
+}
+
+#[test]
+fn into_sync_and_back_keeps_the_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = bus(&dir, "p.bus", 1 << 14, Mode::Reliable);
+    let mut publ = bus.publisher().unwrap();
+    let mut sub = bus.subscribe(Start::Latest).unwrap().into_async().unwrap();
+    for i in 0..10u64 {
+        publ.send(&i.to_le_bytes()).unwrap();
+    }
+    let mut buf = Vec::new();
+    let rt = current_thread();
+    rt.block_on(async {
+        assert_eq!(sub.recv(&mut buf).await.unwrap().seq, 0);
+    });
+    let mut sync = sub.into_sync();
+    assert_eq!(sync.recv(&mut buf).unwrap().seq, 1);
+    let mut sub = sync.into_async().unwrap();
+    rt.block_on(async {
+        assert_eq!(sub.recv_ref().await.unwrap().seq, 2);
+        assert_eq!(sub.get_mut().try_recv(&mut buf).unwrap().seq, 3);
+    });
+}
+
+#[test]
+fn a_pending_receive_dropped_leaves_no_sleeper_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = bus(&dir, "w.bus", 1 << 14, Mode::Reliable);
+    let mut subs: Vec<_> = (0..5)
+        .map(|_| bus.subscribe(Start::Latest).unwrap().into_async().unwrap())
+        .collect();
+    let rt = current_thread();
+    rt.block_on(async {
+        let mut buf = Vec::new();
+        for s in &mut subs {
+            let r = tokio::time::timeout(Duration::from_millis(20), s.recv(&mut buf)).await;
+            assert!(r.is_err(), "nothing was published");
+        }
+    });
+    assert_eq!(bus.stats().readers_waiting, 0);
+    // A subscriber dropped while its stream is parked also gives its count back.
+    let mut stream = subs.pop().unwrap();
+    rt.block_on(async {
+        let r = tokio::time::timeout(Duration::from_millis(20), stream.next()).await;
+        assert!(r.is_err());
+    });
+    assert_eq!(
+        bus.stats().readers_waiting,
+        1,
+        "the stream stays parked between polls"
+    );
+    drop(stream);
+    assert_eq!(bus.stats().readers_waiting, 0);
+}
+
+#[test]
+fn an_async_send_waits_for_room_without_blocking_the_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = bus(&dir, "f.bus", 4096, Mode::Reliable);
+    let mut sub = bus.subscribe(Start::Latest).unwrap();
+    let mut publ = bus.publisher().unwrap().into_async().unwrap();
+    let rt = current_thread();
+    let sent = rt.block_on(async {
+        let mut sent = 0u64;
+        while publ.try_send(&sent.to_le_bytes()).is_ok() {
+            sent += 1;
+        }
+        // Full: a send waits, and the timer on the same thread still fires.
+        let r = tokio::time::timeout(Duration::from_millis(30), publ.send(b"late")).await;
+        assert!(r.is_err(), "the ring was full");
+        sent
+    });
+    assert_eq!(
+        bus.stats().producers_waiting,
+        0,
+        "the cancelled send left no sleeper"
+    );
+    // A reader on another thread makes room; the waiting send completes.
+    let reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        for i in 0..=sent {
+            let m = sub.recv(&mut buf).unwrap();
+            assert_eq!(m.seq, i);
+        }
+        buf
+    });
+    rt.block_on(async {
+        std::thread::sleep(Duration::from_millis(10));
+        publ.send(&sent.to_le_bytes()).await.unwrap();
+    });
+    assert_eq!(index(&reader.join().unwrap()), sent);
+}
+
+// ---- WaitSet --------------------------------------------------------------------------------
+
+#[test]
+fn a_waitset_times_out_empty_and_reports_only_ready_members() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (
+        bus(&dir, "a.bus", 1 << 14, Mode::Reliable),
+        bus(&dir, "b.bus", 1 << 14, Mode::Lossy),
+    );
+    let mut set = WaitSet::new();
+    assert!(set.wait(Some(Duration::ZERO)).is_empty(), "an empty set");
+    let ka = set.add(a.subscribe(Start::Latest).unwrap());
+    let kb = set.add(b.subscribe(Start::Latest).unwrap());
+    for t in [
+        Duration::ZERO,
+        Duration::from_nanos(1),
+        Duration::from_millis(20),
+    ] {
+        let started = Instant::now();
+        assert!(set.wait(Some(t)).is_empty());
+        assert!(started.elapsed() >= t);
+    }
+    b.publisher().unwrap().send(b"b").unwrap();
+    assert_eq!(set.wait(None), vec![kb]);
+    // Not drained: still ready.
+    assert_eq!(set.wait(Some(Duration::ZERO)), vec![kb]);
+    let mut buf = Vec::new();
+    set.get_mut(kb).unwrap().try_recv(&mut buf).unwrap();
+    assert!(set.wait(Some(Duration::ZERO)).is_empty());
+    // Removed: never reported again, and its key names nothing (not even a newcomer).
+    let sub_a = set.remove(ka).unwrap();
+    a.publisher().unwrap().send(b"a").unwrap();
+    assert!(set.wait(Some(Duration::from_millis(5))).is_empty());
+    let kc = set.add(sub_a);
+    assert_ne!(kc, ka);
+    assert!(set.get_mut(ka).is_none() && set.remove(ka).is_none());
+    assert_eq!(set.wait(Some(Duration::ZERO)), vec![kc]);
+    assert_eq!(a.stats().readers_waiting + b.stats().readers_waiting, 0);
+}
+
+#[test]
+fn a_waitset_sleeper_is_woken_by_a_publish_and_by_an_interrupter() {
+    let dir = tempfile::tempdir().unwrap();
+    let buses: Vec<Bus> = (0..4)
+        .map(|i| bus(&dir, &format!("{i}.bus"), 1 << 14, Mode::Reliable))
+        .collect();
+    let mut set = WaitSet::new();
+    let keys: Vec<_> = buses
+        .iter()
+        .map(|b| set.add(b.subscribe(Start::Latest).unwrap()))
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let interrupter = set.interrupter();
+    let mut pubs: Vec<_> = buses.iter().map(|b| b.publisher().unwrap()).collect();
+    let stop2 = stop.clone();
+    let t = std::thread::spawn(move || {
+        for i in 0..2000u64 {
+            pubs[(i % 4) as usize].send(&i.to_le_bytes()).unwrap();
+            if i % 16 == 0 {
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        stop2.store(true, Ordering::SeqCst);
+        interrupter.interrupt();
+    });
+    let mut next = [0u64; 4];
+    let mut buf = Vec::new();
+    loop {
+        // Without the interrupter this wait would last an hour.
+        set.wait_with(Some(Duration::from_secs(3600)), |key, sub| {
+            let b = keys.iter().position(|k| *k == key).unwrap();
+            while let Ok(m) = sub.try_recv(&mut buf) {
+                assert_eq!(index(&buf) % 4, b as u64);
+                assert_eq!(m.seq, next[b]);
+                next[b] += 1;
+            }
+        });
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+    }
+    t.join().unwrap();
+    assert_eq!(next, [500; 4]);
+}
+
+#[test]
+fn a_waitset_over_more_buses_than_one_futex_waitv_takes() {
+    // 130 buses: more words than futex_waitv takes; the set falls back to short sleeps and
+    // still delivers everything.
+    let dir = tempfile::tempdir().unwrap();
+    let buses: Vec<Bus> = (0..130)
+        .map(|i| bus(&dir, &format!("{i}.bus"), 4096, Mode::Reliable))
+        .collect();
+    let mut set = WaitSet::new();
+    for b in &buses {
+        set.add(b.subscribe(Start::Latest).unwrap());
+    }
+    let mut pubs: Vec<_> = buses.iter().map(|b| b.publisher().unwrap()).collect();
+    let t = std::thread::spawn(move || {
+        for i in 0..1300u64 {
+            pubs[(i % 130) as usize].send(&i.to_le_bytes()).unwrap();
+        }
+    });
+    let mut total = 0;
+    let mut buf = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while total < 1300 && Instant::now() < deadline {
+        set.wait_with(Some(Duration::from_secs(1)), |_, sub| {
+            while sub.try_recv(&mut buf).is_ok() {
+                total += 1;
+            }
+        });
+    }
+    t.join().unwrap();
+    assert_eq!(total, 1300);
+}
