@@ -1,0 +1,71 @@
+"""Functions run in multiprocessing (spawn) children by the multi-process tests."""
+
+import os
+import signal
+import struct
+import time
+
+import shmbus
+
+REC = struct.Struct("<II")  # (producer id, index)
+
+
+def publish(path, producer, count, ready, go):
+    bus = shmbus.Bus.open(path)
+    pub = bus.publisher()
+    ready.set()
+    go.wait(30)
+    for i in range(count):
+        pub.send(REC.pack(producer, i), timeout=30)
+    pub.close()
+
+
+def subscribe(path, expected, out, ready):
+    bus = shmbus.Bus.open(path)
+    sub = bus.subscribe("latest")
+    ready.set()
+    seen = []
+    for _ in range(expected):
+        m = sub.recv(timeout=30)
+        producer, i = REC.unpack(m.data)
+        seen.append((m.seq, producer, i))
+    out.put((os.getpid(), seen))
+
+
+def subscribe_and_stall(path, ready):
+    """Joins a reliable bus and never reads: producers wait for it until it dies."""
+    bus = shmbus.Bus.open(path)
+    sub = bus.subscribe("latest")  # noqa: F841 (held until the process is killed)
+    ready.set()
+    time.sleep(600)
+
+
+def blocked_recv(path, ready, out):
+    """Blocks in recv() with the default SIGINT handler; reports how Ctrl-C ended it."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    bus = shmbus.Bus.open(path)
+    sub = bus.subscribe("latest")
+    ready.set()
+    try:
+        sub.recv()
+        out.put(("received", time.monotonic()))
+    except KeyboardInterrupt:
+        out.put(("interrupted", time.monotonic()))
+
+
+def blocked_send(path, ready, out):
+    """Fills a reliable ring that a stalled subscriber holds, then blocks in send()."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    bus = shmbus.Bus.open(path)
+    pub = bus.publisher()
+    try:
+        while True:
+            pub.try_send(b"x" * 64)
+    except shmbus.Full:
+        pass
+    ready.set()
+    try:
+        pub.send(b"y" * 64)
+        out.put(("sent", time.monotonic()))
+    except KeyboardInterrupt:
+        out.put(("interrupted", time.monotonic()))

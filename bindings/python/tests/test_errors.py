@@ -1,0 +1,139 @@
+"""Every error kind: its class, its attributes, and when it is raised."""
+
+import struct
+
+import pytest
+
+import shmbus
+
+KINDS = [
+    "Empty", "Full", "Timeout", "MessageTooLarge", "Lost", "Corrupt", "RingCorrupt",
+    "ProducerConflict", "Unblocked", "JoinError", "NoFreeSlot", "LockError",
+    "PositionNotRetained", "NotARecord", "OpenError", "Busy", "Closed",
+]
+
+
+def test_hierarchy():
+    assert issubclass(shmbus.Error, Exception)
+    for name in KINDS:
+        cls = getattr(shmbus, name)
+        assert issubclass(cls, shmbus.Error), name
+        assert cls.__module__ == "shmbus"
+        assert cls.__doc__
+    assert issubclass(shmbus.NoFreeSlot, shmbus.JoinError)
+    assert issubclass(shmbus.LockError, shmbus.JoinError)
+    assert shmbus.NoSlot is shmbus.NoFreeSlot
+
+
+def test_message_too_large(path):
+    bus = shmbus.Bus.create(path, capacity=1 << 16, max_message=100)
+    pub = bus.publisher()
+    for call in (pub.send, pub.try_send, pub.loan, pub.try_loan):
+        with pytest.raises(shmbus.MessageTooLarge) as e:
+            call(b"x" * 101 if call in (pub.send, pub.try_send) else 101)
+        assert (e.value.len, e.value.max) == (101, 100)
+        assert "exceeds" in str(e.value)
+    assert pub.send(b"x" * 100) == 0
+
+
+def test_open_errors(tmp_path):
+    missing = tmp_path / "missing.bus"
+    with pytest.raises(shmbus.OpenError) as e:
+        shmbus.Bus.open(missing)
+    assert e.value.path == str(missing)
+    assert e.value.kind == "not_found"
+    assert e.value.reason == "no such bus"
+    assert str(missing) in str(e.value)
+    with pytest.raises(shmbus.OpenError) as e:
+        shmbus.Bus.create(tmp_path / "no-such-dir" / "x.bus")
+    assert e.value.kind in ("directory_not_found", "not_found")
+    p = tmp_path / "x.bus"
+    shmbus.Bus.create(p, capacity=1 << 16)
+    with pytest.raises(shmbus.OpenError) as e:
+        shmbus.Bus.create(p, capacity=1 << 16)
+    assert e.value.kind == "already_exists"
+    with pytest.raises(shmbus.OpenError) as e:
+        shmbus.Bus.create(tmp_path / "y.bus", capacity=12345)
+    assert e.value.kind == "invalid_options"
+    junk = tmp_path / "junk.bus"
+    junk.write_bytes(b"not a bus" * 1000)
+    with pytest.raises(shmbus.OpenError) as e:
+        shmbus.Bus.open(junk)
+    assert e.value.kind == "invalid_header"
+    link = tmp_path / "link.bus"
+    link.symlink_to(p)
+    with pytest.raises(shmbus.OpenError) as e:
+        shmbus.Bus.open(link)
+    assert e.value.kind == "symbolic_link"
+    assert shmbus.Bus.open(link, follow_symlinks=True).capacity == 1 << 16
+
+
+def test_subscribe_position_errors(bus):
+    pub = bus.publisher()
+    pub.send(b"a" * 10)
+    with pytest.raises(shmbus.PositionNotRetained) as e:
+        bus.subscribe(start=1 << 20)
+    assert e.value.requested == 1 << 20
+    assert e.value.oldest == 0 and e.value.next > 0
+    with pytest.raises(shmbus.NotARecord) as e:
+        bus.subscribe(start=16)
+    assert e.value.requested == 16
+
+
+def test_lost_once_per_gap_then_goes_on(path):
+    bus = shmbus.Bus.create(path, capacity=1 << 12, mode="lossy", max_message=64)
+    sub = bus.subscribe()
+    pub = bus.publisher()
+    published = 1000
+    for i in range(published):
+        pub.send(struct.pack("<Q", i))
+    delivered, lost, last = 0, 0, -1
+    while True:
+        try:
+            m = sub.try_recv()
+        except shmbus.Lost as e:
+            assert e.count > 0
+            assert "lost" in str(e)
+            lost += e.count
+            continue
+        except shmbus.Empty:
+            break
+        (i,) = struct.unpack("<Q", m.data)
+        assert i > last and i == m.seq
+        last = i
+        delivered += 1
+    assert lost > 0 and delivered > 0
+    assert delivered + lost == published
+    assert sub.lost == lost
+
+
+def test_lost_through_recv_many_is_reported_once(path):
+    bus = shmbus.Bus.create(path, capacity=1 << 12, mode="lossy", max_message=64)
+    sub = bus.subscribe()
+    pub = bus.publisher()
+    pub.send(b"first")
+    assert sub.recv().data == b"first"
+    for i in range(1000):
+        pub.send(b"%d" % i)
+    delivered, lost = 0, 0
+    while True:
+        try:
+            delivered += len(sub.recv_many(50, timeout=0))
+        except shmbus.Lost as e:
+            lost += e.count
+        except shmbus.Timeout:
+            break
+    assert delivered + lost == 1000 and lost > 0
+
+
+def test_closed_and_busy_and_empty(bus):
+    sub = bus.subscribe()
+    with pytest.raises(shmbus.Empty):
+        sub.try_recv()
+    with pytest.raises(shmbus.Timeout):
+        sub.recv(timeout=0)
+    sub.close()
+    with pytest.raises(shmbus.Closed):
+        sub.try_recv()
+    with pytest.raises(shmbus.Closed):
+        sub.position
