@@ -1,6 +1,7 @@
-//! The C API from C: the example, every error path (tests/c/errors.c), and a publisher
-//! and subscribers in separate processes (tests/c/peer.c). Every program runs under a
-//! watchdog (testkit) in a temporary directory of its own.
+//! The C API from C and C++: the two examples, every error path (tests/c/errors.c), the
+//! C++ wrapper's conventions (tests/c/wrapper.cpp), and a publisher and subscribers in
+//! separate processes (tests/c/peer.c). Every program runs under a watchdog (testkit) in a
+//! temporary directory of its own.
 
 mod common;
 
@@ -36,6 +37,64 @@ fn the_c_example_runs() {
 }
 
 #[test]
+fn the_cpp_example_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("pubsub");
+    compile(
+        "c++",
+        "c++17",
+        &[source("examples/pubsub.cpp")],
+        &exe,
+        Link::Shared,
+    );
+    let bus = dir.path().join("example.bus");
+    let mut procs = Procs::new(Duration::from_secs(60));
+    let p = procs.spawn(
+        "pubsub.cpp",
+        exe.to_str().unwrap(),
+        &[bus.to_str().unwrap(), "100000"],
+    );
+    let out = procs.success(p);
+    assert!(
+        out.iter()
+            .any(|l| l.contains("sent and received 100000 messages in order")),
+        "{out:?}"
+    );
+}
+
+/// Runs a checking program (`errors.c`, `wrapper.cpp`) in a directory of its own; it prints
+/// "N checks, M failed" last.
+fn run_checks(name: &str, exe: &std::path::Path, dir: &std::path::Path) {
+    let work = dir.join("work");
+    std::fs::create_dir(&work).unwrap();
+    let mut procs = Procs::new(Duration::from_secs(60));
+    let p = procs.spawn(name, exe.to_str().unwrap(), &[work.to_str().unwrap()]);
+    let (status, out) = procs.wait(p);
+    for line in &out {
+        println!("{line}");
+    }
+    assert!(status.success(), "{name} failed: {status}");
+    assert!(
+        out.iter().any(|l| l.ends_with(" checks, 0 failed")),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn the_cpp_wrapper_throws_moves_and_abandons() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("wrapper");
+    compile(
+        "c++",
+        "c++17",
+        &[source("tests/c/wrapper.cpp")],
+        &exe,
+        Link::Static,
+    );
+    run_checks("wrapper.cpp", &exe, dir.path());
+}
+
+#[test]
 fn every_error_path_from_c() {
     let dir = tempfile::tempdir().unwrap();
     let exe = dir.path().join("errors");
@@ -46,16 +105,7 @@ fn every_error_path_from_c() {
         &exe,
         Link::Static,
     );
-    let work = dir.path().join("work");
-    std::fs::create_dir(&work).unwrap();
-    let mut procs = Procs::new(Duration::from_secs(60));
-    let p = procs.spawn("errors.c", exe.to_str().unwrap(), &[work.to_str().unwrap()]);
-    let (status, out) = procs.wait(p);
-    for line in &out {
-        println!("{line}");
-    }
-    assert!(status.success(), "errors.c failed: {status}");
-    assert!(out.iter().any(|l| l.ends_with(", 0 failed")), "{out:?}");
+    run_checks("errors.c", &exe, dir.path());
 }
 
 /// A C publisher process and two C subscriber processes (one copying, one borrowing in

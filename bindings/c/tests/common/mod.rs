@@ -46,7 +46,15 @@ pub fn compile(compiler: &str, std: &str, sources: &[PathBuf], out: &Path, link:
     let lib = lib_dir();
     let mut cmd = Command::new(compiler);
     cmd.arg(format!("-std={std}"))
-        .args(["-Wall", "-Wextra", "-Werror", "-O1", "-g"])
+        .args([
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-pedantic",
+            "-O1",
+            "-g",
+            "-pthread",
+        ])
         .arg("-I")
         .arg(crate_dir().join("include"))
         .args(sources)
