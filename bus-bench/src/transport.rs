@@ -89,11 +89,14 @@ pub fn all() -> Vec<&'static dyn Transport> {
         &Shmbus::BLOCK,
         &Shmbus::LOAN,
         &Shmbus::SHARED,
+        &ShmAsync::SPIN_THEN_PARK,
+        &ShmAsync::PARK,
         &Stream::PIPE,
         &Stream::PIPE_BATCHED,
         &Stream::UNIX,
         &Seqpacket,
         &Stream::TCP,
+        &UnixTokio,
     ]
 }
 
@@ -881,5 +884,265 @@ impl Tx for SeqDuplex {
         let sock = rx.sock.as_ref().expect("connected above");
         rustix::net::send(sock, &rx.out, rustix::net::SendFlags::empty())?;
         Ok(())
+    }
+}
+
+// ---- async: shmbus-async, unix-stream-tokio -----------------------------------------------
+
+/// A tokio current-thread runtime per endpoint: each message is one `block_on` of the async
+/// call, so the task parks in the runtime (and the runtime in its driver) exactly as a task
+/// of a tokio program waiting for its next message would.
+fn runtime() -> io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+}
+
+/// shmbus through `AsyncPublisher` / `AsyncSubscriber` on tokio.
+pub struct ShmAsync {
+    name: &'static str,
+    about: &'static str,
+    strategy: WaitStrategy,
+}
+
+impl ShmAsync {
+    /// The default: a few polls through the executor, then park with the waiter thread.
+    pub const SPIN_THEN_PARK: ShmAsync = ShmAsync {
+        name: "shmbus-async",
+        about: "shmbus on an exclusive bus through AsyncPublisher/AsyncSubscriber (default SpinThenBlock: a few polls, then park), tokio current-thread at both ends",
+        strategy: WaitStrategy::SpinThenBlock,
+    };
+    /// Parks at once: every wait goes through the waiter thread (the cost of the hop).
+    pub const PARK: ShmAsync = ShmAsync {
+        name: "shmbus-async-park",
+        about: "as shmbus-async with WaitStrategy::Block: every empty poll parks with the waiter thread",
+        strategy: WaitStrategy::Block,
+    };
+}
+
+struct ShmAsyncTx {
+    rt: tokio::runtime::Runtime,
+    publ: bus_core::AsyncPublisher,
+    buf: Vec<u8>,
+}
+
+impl Tx for ShmAsyncTx {
+    fn send(&mut self, size: usize, fill: &mut dyn FnMut(&mut [u8])) -> io::Result<()> {
+        self.buf.resize(size, 0);
+        fill(&mut self.buf);
+        self.rt
+            .block_on(self.publ.send(&self.buf))
+            .map_err(io::Error::other)?;
+        Ok(())
+    }
+}
+
+struct ShmAsyncRx {
+    rt: tokio::runtime::Runtime,
+    sub: bus_core::AsyncSubscriber,
+}
+
+impl Rx for ShmAsyncRx {
+    fn recv(&mut self, f: &mut dyn FnMut(&[u8])) -> io::Result<()> {
+        let sample = self
+            .rt
+            .block_on(self.sub.recv_ref())
+            .map_err(io::Error::other)?;
+        f(&sample);
+        Ok(())
+    }
+}
+
+impl ShmAsync {
+    fn tx(bus: &Bus) -> io::Result<ShmAsyncTx> {
+        let publ = bus.publisher().map_err(io::Error::other)?.into_async()?;
+        Ok(ShmAsyncTx {
+            rt: runtime()?,
+            publ,
+            buf: Vec::new(),
+        })
+    }
+
+    fn rx(&self, bus: &Bus) -> io::Result<ShmAsyncRx> {
+        let mut sub = bus.subscribe(Start::Latest).map_err(io::Error::other)?;
+        sub.set_wait_strategy(self.strategy);
+        let sub = sub.into_async()?;
+        Ok(ShmAsyncRx {
+            rt: runtime()?,
+            sub,
+        })
+    }
+}
+
+impl Transport for ShmAsync {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn about(&self) -> &'static str {
+        self.about
+    }
+    fn is_shmbus(&self) -> bool {
+        true
+    }
+    fn prepare(&self, dir: &Path, receivers: u32, size: usize, duplex: bool) -> io::Result<()> {
+        Shmbus::BLOCK.prepare(dir, receivers, size, duplex)
+    }
+    fn receiver(&self, dir: &Path, _index: u32) -> io::Result<(Box<dyn Rx>, String)> {
+        let bus = Shmbus::open(&dir.join("a.bus"))?;
+        Ok((Box::new(self.rx(&bus)?), String::new()))
+    }
+    fn sender(&self, dir: &Path, _tokens: &[String]) -> io::Result<Box<dyn Tx>> {
+        let bus = Shmbus::open(&dir.join("a.bus"))?;
+        Ok(Box::new(Self::tx(&bus)?))
+    }
+    fn duplex(&self, dir: &Path, side: Side, _token: &str) -> io::Result<DuplexEnds> {
+        let (out, inp) = match side {
+            Side::A => ("a.bus", "b.bus"),
+            Side::B => ("b.bus", "a.bus"),
+        };
+        let rx = self.rx(&Shmbus::open(&dir.join(inp))?)?;
+        let tx = Self::tx(&Shmbus::open(&dir.join(out))?)?;
+        Ok((Box::new(tx), Box::new(rx), String::new()))
+    }
+}
+
+/// tokio's `UnixStream`, framed like `unix-stream`: what an async user has without the bus.
+pub struct UnixTokio;
+
+/// One end of a tokio Unix stream (each endpoint owns its runtime).
+struct TokioStream {
+    rt: tokio::runtime::Runtime,
+    stream: Option<tokio::net::UnixStream>,
+    /// A listener whose accept is deferred to the first receive (see `LazyRx`).
+    listener: Option<UnixListener>,
+    frame: Vec<u8>,
+}
+
+impl TokioStream {
+    fn new(std: Option<UnixStream>, listener: Option<UnixListener>) -> io::Result<Self> {
+        let rt = runtime()?;
+        let stream = match std {
+            Some(s) => Some(Self::adopt(&rt, s)?),
+            None => None,
+        };
+        Ok(TokioStream {
+            rt,
+            stream,
+            listener,
+            frame: Vec::new(),
+        })
+    }
+
+    fn adopt(rt: &tokio::runtime::Runtime, s: UnixStream) -> io::Result<tokio::net::UnixStream> {
+        s.set_nonblocking(true)?;
+        let _guard = rt.enter();
+        tokio::net::UnixStream::from_std(s)
+    }
+
+    fn stream(&mut self) -> io::Result<&mut tokio::net::UnixStream> {
+        if self.stream.is_none() {
+            let l = self
+                .listener
+                .take()
+                .ok_or_else(|| io::Error::other("not connected"))?;
+            let s = Self::adopt(&self.rt, l.accept()?.0)?;
+            self.stream = Some(s);
+        }
+        Ok(self.stream.as_mut().expect("set above"))
+    }
+}
+
+impl Tx for TokioStream {
+    fn send(&mut self, size: usize, fill: &mut dyn FnMut(&mut [u8])) -> io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        let mut frame = std::mem::take(&mut self.frame);
+        frame.resize(4 + size, 0);
+        frame[..4].copy_from_slice(&(size as u32).to_le_bytes());
+        fill(&mut frame[4..]);
+        self.stream()?;
+        let (rt, stream) = (&self.rt, self.stream.as_mut().expect("connected"));
+        let r = rt.block_on(stream.write_all(&frame));
+        self.frame = frame;
+        r
+    }
+}
+
+impl Rx for TokioStream {
+    fn recv(&mut self, f: &mut dyn FnMut(&[u8])) -> io::Result<()> {
+        use tokio::io::AsyncReadExt;
+        self.stream()?;
+        let (rt, stream) = (&self.rt, self.stream.as_mut().expect("connected"));
+        let mut frame = std::mem::take(&mut self.frame);
+        let r = rt.block_on(async {
+            let mut len = [0u8; 4];
+            stream.read_exact(&mut len).await?;
+            frame.resize(u32::from_le_bytes(len) as usize, 0);
+            stream.read_exact(&mut frame).await?;
+            Ok::<(), io::Error>(())
+        });
+        if r.is_ok() {
+            f(&frame);
+        }
+        self.frame = frame;
+        r
+    }
+}
+
+impl Transport for UnixTokio {
+    fn name(&self) -> &'static str {
+        "unix-stream-tokio"
+    }
+    fn about(&self) -> &'static str {
+        "tokio UnixStream, framed as unix-stream, tokio current-thread at both ends"
+    }
+    fn prepare(&self, _dir: &Path, _receivers: u32, _size: usize, _duplex: bool) -> io::Result<()> {
+        Ok(())
+    }
+    fn receiver(&self, dir: &Path, index: u32) -> io::Result<(Box<dyn Rx>, String)> {
+        let l = UnixListener::bind(Stream::sock(dir, index))?;
+        Ok((Box::new(TokioStream::new(None, Some(l))?), String::new()))
+    }
+    fn sender(&self, dir: &Path, tokens: &[String]) -> io::Result<Box<dyn Tx>> {
+        if tokens.len() != 1 {
+            return Err(io::Error::other("unix-stream-tokio has one receiver"));
+        }
+        let s = UnixStream::connect(Stream::sock(dir, 0))?;
+        Ok(Box::new(TokioStream::new(Some(s), None)?))
+    }
+    fn duplex(&self, dir: &Path, side: Side, _token: &str) -> io::Result<DuplexEnds> {
+        // B listens (before "ready") and accepts on first use; A connects. One stream, both
+        // directions, shared by the two ends.
+        let path = Stream::sock(dir, 0);
+        let stream = match side {
+            Side::B => TokioStream::new(None, Some(UnixListener::bind(&path)?))?,
+            Side::A => TokioStream::new(Some(UnixStream::connect(&path)?), None)?,
+        };
+        let shared = std::sync::Arc::new(std::sync::Mutex::new(stream));
+        Ok((
+            Box::new(TokioDuplex(shared.clone())),
+            Box::new(TokioDuplex(shared)),
+            String::new(),
+        ))
+    }
+}
+
+/// Both ends of a ping-pong side over one tokio stream.
+struct TokioDuplex(std::sync::Arc<std::sync::Mutex<TokioStream>>);
+
+impl TokioDuplex {
+    fn lock(&self) -> io::Result<std::sync::MutexGuard<'_, TokioStream>> {
+        self.0.lock().map_err(|_| io::Error::other("poisoned"))
+    }
+}
+
+impl Tx for TokioDuplex {
+    fn send(&mut self, size: usize, fill: &mut dyn FnMut(&mut [u8])) -> io::Result<()> {
+        self.lock()?.send(size, fill)
+    }
+}
+
+impl Rx for TokioDuplex {
+    fn recv(&mut self, f: &mut dyn FnMut(&[u8])) -> io::Result<()> {
+        self.lock()?.recv(f)
     }
 }

@@ -209,8 +209,9 @@ pub struct BenchArgs {
     /// Message sizes, 16 bytes to 1 GiB [default: 64,1KiB,16KiB,256KiB,1MiB].
     #[arg(long, value_name = "SIZE,...", value_delimiter = ',', value_parser = parse_message_size)]
     pub sizes: Vec<usize>,
-    /// Transports [default: all]: shmbus-spin, shmbus-block, shmbus-loan, shmbus-shared, pipe,
-    /// pipe-batched, unix-stream, unix-seqpacket, tcp.
+    /// Transports [default: all]: shmbus-spin, shmbus-block, shmbus-loan, shmbus-shared,
+    /// shmbus-async, shmbus-async-park, pipe, pipe-batched, unix-stream, unix-seqpacket, tcp,
+    /// unix-stream-tokio.
     #[arg(long, value_name = "NAME,...", value_delimiter = ',', value_parser = parse_transport)]
     pub transports: Vec<&'static dyn bus_bench::Transport>,
     /// Skip the fan-out runs.

@@ -99,6 +99,19 @@ impl Drop for Parking {
 /// repair is about to replace).
 const ROUNDS_PER_POLL: usize = 4;
 
+/// `SpinThenBlock`: polls that find nothing and hand the thread back to the executor (after a
+/// short spin, doubling from one pause to 2^(n-1)) before the handle parks. Under a stream
+/// the next message comes within these few microseconds, and a parked receiver would cost
+/// the producer a wake system call per message.
+const SPIN_POLLS: u32 = 8;
+
+/// Spins for poll `n` of a wait (see [`SPIN_POLLS`]).
+fn spin(n: u32) {
+    for _ in 0..1u32 << n.min(10) {
+        std::hint::spin_loop();
+    }
+}
+
 // ---- subscriber ---------------------------------------------------------------------------
 
 /// A [`Subscriber`] whose receives are futures. Made by [`Subscriber::into_async`].
@@ -124,6 +137,8 @@ const ROUNDS_PER_POLL: usize = 4;
 pub struct AsyncSubscriber {
     inner: Subscriber,
     park: Parking,
+    /// Polls of the current wait that found nothing (see [`SPIN_POLLS`]).
+    idle_polls: u32,
 }
 
 impl std::fmt::Debug for AsyncSubscriber {
@@ -152,7 +167,11 @@ impl Subscriber {
     /// of every further 127 bus sides, starts one).
     pub fn into_async(self) -> std::io::Result<AsyncSubscriber> {
         let park = Parking::new(self.spot())?;
-        Ok(AsyncSubscriber { inner: self, park })
+        Ok(AsyncSubscriber {
+            inner: self,
+            park,
+            idle_polls: 0,
+        })
     }
 }
 
@@ -172,7 +191,7 @@ impl TryRecvError {
 impl AsyncSubscriber {
     /// Back to a blocking subscriber, at the same position.
     pub fn into_sync(self) -> Subscriber {
-        let AsyncSubscriber { inner, park } = self;
+        let AsyncSubscriber { inner, park, .. } = self;
         drop(park);
         inner
     }
@@ -188,11 +207,32 @@ impl AsyncSubscriber {
         &mut self.inner
     }
 
-    /// Polls until something can be received; `Ready` can be spurious.
+    /// Polls until something can be received; `Ready` can be spurious. Waits as the
+    /// subscriber's [`WaitStrategy`](crate::WaitStrategy) says: `Spin` never parks (it
+    /// re-polls through the executor, which keeps its other tasks running), `SpinThenBlock`
+    /// parks after a few polls, `Block` at once.
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        for _ in 0..ROUNDS_PER_POLL {
-            if self.inner.probe() {
+        use crate::WaitStrategy;
+        if self.inner.probe() {
+            self.park.cancel();
+            self.idle_polls = 0;
+            return Poll::Ready(());
+        }
+        let spinning = match self.inner.wait_strategy() {
+            WaitStrategy::Spin => true,
+            WaitStrategy::SpinThenBlock => self.idle_polls < SPIN_POLLS,
+            WaitStrategy::Block => false,
+        };
+        if spinning && !self.park.parked {
+            spin(self.idle_polls);
+            self.idle_polls = self.idle_polls.saturating_add(1);
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        for round in 0..ROUNDS_PER_POLL {
+            if round > 0 && self.inner.probe() {
                 self.park.cancel();
+                self.idle_polls = 0;
                 return Poll::Ready(());
             }
             let inner = &self.inner;

@@ -360,9 +360,15 @@ impl Subscriber {
         }
     }
 
-    /// Sets how blocking calls wait (default: spin briefly, then sleep on the futex).
+    /// Sets how blocking calls wait (default: spin briefly, then sleep on the futex). An
+    /// async subscriber made from this one waits the same way through its executor.
     pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
         self.strategy = strategy;
+    }
+
+    /// How blocking calls wait.
+    pub fn wait_strategy(&self) -> WaitStrategy {
+        self.strategy
     }
 
     /// The position of the next message this subscriber will read. Pass it to
