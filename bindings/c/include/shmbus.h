@@ -138,6 +138,16 @@ typedef enum shmbus_start {
   SHMBUS_START_POSITION = 2,
 } shmbus_start;
 
+// How a subscriber's waiting receives wait, for `shmbus_subscriber_set_wait`.
+typedef enum shmbus_wait {
+  // Spin briefly, then sleep on the bus's futex (the default): low CPU use.
+  SHMBUS_WAIT_SPIN_THEN_BLOCK = 0,
+  // Busy-poll, never sleep: lowest latency, one core per waiting subscriber.
+  SHMBUS_WAIT_SPIN = 1,
+  // Sleep on the futex at once.
+  SHMBUS_WAIT_BLOCK = 2,
+} shmbus_wait;
+
 // An open bus: the mapped file. Made by `shmbus_bus_create`, `shmbus_bus_open` or
 // `shmbus_bus_open_or_create`; released by `shmbus_bus_free`.
 //
@@ -551,6 +561,16 @@ enum shmbus_status shmbus_subscriber_recv_ref_timeout(struct shmbus_subscriber *
 //
 // `subscriber` is a live handle.
 enum shmbus_status shmbus_subscriber_release(struct shmbus_subscriber *subscriber);
+
+// Sets how this subscriber's receives wait when there is no message yet: a `shmbus_wait`
+// value (default `SHMBUS_WAIT_SPIN_THEN_BLOCK`). Takes effect from the next receive that
+// waits. Errors: `SHMBUS_INVALID_ARGUMENT` (NULL, unknown value).
+//
+// # Safety
+//
+// `subscriber` is a live handle.
+enum shmbus_status shmbus_subscriber_set_wait(struct shmbus_subscriber *subscriber,
+                                              uint32_t wait);
 
 // The position of the next message this subscriber will deliver (a kept, undelivered
 // message counts as next). Save it and pass it to `SHMBUS_START_POSITION` to resume there

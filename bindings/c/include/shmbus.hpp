@@ -105,6 +105,13 @@ enum class Start : std::uint32_t {
     Oldest = SHMBUS_START_OLDEST, // the oldest message still in the ring
 };
 
+// How a subscriber's waiting receives wait (Subscriber::set_wait).
+enum class Wait : std::uint32_t {
+    SpinThenBlock = SHMBUS_WAIT_SPIN_THEN_BLOCK, // the default: spin briefly, then sleep
+    Spin = SHMBUS_WAIT_SPIN,                     // busy-poll: lowest latency, one core
+    Block = SHMBUS_WAIT_BLOCK,                   // sleep on the futex at once
+};
+
 // Parameters of a new bus; the defaults of shmbus_options_init, changed by chained setters.
 class Options {
 public:
@@ -311,6 +318,11 @@ public:
         }
         check_recv(s, m);
         return view(m);
+    }
+
+    // How receives wait when there is no message yet (from the next one that waits).
+    void set_wait(Wait wait) {
+        detail::check(shmbus_subscriber_set_wait(h_.get(), static_cast<std::uint32_t>(wait)));
     }
 
     // Ends the borrow of the last View early.

@@ -19,7 +19,7 @@ use std::ffi::c_void;
 use std::ptr::NonNull;
 use std::time::Duration;
 
-use bus_core::{Sample, Start, Subscriber};
+use bus_core::{Sample, Start, Subscriber, WaitStrategy};
 
 use crate::bus::{bus_ref, clear_out, shmbus_bus};
 use crate::error::{ffi, ffi_void, required, shmbus_status, Failure, RecvFailure};
@@ -39,6 +39,9 @@ pub struct shmbus_subscriber {
     /// Made by `Box::into_raw`, freed in `Drop`. A raw pointer, not a `Box`, so that the
     /// sample's borrow of it is never aliased by a unique owner.
     sub: NonNull<Subscriber>,
+    /// A wait strategy set while a sample was possibly held: applied by the next receive
+    /// that takes a message from the ring (the only kind that waits).
+    strategy: Option<WaitStrategy>,
 }
 
 struct Held {
@@ -100,6 +103,18 @@ pub enum shmbus_start {
     SHMBUS_START_POSITION = 2,
 }
 
+/// How a subscriber's waiting receives wait, for `shmbus_subscriber_set_wait`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum shmbus_wait {
+    /// Spin briefly, then sleep on the bus's futex (the default): low CPU use.
+    SHMBUS_WAIT_SPIN_THEN_BLOCK = 0,
+    /// Busy-poll, never sleep: lowest latency, one core per waiting subscriber.
+    SHMBUS_WAIT_SPIN = 1,
+    /// Sleep on the futex at once.
+    SHMBUS_WAIT_BLOCK = 2,
+}
+
 /// How a receive waits.
 #[derive(Clone, Copy)]
 enum Wait {
@@ -127,6 +142,9 @@ impl shmbus_subscriber {
             // drops the sample first; no sample is held now (just checked), so this is the
             // only borrow; a failed receive ends it at once.
             let sub: &'static mut Subscriber = unsafe { &mut *self.sub.as_ptr() };
+            if let Some(strategy) = self.strategy.take() {
+                sub.set_wait_strategy(strategy);
+            }
             let sample = match wait {
                 Wait::Forever => sub.recv_ref()?,
                 Wait::No => sub.try_recv_ref()?,
@@ -273,6 +291,7 @@ pub unsafe extern "C" fn shmbus_bus_subscribe(
         let handle = Box::new(shmbus_subscriber {
             held: None,
             sub: NonNull::from(Box::leak(Box::new(sub))),
+            strategy: None,
         });
         // SAFETY: checked not NULL by `clear_out`; valid for a write (caller's contract).
         unsafe { out.write(Box::into_raw(handle)) };
@@ -432,6 +451,40 @@ pub unsafe extern "C" fn shmbus_subscriber_release(
         if s.held.as_ref().is_some_and(|h| h.lent) {
             s.held = None;
         }
+        Ok(())
+    })
+}
+
+/// Sets how this subscriber's receives wait when there is no message yet: a `shmbus_wait`
+/// value (default `SHMBUS_WAIT_SPIN_THEN_BLOCK`). Takes effect from the next receive that
+/// waits. Errors: `SHMBUS_INVALID_ARGUMENT` (NULL, unknown value).
+///
+/// # Safety
+///
+/// `subscriber` is a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn shmbus_subscriber_set_wait(
+    subscriber: *mut shmbus_subscriber,
+    wait: u32,
+) -> shmbus_status {
+    ffi(|| {
+        required(subscriber, "subscriber")?;
+        let strategy = match wait {
+            w if w == shmbus_wait::SHMBUS_WAIT_SPIN_THEN_BLOCK as u32 => {
+                WaitStrategy::SpinThenBlock
+            }
+            w if w == shmbus_wait::SHMBUS_WAIT_SPIN as u32 => WaitStrategy::Spin,
+            w if w == shmbus_wait::SHMBUS_WAIT_BLOCK as u32 => WaitStrategy::Block,
+            w => {
+                return Err(Failure::invalid(format!(
+                    "unknown wait {w} (0 spin then block, 1 spin, 2 block)"
+                )))
+            }
+        };
+        // SAFETY: a live handle used by one thread at a time (caller's contract).
+        let s = unsafe { &mut *subscriber };
+        // Applied when no sample borrows the subscriber (see `next`).
+        s.strategy = Some(strategy);
         Ok(())
     })
 }

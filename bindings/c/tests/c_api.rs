@@ -5,7 +5,10 @@
 
 mod common;
 
+use std::path::Path;
 use std::time::Duration;
+
+use bus_core::{Bus, BusOptions, Start};
 
 use common::{compile, source, Link};
 use testkit::Procs;
@@ -135,4 +138,97 @@ fn c_processes_publish_and_subscribe_on_one_reliable_bus() {
         let out = procs.success(sub);
         assert_eq!(out.last().unwrap(), &format!("received {COUNT} lost 0"));
     }
+}
+
+/// The peer program, compiled into `dir`.
+fn peer(dir: &Path) -> String {
+    let exe = dir.join("peer");
+    compile("cc", "c11", &[source("tests/c/peer.c")], &exe, Link::Static);
+    exe.to_str().unwrap().to_string()
+}
+
+/// Message `i` of the peer program (its `fill()`).
+fn message(i: u64) -> Vec<u8> {
+    let len = 8 + ((i * 7919) % 300) as usize;
+    let mut m = i.to_ne_bytes().to_vec();
+    m.extend((8..len).map(|j| (i as usize + j) as u8));
+    m
+}
+
+/// A C publisher process on a lossy bus much smaller than the stream, and a C subscriber
+/// process: every message it gets is the right one, in order, and delivered + lost =
+/// published, exactly.
+#[test]
+fn a_c_subscriber_on_a_lossy_bus_accounts_for_every_message() {
+    const COUNT: u64 = 200_000;
+    let dir = tempfile::tempdir().unwrap();
+    let exe = peer(dir.path());
+    let bus = dir.path().join("lossy.bus");
+    let bus = bus.to_str().unwrap();
+    let count = COUNT.to_string();
+
+    let mut procs = Procs::new(Duration::from_secs(120));
+    let create = procs.spawn("create", &exe, &["create", bus, "lossy"]);
+    procs.success(create);
+    let sub = procs.spawn("sub lossy", &exe, &["sub", bus, &count, "lossy"]);
+    procs.expect_line(sub, "ready");
+    let publ = procs.spawn("pub", &exe, &["pub", bus, &count]);
+    procs.success(publ);
+    let out = procs.success(sub);
+    let last = out.last().unwrap();
+    let nums: Vec<u64> = last
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert_eq!(nums.len(), 2, "{last}");
+    assert_eq!(nums[0] + nums[1], COUNT, "{last}");
+    assert!(nums[0] > 0, "{last}");
+    println!("lossy across processes: {last}");
+}
+
+/// C and Rust on one bus: a C publisher process to a Rust subscriber (this process), and a
+/// Rust publisher to a C subscriber process; the same messages, in the same order.
+#[test]
+fn c_and_rust_processes_share_a_bus() {
+    const COUNT: u64 = 20_000;
+    let dir = tempfile::tempdir().unwrap();
+    let exe = peer(dir.path());
+    let count = COUNT.to_string();
+    let mut procs = Procs::new(Duration::from_secs(120));
+
+    // C publishes, Rust receives.
+    let path = dir.path().join("c-to-rust.bus");
+    let bus = Bus::create(
+        &path,
+        &BusOptions::new().capacity(1 << 16).max_message(1024),
+    )
+    .unwrap();
+    let mut sub = bus.subscribe(Start::Oldest).unwrap();
+    let publ = procs.spawn("pub", &exe, &["pub", path.to_str().unwrap(), &count]);
+    let mut buf = Vec::new();
+    for i in 0..COUNT {
+        let m = sub.recv_timeout(&mut buf, Duration::from_secs(10)).unwrap();
+        assert_eq!(m.seq, i);
+        assert_eq!(buf, message(i), "message {i}");
+    }
+    procs.success(publ);
+
+    // Rust publishes, C receives.
+    let path = dir.path().join("rust-to-c.bus");
+    let bus = Bus::create(
+        &path,
+        &BusOptions::new().capacity(1 << 16).max_message(1024),
+    )
+    .unwrap();
+    let sub = procs.spawn("sub", &exe, &["sub", path.to_str().unwrap(), &count, "ref"]);
+    procs.expect_line(sub, "ready");
+    let mut publ = bus.publisher().unwrap();
+    for i in 0..COUNT {
+        let sent = publ
+            .send_timeout(&message(i), Duration::from_secs(10))
+            .unwrap();
+        assert_eq!(sent.seq, i);
+    }
+    let out = procs.success(sub);
+    assert_eq!(out.last().unwrap(), &format!("received {COUNT} lost 0"));
 }

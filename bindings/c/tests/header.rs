@@ -31,3 +31,28 @@ fn header_is_current() {
         );
     }
 }
+
+/// `shmbus_status_name` knows every value of `enum shmbus_status`, by the header's names.
+#[test]
+fn every_status_in_the_header_has_its_name() {
+    let header =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("include/shmbus.h"))
+            .expect("include/shmbus.h");
+    let start = header
+        .find("typedef enum shmbus_status {")
+        .expect("the status enum");
+    let end = start + header[start..].find("} shmbus_status;").expect("its end");
+    let mut seen = 0;
+    for line in header[start..end].lines() {
+        let line = line.trim();
+        let Some((name, value)) = line.trim_end_matches(',').split_once(" = ") else {
+            continue;
+        };
+        let value: i32 = value.parse().expect("a numeric status value");
+        // SAFETY: the function returns a static NUL-terminated string.
+        let got = unsafe { std::ffi::CStr::from_ptr(shmbus::shmbus_status_name(value)) };
+        assert_eq!(got.to_str().unwrap(), name, "shmbus_status_name({value})");
+        seen += 1;
+    }
+    assert!(seen >= 30, "only {seen} statuses found in the header");
+}

@@ -278,6 +278,17 @@ static void timeouts_and_full(void) {
     EXPECT(SHMBUS_TIMEOUT, shmbus_subscriber_recv_timeout(sub, buf, sizeof buf, 20000000, &msg));
     double waited = now_s() - t0;
     CHECK(waited >= 0.019 && waited < 5.0);
+    /* Each wait strategy times out the same way. */
+    EXPECT(SHMBUS_INVALID_ARGUMENT, shmbus_subscriber_set_wait(sub, 3));
+    EXPECT(SHMBUS_INVALID_ARGUMENT, shmbus_subscriber_set_wait(NULL, SHMBUS_WAIT_SPIN));
+    uint32_t waits[] = {SHMBUS_WAIT_SPIN, SHMBUS_WAIT_BLOCK, SHMBUS_WAIT_SPIN_THEN_BLOCK};
+    for (int w = 0; w < 3; w++) {
+        EXPECT(SHMBUS_OK, shmbus_subscriber_set_wait(sub, waits[w]));
+        t0 = now_s();
+        EXPECT(SHMBUS_TIMEOUT, shmbus_subscriber_recv_timeout(sub, buf, sizeof buf, 5000000, &msg));
+        waited = now_s() - t0;
+        CHECK(waited >= 0.004 && waited < 5.0);
+    }
 
     /* Fill the ring: the subscriber reads nothing, so a reliable bus runs full. */
     int sent = 0;

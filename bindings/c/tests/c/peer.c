@@ -1,11 +1,13 @@
 /*
  * peer.c - one side of the multi-process test (tests/c_api.rs), a real process each:
  *
- *   peer create PATH            create a 64 KiB reliable bus
+ *   peer create PATH [lossy]    create a 64 KiB bus, reliable unless "lossy"
  *   peer pub PATH COUNT         publish COUNT messages (message i: see fill())
  *   peer sub PATH COUNT MODE    subscribe at the oldest message, print "ready", receive COUNT
  *                               messages and check each is message i, in order; MODE is
- *                               "copy" (recv into a buffer) or "ref" (recv_ref in place)
+ *                               "copy" (recv into a buffer) or "ref" (recv_ref in place);
+ *                               or "lossy": receive until delivered + lost = COUNT, check
+ *                               each message against its seq, print both counts
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -46,6 +48,9 @@ int main(int argc, char **argv) {
         check(shmbus_options_init(&o), "options");
         o.capacity = 1 << 16;
         o.max_message = 1024;
+        if (argc > 3 && strcmp(argv[3], "lossy") == 0) {
+            o.mode = SHMBUS_MODE_LOSSY;
+        }
         check(shmbus_bus_create(path, &o, &bus), "create");
         printf("created\n");
     } else if (strcmp(role, "pub") == 0) {
@@ -64,6 +69,42 @@ int main(int argc, char **argv) {
         }
         printf("sent %" PRIu64 "\n", count);
         shmbus_publisher_free(pub);
+    } else if (strcmp(role, "sub") == 0 && argc == 5 && strcmp(argv[4], "lossy") == 0) {
+        check(shmbus_bus_open(path, &bus), "open");
+        shmbus_subscriber *sub = NULL;
+        check(shmbus_bus_subscribe(bus, SHMBUS_START_OLDEST, 0, &sub), "subscribe");
+        printf("ready\n");
+        fflush(stdout);
+        uint8_t want[512], got[512];
+        shmbus_message msg;
+        uint64_t delivered = 0, lost = 0, next = 0;
+        while (delivered + lost < count) {
+            shmbus_status s = shmbus_subscriber_recv_timeout(sub, got, sizeof got, 10000000000u,
+                                                             &msg);
+            if (s == SHMBUS_LOST) {
+                lost += msg.lost;
+                next += msg.lost;
+                continue;
+            }
+            check(s, "recv");
+            size_t len = fill(msg.seq, want);
+            if (msg.seq != next || msg.len != len || memcmp(got, want, len) != 0) {
+                fprintf(stderr, "peer sub: message %" PRIu64 " is wrong (expected seq %" PRIu64
+                        ")\n", msg.seq, next);
+                return 1;
+            }
+            next = msg.seq + 1;
+            delivered++;
+        }
+        uint64_t counted = 0;
+        check(shmbus_subscriber_lost(sub, &counted), "lost");
+        if (counted != lost) {
+            fprintf(stderr, "peer sub: lost counter %" PRIu64 " but gaps of %" PRIu64 "\n",
+                    counted, lost);
+            return 1;
+        }
+        printf("delivered %" PRIu64 " lost %" PRIu64 "\n", delivered, lost);
+        shmbus_subscriber_free(sub);
     } else if (strcmp(role, "sub") == 0 && argc == 5) {
         int by_ref = strcmp(argv[4], "ref") == 0;
         check(shmbus_bus_open(path, &bus), "open");

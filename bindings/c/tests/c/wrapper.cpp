@@ -65,6 +65,9 @@ int main(int argc, char **argv) {
         CHECK(!sub.try_recv(buf));
         CHECK(!sub.recv_for(buf, 1ms));
         CHECK(!sub.recv_ref_for(0ns));
+        sub.set_wait(shmbus::Wait::Spin);
+        CHECK(!sub.recv_for(buf, 1ms));
+        sub.set_wait(shmbus::Wait::SpinThenBlock);
         CHECK(status_of([&] { pub.send(std::string(257, 'x')); }) == SHMBUS_MESSAGE_TOO_LARGE);
 
         // An uncommitted loan is abandoned; a committed one is delivered.
