@@ -19,7 +19,7 @@ use crate::region::{Exit, Region};
 
 /// Longest stretch a blocking call waits without the GIL before it looks at Python's signal
 /// flags (so that Ctrl-C interrupts it within about this long).
-pub const SLICE: Duration = Duration::from_millis(50);
+pub const SLICE: Duration = Duration::from_millis(20);
 
 /// Messages at least this long are copied into the ring with the GIL released. Shorter ones
 /// are copied with it held: releasing and re-taking the GIL costs more than their copy.

@@ -1,5 +1,6 @@
 """Every error kind: its class, its attributes, and when it is raised."""
 
+import os
 import struct
 
 import pytest
@@ -137,3 +138,51 @@ def test_closed_and_busy_and_empty(bus):
         sub.try_recv()
     with pytest.raises(shmbus.Closed):
         sub.position
+
+
+# Offsets of the file format 2 header (bus-core/src/layout.rs): the tail pair
+# {position, sequence} sits on the second 128-byte line; the data region's offset is the
+# u64 at 56.
+TAIL_OFFSET = 128
+DATA_OFFSET_OFFSET = 56
+
+
+def test_ring_corrupt_when_another_process_writes_garbage_into_the_header(path):
+    bus = shmbus.Bus.create(path, capacity=1 << 16)
+    pub = bus.publisher()
+    pub.send(b"x")
+    fd = os.open(path, os.O_RDWR)
+    try:
+        bad = (1 << 63) + 16  # past any position a producer can reach
+        os.pwrite(fd, struct.pack("<QQ", bad, 1), TAIL_OFFSET)
+    finally:
+        os.close(fd)
+    with pytest.raises(shmbus.OpenError) as e:
+        shmbus.Bus.open(path)
+    assert e.value.kind == "ring_state_corrupt"
+    with pytest.raises(shmbus.RingCorrupt) as e:
+        bus.subscribe("latest")
+    assert e.value.position == bad
+    for call in (lambda: pub.try_send(b"y"), lambda: pub.send(b"y", timeout=0.1), lambda: pub.loan(3)):
+        with pytest.raises(shmbus.RingCorrupt) as e:
+            call()
+        assert e.value.position == bad
+
+
+def test_a_record_scrambled_by_another_process_is_skipped(path):
+    bus = shmbus.Bus.create(path, capacity=1 << 16, unblock_timeout=0.05)
+    pub = bus.publisher()
+    sub = bus.subscribe("oldest")
+    pub.send(b"a" * 32)
+    pub.send(b"b" * 32)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        (data,) = struct.unpack("<Q", os.pread(fd, 8, DATA_OFFSET_OFFSET))
+        os.pwrite(fd, os.urandom(16), data)  # the first record's header
+    finally:
+        os.close(fd)
+    # Not a record this bus's producers wrote: after the unblock timeout it is repaired
+    # into padding (counted in `unblocked`) and the subscriber goes on.
+    m = sub.recv(timeout=5)
+    assert (m.data, m.seq) == (b"b" * 32, 1)
+    assert bus.stats()["unblocked"] == 1

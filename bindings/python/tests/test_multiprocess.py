@@ -111,6 +111,7 @@ def _interrupt(path, target, setup=None):
         what, at = out.get(timeout=10)
         child.join(JOIN)
         assert child.exitcode == 0
+        print(f"{target.__name__}: {what} {(at - sent_at) * 1000:.1f} ms after SIGINT")
         return what, at - sent_at
     finally:
         reap(procs)
