@@ -35,6 +35,8 @@ pub enum Command {
     Stat(StatArgs),
     /// Remove a bus file (refused while live subscribers are attached).
     Rm(RmArgs),
+    /// List every bus of $SHMBUS_DIR (or of DIR, or the BUSes named), with what is wrong.
+    Ls(LsArgs),
     /// Run a publisher and subscriber processes on a temporary bus and show what they do.
     Demo(DemoArgs),
     /// Measure shmbus against pipes, Unix sockets and TCP, in separate processes.
@@ -232,6 +234,27 @@ pub struct BenchArgs {
     /// Do not pin sender and receiver to different CPUs.
     #[arg(long)]
     pub no_pin: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  shmbus ls                       every bus in $SHMBUS_DIR (default /dev/shm/shmbus)
+  shmbus ls /var/lib/app          the *.bus files of a directory
+  shmbus ls --json | jq 'select(.ok | not)'   the buses that need a look
+
+STATUS is `ok`, or what is wrong now (dead slots not yet evicted, a full ring with producers
+waiting); repairs done earlier follow in parentheses. Files that are not buses, or cannot be
+opened, are listed with the reason. Exit status 1 if a directory could not be read or a BUS
+named does not exist.")]
+pub struct LsArgs {
+    /// Directories (their *.bus files are listed) or buses (names or paths)
+    /// [default: $SHMBUS_DIR].
+    #[arg(value_name = "DIR|BUS")]
+    pub paths: Vec<String>,
+    /// One JSON object a bus, a line each.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

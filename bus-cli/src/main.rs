@@ -27,6 +27,7 @@ mod bench;
 mod demo;
 mod flags;
 mod inspect;
+mod ls;
 mod publish;
 mod signals;
 mod subscribe;
@@ -83,6 +84,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sub(args) => subscribe::run(&args),
         Command::Stat(args) => inspect::stat(&args),
         Command::Rm(args) => inspect::rm(&args),
+        Command::Ls(args) => ls::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Demo(args) => demo::run(&args),
         Command::Completions { shell } => {
