@@ -3,7 +3,7 @@
 //!
 //! Thin by design (STYLE.md 19): every class wraps one bus-core handle, every error kind of
 //! the Rust API has its exception class (errors.rs), every wait releases the GIL in slices of
-//! at most 50 ms and looks at Python's signals between them (so Ctrl-C interrupts a blocked
+//! at most 20 ms and looks at Python's signals between them (so Ctrl-C interrupts a blocked
 //! `recv` or `send`), and bytes move through the buffer protocol both ways (buffer.rs,
 //! region.rs). A Rust panic reaches Python as pyo3's `PanicException`, never as an abort:
 //! the crate is built with `panic = "unwind"` (the default).
