@@ -37,6 +37,8 @@ pub enum Command {
     Rm(RmArgs),
     /// List every bus of $SHMBUS_DIR (or of DIR, or the BUSes named), with what is wrong.
     Ls(LsArgs),
+    /// A terminal UI over every bus of a directory: rates, the last minute, every slot.
+    Top(TopArgs),
     /// Run a publisher and subscriber processes on a temporary bus and show what they do.
     Demo(DemoArgs),
     /// Measure shmbus against pipes, Unix sockets and TCP, in separate processes.
@@ -255,6 +257,18 @@ pub struct LsArgs {
     /// One JSON object a bus, a line each.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Keys: up/down (or k/j) select a bus, Home/End the first/last, q (or Esc, Ctrl-C) quits.
+
+MB/s counts the bytes of the ring's records (payloads, 16-byte headers, padding), in 10^6 B.
+Without a terminal, `top` exits 2 and points at `shmbus stat BUS --watch 1s --json`.")]
+pub struct TopArgs {
+    /// Directory whose *.bus files to watch [default: $SHMBUS_DIR].
+    #[arg(value_name = "DIR")]
+    pub dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

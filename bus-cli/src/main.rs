@@ -4,7 +4,8 @@
 //! and this file prints an error once and picks the exit status.
 //!
 //! Exit codes: 0 success; 1 runtime error (`shmbus: error: …` on stderr); 2 usage error
-//! (clap's); 124 `sub --timeout` ran out. A closed stdout (`shmbus sub | head`) is success.
+//! (clap's, and `top` without a terminal); 124 `sub --timeout` ran out. A closed stdout
+//! (`shmbus sub | head`) is success.
 
 /// `println!` that returns an error for a closed stdout instead of panicking (`main` turns
 /// a broken pipe into a quiet exit 0).
@@ -31,6 +32,7 @@ mod ls;
 mod publish;
 mod signals;
 mod subscribe;
+mod top;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -85,6 +87,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stat(args) => inspect::stat(&args),
         Command::Rm(args) => inspect::rm(&args),
         Command::Ls(args) => ls::run(&args),
+        Command::Top(args) => top::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Demo(args) => demo::run(&args),
         Command::Completions { shell } => {
