@@ -211,12 +211,24 @@ impl AsyncSubscriber {
     /// subscriber's [`WaitStrategy`](crate::WaitStrategy) says: `Spin` never parks (it
     /// re-polls through the executor, which keeps its other tasks running), `SpinThenBlock`
     /// parks after a few polls, `Block` at once.
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    ///
+    /// With a `deadline`, `Ready(false)` says it passed with nothing to receive (the waiter
+    /// thread wakes the task at the deadline, so no runtime timer is needed).
+    fn poll_ready(&mut self, cx: &mut Context<'_>, deadline: Option<Instant>) -> Poll<bool> {
         use crate::WaitStrategy;
         if self.inner.probe() {
             self.park.cancel();
             self.idle_polls = 0;
-            return Poll::Ready(());
+            return Poll::Ready(true);
+        }
+        let mut slice = self.inner.sleep_slice();
+        if let Some(d) = deadline {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                self.park.cancel();
+                return Poll::Ready(false);
+            }
+            slice = slice.min(left);
         }
         let spinning = match self.inner.wait_strategy() {
             WaitStrategy::Spin => true,
@@ -233,13 +245,10 @@ impl AsyncSubscriber {
             if round > 0 && self.inner.probe() {
                 self.park.cancel();
                 self.idle_polls = 0;
-                return Poll::Ready(());
+                return Poll::Ready(true);
             }
             let inner = &self.inner;
-            match self
-                .park
-                .poll_wait(cx, inner.sleep_slice(), || inner.is_ready())
-            {
+            match self.park.poll_wait(cx, slice, || inner.is_ready()) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(()) => {}
             }
@@ -248,9 +257,13 @@ impl AsyncSubscriber {
         Poll::Pending
     }
 
-    /// Waits until something can be received (spuriously, at times). Cancellation-safe.
-    fn ready(&mut self) -> ReadyFuture<'_> {
-        ReadyFuture { sub: self }
+    /// Waits until something can be received (spuriously, at times), or `deadline` passes
+    /// (`false`). Cancellation-safe.
+    fn ready(&mut self, deadline: Option<Instant>) -> ReadyFuture<'_> {
+        ReadyFuture {
+            sub: self,
+            deadline,
+        }
     }
 
     /// Receives the next message into `buf` (replacing its contents): the async
@@ -274,7 +287,40 @@ impl AsyncSubscriber {
                     }
                 }
             }
-            self.ready().await;
+            self.ready(None).await;
+        }
+    }
+
+    /// [`AsyncSubscriber::recv`], giving up after `timeout`: the async
+    /// [`Subscriber::recv_timeout`], with its errors. The waiter thread wakes the task at the
+    /// deadline, so it needs no runtime timer (with tokio, `tokio::time::timeout` around
+    /// `recv` works as well). Cancellation-safe.
+    ///
+    /// # Errors
+    ///
+    /// As [`Subscriber::recv_timeout`].
+    pub async fn recv_timeout(
+        &mut self,
+        buf: &mut Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Message, crate::RecvTimeoutError> {
+        let deadline = Instant::now().checked_add(timeout);
+        loop {
+            match self.inner.try_recv(buf) {
+                Ok(m) => {
+                    self.park.cancel();
+                    return Ok(m);
+                }
+                Err(e) => {
+                    if let Some(e) = e.into_recv() {
+                        self.park.cancel();
+                        return Err(e.into());
+                    }
+                }
+            }
+            if !self.ready(deadline).await {
+                return Err(crate::RecvTimeoutError::Timeout);
+            }
         }
     }
 
@@ -286,7 +332,7 @@ impl AsyncSubscriber {
     /// As [`Subscriber::recv`].
     pub async fn recv_ref(&mut self) -> Result<Sample<'_>, RecvError> {
         while !self.inner.next_ready()? {
-            self.ready().await;
+            self.ready(None).await;
         }
         self.park.cancel();
         // Returns at once: `next_ready` found a committed record at our position, and only
@@ -298,12 +344,14 @@ impl AsyncSubscriber {
 /// See [`AsyncSubscriber::ready`].
 struct ReadyFuture<'a> {
     sub: &'a mut AsyncSubscriber,
+    deadline: Option<Instant>,
 }
 
 impl Future for ReadyFuture<'_> {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        self.sub.poll_ready(cx)
+    type Output = bool;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<bool> {
+        let deadline = self.deadline;
+        self.sub.poll_ready(cx, deadline)
     }
 }
 
@@ -337,7 +385,7 @@ impl futures_core::Stream for AsyncSubscriber {
                     }
                 }
             }
-            if this.poll_ready(cx).is_pending() {
+            if this.poll_ready(cx, None).is_pending() {
                 return Poll::Pending;
             }
         }

@@ -23,6 +23,8 @@
 //! * [`Subscriber`]: `recv`, `try_recv`, `recv_timeout`, and the borrowed [`Sample`].
 //! * [`TypedPublisher`] / [`TypedSubscriber`]: serde values over a [`Codec`].
 //! * [`WaitSet`]: one thread waiting on subscribers of many buses.
+//! * [`Server`] / [`Client`]: request/reply over two buses, with [`RequestError::ServerGone`]
+//!   when the server's process dies.
 //! * `AsyncSubscriber` / `AsyncPublisher` (feature `async`, alias `tokio`): futures and a
 //!   `Stream`, for any executor, with one waiter thread per process, not one per handle.
 //!
@@ -58,6 +60,8 @@ mod registry;
 #[cfg(not(loom))]
 mod repair;
 #[cfg(not(loom))]
+mod reqrep;
+#[cfg(not(loom))]
 mod slots;
 #[cfg(not(loom))]
 mod subscriber;
@@ -89,6 +93,10 @@ pub use publisher::{
 };
 #[cfg(not(loom))]
 pub use registry::{JoinError, SlotKind};
+#[cfg(all(not(loom), feature = "async"))]
+pub use reqrep::AsyncClient;
+#[cfg(not(loom))]
+pub use reqrep::{Client, ConnectError, ReplyTo, Request, RequestError, Server, FRAME_HEADER};
 pub use ring::RecordProblem;
 #[cfg(not(loom))]
 pub use subscriber::{

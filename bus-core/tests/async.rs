@@ -452,3 +452,85 @@ fn a_waitset_over_more_buses_than_one_futex_waitv_takes() {
     t.join().unwrap();
     assert_eq!(total, 1300);
 }
+
+// ---- request/reply, async -------------------------------------------------------------------
+
+#[test]
+fn an_async_client_gets_replies_then_server_gone_when_the_server_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let requests = bus(&dir, "rq.bus", 1 << 14, Mode::Reliable);
+    let replies = bus(&dir, "rp.bus", 1 << 14, Mode::Reliable);
+    let mut server = bus_core::Server::new(&requests, &replies).unwrap();
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let serving = std::thread::spawn(move || {
+        // Answer until told to stop, then leave (dropping the server frees its slots).
+        while stop_rx.try_recv().is_err() {
+            let Ok(req) = server.recv_timeout(Duration::from_millis(5)) else {
+                continue;
+            };
+            let mut out = b"re:".to_vec();
+            out.extend_from_slice(req.data);
+            let to = req.reply_to();
+            server.reply(to, &out).unwrap();
+        }
+    });
+    let mut client = bus_core::AsyncClient::new(&requests, &replies).unwrap();
+    current_thread().block_on(async {
+        let mut buf = Vec::new();
+        for i in 0..200u32 {
+            let msg = i.to_string();
+            client
+                .request(msg.as_bytes(), &mut buf, Duration::from_secs(10))
+                .await
+                .unwrap();
+            assert_eq!(buf, format!("re:{msg}").as_bytes());
+        }
+        // Many in flight.
+        let mut ids = std::collections::HashSet::new();
+        for i in 0..16u32 {
+            ids.insert(client.send_request(&i.to_le_bytes()).await.unwrap());
+        }
+        while !ids.is_empty() {
+            let id = client
+                .recv_reply(&mut buf, Duration::from_secs(10))
+                .await
+                .unwrap();
+            assert!(ids.remove(&id));
+        }
+        stop_tx.send(()).unwrap();
+        serving.join().unwrap();
+        // The server's slot is gone: a request with an hour's timeout says so at once.
+        let r = client
+            .request(b"anyone?", &mut buf, Duration::from_secs(3600))
+            .await;
+        assert_eq!(r, Err(bus_core::RequestError::ServerGone));
+    });
+}
+
+#[test]
+fn an_async_receive_with_a_timeout_needs_no_runtime_timer() {
+    // A runtime built without its time driver: only the waiter thread can end this wait.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bus = bus(&dir, "t.bus", 1 << 14, Mode::Reliable);
+    let mut sub = bus.subscribe(Start::Latest).unwrap().into_async().unwrap();
+    let mut buf = Vec::new();
+    rt.block_on(async {
+        for t in [
+            Duration::ZERO,
+            Duration::from_nanos(1),
+            Duration::from_millis(30),
+        ] {
+            let started = Instant::now();
+            let r = sub.recv_timeout(&mut buf, t).await;
+            assert_eq!(r, Err(bus_core::RecvTimeoutError::Timeout));
+            assert!(started.elapsed() >= t);
+        }
+        bus.publisher().unwrap().send(b"x").unwrap();
+        let m = sub.recv_timeout(&mut buf, Duration::MAX).await.unwrap();
+        assert_eq!((m.seq, &buf[..]), (0, &b"x"[..]));
+    });
+    assert_eq!(bus.stats().readers_waiting, 0);
+}

@@ -19,6 +19,9 @@
 //! bus-peer survive BUS LAST MIN MAX SEED               verify until producer 0's message LAST
 //! bus-peer tolerate BUS MILLIS                         read anything for MILLIS ms, count
 //! bus-peer scribble BUS MILLIS SEED                    write random words into the ring
+//! bus-peer serve REQUESTS REPLIES                     a request/reply `Server`: replies to
+//!                                                      each request with "re:" + its payload;
+//!                                                      prints "ready"; ends on "stop"
 //!
 //! `produce` takes an optional 8th argument, a pause in µs before each message.
 //! ```
@@ -595,6 +598,21 @@ fn verify_planted(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+fn serve(args: &[String]) -> Result<(), String> {
+    let requests = Bus::open(&args[2]).map_err(|e| e.to_string())?;
+    let replies = Bus::open(args.get(3).ok_or("missing REPLIES")?).map_err(|e| e.to_string())?;
+    let mut server = bus_core::Server::new(&requests, &replies).map_err(|e| e.to_string())?;
+    println!("ready");
+    std::io::stdout().flush().ok();
+    server
+        .serve(|req, out| {
+            out.extend_from_slice(b"re:");
+            out.extend_from_slice(req.data);
+            req.data != b"stop"
+        })
+        .map_err(|e| e.to_string())
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
@@ -613,6 +631,7 @@ fn main() -> ExitCode {
         "survive" => survive(&args),
         "tolerate" => tolerate(&args),
         "scribble" => scribble(&args),
+        "serve" => serve(&args),
         other => {
             eprintln!("unknown role {other}");
             return ExitCode::from(2);

@@ -1,0 +1,630 @@
+//! Request/reply over two buses: a [`Server`] answers requests from any number of
+//! [`Client`]s, each of which may have many requests in flight.
+//!
+//! Clients publish requests on the *requests* bus; the server subscribes to it and publishes
+//! each reply on the *replies* bus, which every client subscribes to and filters. Every frame
+//! starts with 16 bytes, the client's id and the request's id (u64 little-endian each), then
+//! the payload as given: byte-level handles (`shmbus sub`, another language's binding) can
+//! read and write them too. Frames shorter than that are skipped and counted.
+//!
+//! A client knows *which* server it talks to: the producers on the replies bus when it
+//! connected (their slots and join times). While it waits for a reply it looks at them every
+//! 10 ms; when none of them is alive any more it returns [`RequestError::ServerGone`] at once,
+//! instead of waiting out its timeout. Their liveness is their slots' OFD locks, which die
+//! with their processes, so a server killed with SIGKILL is noticed like one that exits.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use crate::{
+    Bus, JoinError, Publisher, RecvError, RecvTimeoutError, SendError, Start, SubscribeError,
+    Subscriber,
+};
+
+/// Bytes before every payload: the client id and the request id.
+pub const FRAME_HEADER: usize = 16;
+
+/// How often a waiting client looks at its server's liveness.
+const LIVENESS_INTERVAL: Duration = Duration::from_millis(10);
+
+/// A client or server could not be made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectError {
+    /// No slot on one of the buses.
+    #[error("{0}")]
+    Join(#[from] JoinError),
+    /// Subscribing failed.
+    #[error("{0}")]
+    Subscribe(#[from] SubscribeError),
+    /// A client found no live producer on the replies bus: no server is up.
+    #[error("no server is publishing on the replies bus")]
+    NoServer,
+    /// The process could not start the waiter thread of the async handles.
+    #[error("the async waiter thread could not be started")]
+    Thread,
+}
+
+/// A request got no reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// Every server this client connected to has died (its process is gone, whatever the
+    /// timeout said). Requests in flight get no reply; connect again when a server is up.
+    #[error("the server is gone (its process died)")]
+    ServerGone,
+    /// No reply within the timeout, while the server lives.
+    #[error("no reply within the timeout")]
+    Timeout,
+    /// The request is larger than the requests bus takes (after the 16-byte frame header),
+    /// or publishing it failed.
+    #[error("sending the request: {0}")]
+    Send(#[from] SendError),
+    /// Receiving replies failed (a loss on a lossy replies bus, a corrupt record).
+    #[error("receiving replies: {0}")]
+    Recv(#[from] RecvError),
+}
+
+/// A request as the server sees it: who asked, which request, and the payload (borrowed from
+/// the server's buffer until the next receive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Request<'a> {
+    /// The asking client's id.
+    pub client: u64,
+    /// The request's id, unique per client.
+    pub id: u64,
+    /// The payload.
+    pub data: &'a [u8],
+}
+
+/// Where a reply goes: the client and request ids of a [`Request`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ReplyTo {
+    /// The client.
+    pub client: u64,
+    /// The request.
+    pub id: u64,
+}
+
+impl Request<'_> {
+    /// Where the reply to this request goes.
+    pub fn reply_to(&self) -> ReplyTo {
+        ReplyTo {
+            client: self.client,
+            id: self.id,
+        }
+    }
+}
+
+fn split(frame: &[u8]) -> Option<(u64, u64, &[u8])> {
+    let client = u64::from_le_bytes(frame.get(..8)?.try_into().ok()?);
+    let id = u64::from_le_bytes(frame.get(8..16)?.try_into().ok()?);
+    Some((client, id, &frame[FRAME_HEADER..]))
+}
+
+fn frame_into(out: &mut Vec<u8>, client: u64, id: u64, data: &[u8]) {
+    out.clear();
+    out.extend_from_slice(&client.to_le_bytes());
+    out.extend_from_slice(&id.to_le_bytes());
+    out.extend_from_slice(data);
+}
+
+/// Answers requests. It subscribes to the requests bus at `Start::Latest` (at
+/// [`Server::with_start`], any start) and holds a producer slot on the replies bus, which is
+/// how clients know it lives.
+pub struct Server {
+    requests: Subscriber,
+    replies: Publisher,
+    buf: Vec<u8>,
+    frame: Vec<u8>,
+    malformed: u64,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("requests", &self.requests)
+            .field("replies", &self.replies)
+            .finish()
+    }
+}
+
+impl Server {
+    /// A server reading `requests` and answering on `replies`.
+    ///
+    /// # Errors
+    ///
+    /// No slot on one of the buses.
+    pub fn new(requests: &Bus, replies: &Bus) -> Result<Server, ConnectError> {
+        Server::with_start(requests, replies, Start::Latest)
+    }
+
+    /// As [`Server::new`], reading requests from `start` (`Oldest`: also those sent before
+    /// the server was up, while the bus retains them).
+    ///
+    /// # Errors
+    ///
+    /// As [`Server::new`].
+    pub fn with_start(requests: &Bus, replies: &Bus, start: Start) -> Result<Server, ConnectError> {
+        Ok(Server {
+            requests: requests.subscribe(start)?,
+            replies: replies.publisher()?,
+            buf: Vec::new(),
+            frame: Vec::new(),
+            malformed: 0,
+        })
+    }
+
+    /// The next request, waiting at most `timeout`. Frames too short to be requests are
+    /// skipped (see [`Server::malformed`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Subscriber::recv_timeout`].
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Request<'_>, RecvTimeoutError> {
+        let deadline = Instant::now().checked_add(timeout);
+        loop {
+            let left = deadline.map_or(Duration::MAX, |d| {
+                d.saturating_duration_since(Instant::now())
+            });
+            self.requests.recv_timeout(&mut self.buf, left)?;
+            if self.buf.len() >= FRAME_HEADER {
+                break;
+            }
+            self.malformed += 1;
+        }
+        let (client, id, data) = split(&self.buf).expect("length checked above");
+        Ok(Request { client, id, data })
+    }
+
+    /// Sends the reply to a request.
+    ///
+    /// # Errors
+    ///
+    /// As [`Publisher::send`] (a reply larger than the replies bus takes).
+    pub fn reply(&mut self, to: ReplyTo, data: &[u8]) -> Result<(), SendError> {
+        frame_into(&mut self.frame, to.client, to.id, data);
+        self.replies.send(&self.frame)?;
+        Ok(())
+    }
+
+    /// Serves until `handle` returns `false` or receiving fails: each request's reply is what
+    /// `handle` writes into the buffer it is given (cleared before each call).
+    ///
+    /// # Errors
+    ///
+    /// A failed receive (lossy requests bus, corrupt record) or reply.
+    pub fn serve(
+        &mut self,
+        mut handle: impl FnMut(Request<'_>, &mut Vec<u8>) -> bool,
+    ) -> Result<(), RequestError> {
+        let mut out = Vec::new();
+        loop {
+            let req = match self.recv_timeout(Duration::from_secs(3600)) {
+                Ok(r) => r,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Lost(n)) => return Err(RecvError::Lost(n).into()),
+                Err(RecvTimeoutError::Corrupt { position, problem }) => {
+                    return Err(RecvError::Corrupt { position, problem }.into())
+                }
+            };
+            out.clear();
+            let to = req.reply_to();
+            let go_on = handle(req, &mut out);
+            self.reply(to, &out)?;
+            if !go_on {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Frames skipped for being shorter than the 16-byte header.
+    pub fn malformed(&self) -> u64 {
+        self.malformed
+    }
+}
+
+/// The server slots a client watches: producers on the replies bus when it connected.
+#[derive(Debug, Clone)]
+struct ServerWatch {
+    bus: Bus,
+    /// (slot offset, pid, join time) of each.
+    slots: Vec<(u64, u32, u64)>,
+    last_look: Instant,
+    /// Seen dead once: dead for good (a new server is another server).
+    gone: bool,
+}
+
+impl ServerWatch {
+    fn new(replies: &Bus) -> Result<ServerWatch, ConnectError> {
+        let seg = &replies.shared.seg;
+        let slots: Vec<_> = (0..seg.config.max_producers)
+            .map(|i| seg.config.producer_slot_offset(i))
+            .filter(|&off| {
+                seg.slot(off).state_acquire() == crate::layout::SLOT_ACTIVE
+                    && crate::registry::is_alive(seg, off)
+            })
+            .map(|off| {
+                let s = seg.slot(off);
+                (off, s.pid_relaxed(), s.joined_relaxed())
+            })
+            .collect();
+        if slots.is_empty() {
+            return Err(ConnectError::NoServer);
+        }
+        Ok(ServerWatch {
+            bus: replies.clone(),
+            slots,
+            last_look: Instant::now(),
+            gone: false,
+        })
+    }
+
+    /// Whether one of the servers still lives: its slot is still the one it joined (same pid
+    /// and join time, still active) and its liveness lock is held.
+    fn alive(&self) -> bool {
+        let seg = &self.bus.shared.seg;
+        self.slots.iter().any(|&(off, pid, joined)| {
+            let s = seg.slot(off);
+            s.state_acquire() == crate::layout::SLOT_ACTIVE
+                && s.pid_relaxed() == pid
+                && s.joined_relaxed() == joined
+                && crate::registry::is_alive(seg, off)
+        })
+    }
+
+    /// At most every [`LIVENESS_INTERVAL`]: `Err(ServerGone)` if no server lives.
+    fn check(&mut self) -> Result<(), RequestError> {
+        if !self.gone && self.last_look.elapsed() >= LIVENESS_INTERVAL {
+            self.last_look = Instant::now();
+            self.gone = !self.alive();
+        }
+        if self.gone {
+            Err(RequestError::ServerGone)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// A fresh client id: random, so that clients in any process never collide.
+fn client_id() -> u64 {
+    let mut b = [0u8; 8];
+    // A failed getrandom leaves zeros; mix in the pid and the time so ids still differ.
+    let _ = rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty());
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    u64::from_le_bytes(b) ^ (u64::from(std::process::id()) << 32) ^ t
+}
+
+/// Sends requests and waits for their replies.
+///
+/// ```no_run
+/// # use bus_core::{Bus, Client};
+/// # use std::time::Duration;
+/// let (requests, replies) = (Bus::open("/dev/shm/shmbus/rq.bus")?, Bus::open("/dev/shm/shmbus/rp.bus")?);
+/// let mut client = Client::new(&requests, &replies)?;   // NoServer if none is up
+/// let mut reply = Vec::new();
+/// client.request(b"ping", &mut reply, Duration::from_secs(1))?;
+/// // Many in flight: send, then collect in any order.
+/// let a = client.send_request(b"a")?;
+/// let b = client.send_request(b"b")?;
+/// let first = client.recv_reply(&mut reply, Duration::from_secs(1))?;
+/// assert!(first == a || first == b);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Client {
+    id: u64,
+    next: u64,
+    requests: Publisher,
+    replies: Subscriber,
+    watch: ServerWatch,
+    frame: Vec<u8>,
+    /// Requests sent and not answered yet (a reply to anything else is dropped: a request
+    /// that timed out, say).
+    outstanding: HashSet<u64>,
+    /// Replies that arrived while `request` waited for another one.
+    stash: HashMap<u64, Vec<u8>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("id", &self.id)
+            .field("next", &self.next)
+            .finish()
+    }
+}
+
+impl Client {
+    /// A client of the server that publishes on `replies` (subscribed before any request is
+    /// sent, so no reply is missed).
+    ///
+    /// # Errors
+    ///
+    /// [`ConnectError::NoServer`] when no live producer is on the replies bus; no slot.
+    pub fn new(requests: &Bus, replies: &Bus) -> Result<Client, ConnectError> {
+        let replies_sub = replies.subscribe(Start::Latest)?;
+        let watch = ServerWatch::new(replies)?;
+        Ok(Client {
+            id: client_id(),
+            next: 0,
+            requests: requests.publisher()?,
+            replies: replies_sub,
+            watch,
+            frame: Vec::new(),
+            outstanding: HashSet::new(),
+            stash: HashMap::new(),
+        })
+    }
+
+    /// This client's id (what the server sees in [`Request::client`]).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Sends a request without waiting for its reply; returns its id.
+    ///
+    /// # Errors
+    ///
+    /// [`RequestError::ServerGone`] when the server is known dead; a failed publish.
+    pub fn send_request(&mut self, data: &[u8]) -> Result<u64, RequestError> {
+        self.watch.check()?;
+        let id = self.next;
+        frame_into(&mut self.frame, self.id, id, data);
+        self.requests.send(&self.frame)?;
+        self.next += 1;
+        self.outstanding.insert(id);
+        Ok(id)
+    }
+
+    /// Requests sent and not answered yet.
+    pub fn in_flight(&self) -> usize {
+        self.outstanding.len()
+    }
+
+    /// The next reply to any of this client's requests, into `buf`; returns its request id.
+    ///
+    /// # Errors
+    ///
+    /// [`RequestError::ServerGone`] as soon as the server is seen dead (within 10 ms);
+    /// [`RequestError::Timeout`]; a failed receive.
+    pub fn recv_reply(
+        &mut self,
+        buf: &mut Vec<u8>,
+        timeout: Duration,
+    ) -> Result<u64, RequestError> {
+        if let Some(&id) = self.stash.keys().next() {
+            *buf = self.stash.remove(&id).expect("the key was just seen");
+            return Ok(id);
+        }
+        self.next_reply(buf, timeout)
+    }
+
+    fn next_reply(&mut self, buf: &mut Vec<u8>, timeout: Duration) -> Result<u64, RequestError> {
+        let deadline = Instant::now().checked_add(timeout);
+        loop {
+            let left = deadline.map_or(Duration::MAX, |d| {
+                d.saturating_duration_since(Instant::now())
+            });
+            match self
+                .replies
+                .recv_timeout(&mut self.frame, left.min(LIVENESS_INTERVAL))
+            {
+                Ok(_) => {
+                    if let Some((client, id, data)) = split(&self.frame) {
+                        if client == self.id && self.outstanding.remove(&id) {
+                            buf.clear();
+                            buf.extend_from_slice(data);
+                            return Ok(id);
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    self.watch.check()?;
+                    if left.is_zero() {
+                        return Err(RequestError::Timeout);
+                    }
+                }
+                Err(RecvTimeoutError::Lost(n)) => return Err(RecvError::Lost(n).into()),
+                Err(RecvTimeoutError::Corrupt { position, problem }) => {
+                    return Err(RecvError::Corrupt { position, problem }.into())
+                }
+            }
+        }
+    }
+
+    /// Sends a request and waits for its reply (into `buf`). Replies to other requests of
+    /// this client that arrive meanwhile are kept for [`Client::recv_reply`]. A request that
+    /// times out is forgotten: its reply, should it come later, is dropped.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::send_request`] and [`Client::recv_reply`].
+    pub fn request(
+        &mut self,
+        data: &[u8],
+        buf: &mut Vec<u8>,
+        timeout: Duration,
+    ) -> Result<(), RequestError> {
+        let want = self.send_request(data)?;
+        let deadline = Instant::now().checked_add(timeout);
+        loop {
+            let left = deadline.map_or(Duration::MAX, |d| {
+                d.saturating_duration_since(Instant::now())
+            });
+            let id = match self.next_reply(buf, left) {
+                Ok(id) => id,
+                Err(e) => {
+                    self.outstanding.remove(&want);
+                    return Err(e);
+                }
+            };
+            if id == want {
+                return Ok(());
+            }
+            self.stash.insert(id, std::mem::take(buf));
+        }
+    }
+}
+
+#[cfg(feature = "async")]
+pub use self::nonblocking::AsyncClient;
+
+#[cfg(feature = "async")]
+mod nonblocking {
+    use super::*;
+    use crate::{AsyncPublisher, AsyncSubscriber};
+
+    /// [`Client`] for async programs: the same frames, ids and liveness rule.
+    pub struct AsyncClient {
+        id: u64,
+        next: u64,
+        requests: AsyncPublisher,
+        replies: AsyncSubscriber,
+        watch: ServerWatch,
+        frame: Vec<u8>,
+        outstanding: HashSet<u64>,
+        stash: HashMap<u64, Vec<u8>>,
+    }
+
+    impl std::fmt::Debug for AsyncClient {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("AsyncClient").field("id", &self.id).finish()
+        }
+    }
+
+    impl AsyncClient {
+        /// As [`Client::new`].
+        ///
+        /// # Errors
+        ///
+        /// As [`Client::new`], and [`ConnectError::Thread`].
+        pub fn new(requests: &Bus, replies: &Bus) -> Result<AsyncClient, ConnectError> {
+            let replies_sub = replies
+                .subscribe(Start::Latest)?
+                .into_async()
+                .map_err(|_| ConnectError::Thread)?;
+            let watch = ServerWatch::new(replies)?;
+            Ok(AsyncClient {
+                id: client_id(),
+                next: 0,
+                requests: requests
+                    .publisher()?
+                    .into_async()
+                    .map_err(|_| ConnectError::Thread)?,
+                replies: replies_sub,
+                watch,
+                frame: Vec::new(),
+                outstanding: HashSet::new(),
+                stash: HashMap::new(),
+            })
+        }
+
+        /// This client's id.
+        pub fn id(&self) -> u64 {
+            self.id
+        }
+
+        /// As [`Client::send_request`], waiting for room without blocking the thread.
+        ///
+        /// # Errors
+        ///
+        /// As [`Client::send_request`].
+        pub async fn send_request(&mut self, data: &[u8]) -> Result<u64, RequestError> {
+            self.watch.check()?;
+            let id = self.next;
+            frame_into(&mut self.frame, self.id, id, data);
+            self.requests.send(&self.frame).await?;
+            self.next += 1;
+            self.outstanding.insert(id);
+            Ok(id)
+        }
+
+        /// As [`Client::recv_reply`].
+        ///
+        /// # Errors
+        ///
+        /// As [`Client::recv_reply`].
+        pub async fn recv_reply(
+            &mut self,
+            buf: &mut Vec<u8>,
+            timeout: Duration,
+        ) -> Result<u64, RequestError> {
+            if let Some(&id) = self.stash.keys().next() {
+                *buf = self.stash.remove(&id).expect("the key was just seen");
+                return Ok(id);
+            }
+            self.next_reply(buf, timeout).await
+        }
+
+        async fn next_reply(
+            &mut self,
+            buf: &mut Vec<u8>,
+            timeout: Duration,
+        ) -> Result<u64, RequestError> {
+            let deadline = Instant::now().checked_add(timeout);
+            loop {
+                let left = deadline.map_or(Duration::MAX, |d| {
+                    d.saturating_duration_since(Instant::now())
+                });
+                match self
+                    .replies
+                    .recv_timeout(&mut self.frame, left.min(LIVENESS_INTERVAL))
+                    .await
+                {
+                    Ok(_) => {
+                        if let Some((client, id, data)) = split(&self.frame) {
+                            if client == self.id && self.outstanding.remove(&id) {
+                                buf.clear();
+                                buf.extend_from_slice(data);
+                                return Ok(id);
+                            }
+                        }
+                    }
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.watch.check()?;
+                        if left.is_zero() {
+                            return Err(RequestError::Timeout);
+                        }
+                    }
+                    Err(RecvTimeoutError::Lost(n)) => return Err(RecvError::Lost(n).into()),
+                    Err(RecvTimeoutError::Corrupt { position, problem }) => {
+                        return Err(RecvError::Corrupt { position, problem }.into())
+                    }
+                }
+            }
+        }
+
+        /// As [`Client::request`]. Cancellation-safe in the sense of the async handles: a
+        /// dropped request may still be answered, and its reply is then skipped.
+        ///
+        /// # Errors
+        ///
+        /// As [`Client::request`].
+        pub async fn request(
+            &mut self,
+            data: &[u8],
+            buf: &mut Vec<u8>,
+            timeout: Duration,
+        ) -> Result<(), RequestError> {
+            let want = self.send_request(data).await?;
+            let deadline = Instant::now().checked_add(timeout);
+            loop {
+                let left = deadline.map_or(Duration::MAX, |d| {
+                    d.saturating_duration_since(Instant::now())
+                });
+                let id = match self.next_reply(buf, left).await {
+                    Ok(id) => id,
+                    Err(e) => {
+                        self.outstanding.remove(&want);
+                        return Err(e);
+                    }
+                };
+                if id == want {
+                    return Ok(());
+                }
+                self.stash.insert(id, std::mem::take(buf));
+            }
+        }
+    }
+}
