@@ -129,6 +129,11 @@ fn valid_corrupt_lagging_and_half_dead_buses_side_by_side() {
     std::fs::write(dir.join("garbage.bus"), vec![0x5a; 8192]).unwrap();
     std::fs::write(dir.join("short.bus"), b"hello").unwrap();
     std::fs::create_dir(dir.join("folder.bus")).unwrap();
+    // A FIFO (opening one must not block) and a link planted to a valid bus (not followed).
+    let fifo = std::ffi::CString::new(dir.join("pipe.bus").to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo reads a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    std::os::unix::fs::symlink(dir.join("calm.bus"), dir.join("link.bus")).unwrap();
     // Not a bus name: not listed from the directory.
     std::fs::write(dir.join("notes.txt"), b"x").unwrap();
 
@@ -164,7 +169,7 @@ fn valid_corrupt_lagging_and_half_dead_buses_side_by_side() {
         .collect();
     assert_eq!(
         names,
-        ["calm", "folder", "garbage", "halfdead", "lagging", "short"]
+        ["calm", "folder", "garbage", "halfdead", "lagging", "link", "pipe", "short"]
     );
     // Aligned: every row's STATUS starts where the header's does.
     let status_at = lines[0].find("STATUS").unwrap();
@@ -203,7 +208,7 @@ fn valid_corrupt_lagging_and_half_dead_buses_side_by_side() {
 
     // The same through --json.
     let rows = json_lines(&ok_in(dir, &["ls", "--json"]));
-    assert_eq!(rows.len(), 6);
+    assert_eq!(rows.len(), 8);
     for r in &rows {
         let obj = r.as_object().unwrap();
         for k in KEYS {
@@ -262,6 +267,8 @@ fn valid_corrupt_lagging_and_half_dead_buses_side_by_side() {
         ("garbage", "not_a_bus"),
         ("short", "not_a_bus"),
         ("folder", "not_a_regular_file"),
+        ("pipe", "not_a_regular_file"),
+        ("link", "symbolic_link"),
     ] {
         let r = by_name(&rows, name);
         assert_eq!(r["ok"], false, "{r}");

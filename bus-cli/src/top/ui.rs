@@ -92,24 +92,34 @@ fn rate_cells(b: &BusView) -> (String, String) {
     match (b.error.is_some(), b.rate) {
         (true, _) => ("-".into(), "-".into()),
         (false, None) => ("…".into(), "…".into()),
-        (false, Some((m, mb))) => (format!("{m:.0}"), format!("{mb:.2}")),
+        (false, Some((m, mb))) => (
+            format!("{m:.0}"),
+            if mb < 10.0 {
+                format!("{mb:.3}")
+            } else {
+                format!("{mb:.1}")
+            },
+        ),
     }
 }
 
 const SPARK_WIDTH: usize = 30;
 
 fn draw_buses(frame: &mut Frame, app: &App, area: Rect) {
-    let header = Row::new([
-        "NAME",
-        "MODE",
-        "TYPE",
-        "SUBS",
-        "PRODS",
-        "MSGS/S",
-        "MB/S",
-        "LAST MINUTE",
-        "STATUS",
-    ])
+    let header = header_row(
+        &[
+            "NAME",
+            "MODE",
+            "TYPE",
+            "SUBS",
+            "PRODS",
+            "MSGS/S",
+            "MB/S",
+            "LAST MINUTE",
+            "STATUS",
+        ],
+        &[3, 4, 5, 6],
+    )
     .style(Style::new().add_modifier(Modifier::BOLD));
     let rows = app.buses.iter().map(|b| {
         let (msgs, mb) = rate_cells(b);
@@ -162,6 +172,17 @@ fn draw_buses(frame: &mut Frame, app: &App, area: Rect) {
     let mut state =
         TableState::new().with_selected((!app.buses.is_empty()).then_some(app.selected));
     frame.render_stateful_widget(table, area, &mut state);
+}
+
+/// A header row whose `right` columns (numbers) are aligned as their cells are.
+fn header_row(names: &[&'static str], right: &[usize]) -> Row<'static> {
+    Row::new(names.iter().enumerate().map(|(i, &n)| {
+        if right.contains(&i) {
+            Cell::from(Line::from(n).right_aligned())
+        } else {
+            Cell::from(n)
+        }
+    }))
 }
 
 /// "3" live, or "3+1!" with a dead slot not yet evicted.
@@ -223,18 +244,21 @@ fn draw_detail(frame: &mut Frame, b: &BusView, area: Rect) {
         Sparkline::default().data(&data[data.len() - width as usize..]),
         spark,
     );
-    let header = Row::new([
-        "SLOT",
-        "PID",
-        "STATE",
-        "LAG MSGS",
-        "LAG BYTES",
-        "MSGS/S",
-        "TOTAL",
-        "LOST",
-        "UNBLOCKED",
-        "ABANDONED",
-    ])
+    let header = header_row(
+        &[
+            "SLOT",
+            "PID",
+            "STATE",
+            "LAG MSGS",
+            "LAG BYTES",
+            "MSGS/S",
+            "TOTAL",
+            "LOST",
+            "UNBLOCKED",
+            "ABANDONED",
+        ],
+        &[1, 3, 4, 5, 6, 7, 8, 9],
+    )
     .style(Style::new().add_modifier(Modifier::BOLD));
     let rows = b.slots.iter().map(|s| {
         let kind = match s.kind {
