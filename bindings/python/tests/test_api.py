@@ -183,12 +183,21 @@ def test_recv_releases_the_gil(bus):
 
 def test_one_thread_at_a_time(bus):
     sub = bus.subscribe()
-    t = threading.Thread(target=lambda: pytest.raises(shmbus.Timeout, sub.recv, timeout=0.5))
+    outcome = []
+
+    def blocked():
+        try:
+            sub.recv(timeout=0.5)
+        except shmbus.Timeout as e:
+            outcome.append(e)
+
+    t = threading.Thread(target=blocked)
     t.start()
     time.sleep(0.1)
     with pytest.raises(shmbus.Busy):
         sub.try_recv()
     t.join(5)
+    assert len(outcome) == 1
     with pytest.raises(shmbus.Empty):
         sub.try_recv()
 
