@@ -1,0 +1,408 @@
+//! `--out BUS=SUBJECT`: the bridge as a subscriber of a local bus.
+//!
+//! Reliable bus → JetStream. The loop is `recv → publish → await ack → persist` with up to
+//! `--window` publishes in flight, acknowledged in bus order:
+//!
+//! ```text
+//!   bus ──recv──▶ [ in flight: seq, payload, ack future ] ──acks in order──▶ acked position
+//!                                                                            │ every 100 ms
+//!                                                                            ▼
+//!                                                      out-SUBJECT.state (tmp, fsync, rename)
+//! ```
+//!
+//! Every publish carries `Nats-Msg-Id: <bus id>-<seq>`. A publish that fails or times out
+//! sends the whole window again, in order, with the same ids: JetStream drops those it had
+//! stored. A bridge killed at any instant restarts at the saved position and sends again
+//! what was in flight, which JetStream drops too (within its duplicate window; after it,
+//! importers recognise them by origin and sequence).
+//!
+//! Lossy bus → core NATS, at most once. A lapped subscriber's losses are counted, and each
+//! message carries its index among the messages this run has accounted for, so that the far
+//! side counts the losses on the way as gaps.
+
+use std::collections::VecDeque;
+use std::future::{Future, IntoFuture};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_nats::jetstream::context::{PublishAckFuture, PublishError};
+use async_nats::jetstream::publish::PublishAck;
+use async_nats::HeaderMap;
+use bus_core::{Bus, RecvError, Start, SubscribeError};
+use bytes::Bytes;
+use tokio::sync::watch;
+
+use crate::nats::{HEARTBEAT, HOST, INDEX, MSG_ID, ORIGIN, PREV, SEQ};
+use crate::state::{self, ExportState};
+use crate::stats::LinkStats;
+use crate::Marks;
+
+/// What an exporter needs.
+pub struct ExportLink {
+    pub bus: Bus,
+    pub bus_id: u64,
+    pub subject: String,
+    pub host: String,
+    pub state_dir: PathBuf,
+    pub stats: Arc<LinkStats>,
+    /// Local sequences this bridge imported into the bus (two-way bridging): not exported.
+    pub marks: Option<Arc<Marks>>,
+    pub window: usize,
+    pub json: bool,
+}
+
+type AckFuture = Pin<Box<dyn Future<Output = Result<PublishAck, PublishError>> + Send>>;
+
+/// A message between its `recv` and its acknowledgement.
+struct InFlight {
+    seq: u64,
+    /// The subscriber's position after it: where to resume once it is acknowledged.
+    next_position: u64,
+    /// `None` for a message not exported (imported by this bridge): it only moves the
+    /// position when it reaches the front.
+    publish: Option<(HeaderMap, Bytes)>,
+    /// The acknowledgement; `None` until (re-)published.
+    ack: Option<AckFuture>,
+}
+
+async fn publish(
+    js: &async_nats::jetstream::Context,
+    subject: &str,
+    headers: &HeaderMap,
+    payload: &Bytes,
+) -> Result<AckFuture, PublishError> {
+    let fut: PublishAckFuture = js
+        .send_publish(
+            subject.to_string(),
+            async_nats::jetstream::message::PublishMessage::build()
+                .headers(headers.clone())
+                .payload(payload.clone()),
+        )
+        .await?;
+    Ok(Box::pin(fut.into_future()))
+}
+
+/// How long to wait before sending a failed window again (doubling up to 2 s).
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+/// How often the acknowledged position is saved.
+const SAVE_EVERY: Duration = Duration::from_millis(100);
+
+/// The reliable exporter. Returns when `stop` turns true (after waiting a little for the
+/// acknowledgements in flight and saving the position), or on an error that a retry cannot
+/// cure (a corrupt bus, an unwritable state directory).
+///
+/// # Errors
+///
+/// As above, with context.
+pub async fn reliable(
+    link: ExportLink,
+    js: async_nats::jetstream::Context,
+    ready: tokio::sync::mpsc::Sender<()>,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let path = state::export_path(&link.state_dir, &link.subject);
+    let hex = crate::id::hex(link.bus_id);
+    let saved = ExportState::load(&path)?;
+    let (start, last_published) = match &saved {
+        Some(s) if s.bus_id == hex => (Start::Position(s.position), s.last_published),
+        Some(_) => {
+            crate::warn(
+                link.json,
+                &format!(
+                    "{}: the saved state is of another bus at this path; exporting it from its \
+                     oldest message",
+                    link.stats.label
+                ),
+            );
+            (Start::Oldest, None)
+        }
+        None => (Start::Oldest, None),
+    };
+    let sub = match link.bus.subscribe(start) {
+        Ok(s) => s,
+        Err(SubscribeError::PositionNotRetained {
+            requested, oldest, ..
+        }) if requested < oldest => {
+            let sub = link
+                .bus
+                .subscribe(Start::Oldest)
+                .context("cannot subscribe")?;
+            let from = saved.as_ref().map_or(0, |s| s.next_seq);
+            let lost = sub.next_seq().saturating_sub(from);
+            LinkStats::add(&link.stats.dropped, lost);
+            crate::warn(
+                link.json,
+                &format!(
+                    "{}: the bus overwrote {lost} messages (sequences {from}..{}) while the \
+                     bridge was stopped; they are lost. Give the bus a ring large enough for \
+                     the bridge's outages.",
+                    link.stats.label,
+                    sub.next_seq()
+                ),
+            );
+            sub
+        }
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot subscribe to {}", link.stats.label))
+        }
+    };
+    let mut sub = sub.into_async().context("cannot start the async waiter")?;
+    let mut acked = ExportState {
+        bus_id: hex.clone(),
+        subject: link.subject.clone(),
+        position: sub.get_ref().position(),
+        next_seq: sub.get_ref().next_seq(),
+        last_published,
+    };
+    acked.save(&path)?;
+    let mut saved_state = acked.clone();
+    let _ = ready.send(()).await;
+
+    let mut prev = last_published;
+    let mut q: VecDeque<InFlight> = VecDeque::with_capacity(link.window);
+    let mut buf = Vec::new();
+    let mut tick = tokio::time::interval(SAVE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut retry_in: Option<Duration> = None;
+    let mut backoff = RETRY_FIRST;
+    let mut stopping = false;
+    let mut stop_deadline = None;
+
+    loop {
+        // Messages not exported move the position once everything before them is acknowledged.
+        while q.front().is_some_and(|e| e.publish.is_none()) {
+            let e = q.pop_front().unwrap();
+            acked.position = e.next_position;
+            acked.next_seq = e.seq + 1;
+        }
+        if stopping && (q.is_empty() || retry_in.is_some()) {
+            break;
+        }
+        if let Some(delay) = retry_in.take() {
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = stop.changed() => break,
+            }
+            // Send the whole window again, in order, with the same message ids.
+            let mut failed = None;
+            for e in q.iter_mut() {
+                e.ack = None;
+            }
+            for e in q.iter_mut() {
+                if let Some((headers, payload)) = &e.publish {
+                    match publish(&js, &link.subject, headers, payload).await {
+                        Ok(f) => e.ack = Some(f),
+                        Err(err) => {
+                            failed = Some(err);
+                            break;
+                        }
+                    }
+                    LinkStats::add(&link.stats.retries, 1);
+                }
+            }
+            if let Some(err) = failed {
+                crate::warn(
+                    link.json,
+                    &format!("{}: publish failed: {err}", link.stats.label),
+                );
+                backoff = (backoff * 2).min(RETRY_MAX);
+                retry_in = Some(backoff);
+            }
+            continue;
+        }
+        let front_waiting = q.front().is_some_and(|e| e.ack.is_some());
+        let room = !stopping && q.len() < link.window;
+        tokio::select! {
+            biased;
+            r = async { q.front_mut().unwrap().ack.as_mut().unwrap().await }, if front_waiting => {
+                match r {
+                    Ok(ack) => {
+                        let e = q.pop_front().unwrap();
+                        if ack.duplicate {
+                            LinkStats::add(&link.stats.redelivered, 1);
+                        }
+                        LinkStats::add(&link.stats.forwarded, 1);
+                        if let Some((_, p)) = &e.publish {
+                            LinkStats::add(&link.stats.bytes, p.len() as u64);
+                        }
+                        acked.position = e.next_position;
+                        acked.next_seq = e.seq + 1;
+                        acked.last_published = Some(e.seq);
+                        backoff = RETRY_FIRST;
+                    }
+                    Err(err) => {
+                        crate::warn(
+                            link.json,
+                            &format!(
+                                "{}: no acknowledgement for sequence {} ({err}); sending {} \
+                                 messages again",
+                                link.stats.label,
+                                q.front().map_or(0, |e| e.seq),
+                                q.len()
+                            ),
+                        );
+                        retry_in = Some(backoff);
+                        backoff = (backoff * 2).min(RETRY_MAX);
+                    }
+                }
+            }
+            _ = stop.changed(), if !stopping => {
+                stopping = true;
+                stop_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(5));
+            }
+            _ = async { tokio::time::sleep_until(stop_deadline.unwrap()).await }, if stop_deadline.is_some() => break,
+            r = sub.recv(&mut buf), if room => {
+                let m = match r {
+                    Ok(m) => m,
+                    Err(RecvError::Lost(n)) => {
+                        // Reliable buses do not lap; this counts records of producers that
+                        // died mid-message (repaired, never delivered to anyone).
+                        LinkStats::add(&link.stats.dropped, n);
+                        continue;
+                    }
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("{}: cannot read the bus", link.stats.label))
+                    }
+                };
+                let next_position = sub.get_ref().position();
+                if link.marks.as_ref().is_some_and(|marks| marks.contains(m.seq)) {
+                    LinkStats::add(&link.stats.looped, 1);
+                    q.push_back(InFlight { seq: m.seq, next_position, publish: None, ack: None });
+                    continue;
+                }
+                let mut headers = HeaderMap::new();
+                headers.insert(MSG_ID, format!("{hex}-{}", m.seq).as_str());
+                headers.insert(ORIGIN, hex.as_str());
+                headers.insert(HOST, link.host.as_str());
+                headers.insert(SEQ, m.seq.to_string().as_str());
+                if let Some(p) = prev {
+                    headers.insert(PREV, p.to_string().as_str());
+                }
+                prev = Some(m.seq);
+                let payload = Bytes::copy_from_slice(&buf);
+                let ack = match publish(&js, &link.subject, &headers, &payload).await {
+                    Ok(f) => Some(f),
+                    Err(err) => {
+                        crate::warn(link.json, &format!("{}: publish failed: {err}", link.stats.label));
+                        retry_in = Some(backoff);
+                        None
+                    }
+                };
+                q.push_back(InFlight { seq: m.seq, next_position, publish: Some((headers, payload)), ack });
+            }
+            _ = tick.tick() => {
+                link.stats.in_flight.store(q.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                if acked != saved_state {
+                    acked.save(&path)?;
+                    saved_state = acked.clone();
+                    if let Some(marks) = &link.marks {
+                        marks.prune_below(acked.next_seq);
+                    }
+                }
+            }
+        }
+    }
+    if acked != saved_state {
+        acked.save(&path)?;
+    }
+    link.stats
+        .in_flight
+        .store(q.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    Ok(())
+}
+
+/// The lossy exporter: core NATS, at most once, every loss counted.
+///
+/// # Errors
+///
+/// A corrupt bus.
+pub async fn lossy(
+    link: ExportLink,
+    client: async_nats::Client,
+    ready: tokio::sync::mpsc::Sender<()>,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let hex = crate::id::hex(link.bus_id);
+    let instance = format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    );
+    let mut sub = link
+        .bus
+        .subscribe(Start::Latest)
+        .with_context(|| format!("cannot subscribe to {}", link.stats.label))?
+        .into_async()
+        .context("cannot start the async waiter")?;
+    let _ = ready.send(()).await;
+    // Messages accounted for so far (sent or lost): the next message's index.
+    let mut index: u64 = 0;
+    let mut buf = Vec::new();
+    let mut heartbeat = tokio::time::interval(Duration::from_millis(500));
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let base = |index: u64| {
+        let mut h = HeaderMap::new();
+        h.insert(ORIGIN, hex.as_str());
+        h.insert(HOST, link.host.as_str());
+        h.insert(INDEX, format!("{instance}:{index}").as_str());
+        h
+    };
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            r = sub.recv(&mut buf) => {
+                let m = match r {
+                    Ok(m) => m,
+                    Err(RecvError::Lost(n)) => {
+                        LinkStats::add(&link.stats.dropped, n);
+                        index += n;
+                        continue;
+                    }
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("{}: cannot read the bus", link.stats.label))
+                    }
+                };
+                if let Some(marks) = &link.marks {
+                    let mine = marks.contains(m.seq);
+                    marks.prune_below(m.seq);
+                    if mine {
+                        LinkStats::add(&link.stats.looped, 1);
+                        continue;
+                    }
+                }
+                let mut h = base(index);
+                h.insert(SEQ, m.seq.to_string().as_str());
+                index += 1;
+                let len = buf.len() as u64;
+                match client
+                    .publish_with_headers(link.subject.clone(), h, Bytes::copy_from_slice(&buf))
+                    .await
+                {
+                    Ok(()) => {
+                        LinkStats::add(&link.stats.forwarded, 1);
+                        LinkStats::add(&link.stats.bytes, len);
+                    }
+                    Err(_) => LinkStats::add(&link.stats.dropped, 1),
+                }
+            }
+            _ = heartbeat.tick() => {
+                let mut h = base(index);
+                h.insert(HEARTBEAT, "1");
+                let _ = client.publish_with_headers(link.subject.clone(), h, Bytes::new()).await;
+            }
+        }
+    }
+    let mut h = base(index);
+    h.insert(HEARTBEAT, "1");
+    let _ = client
+        .publish_with_headers(link.subject.clone(), h, Bytes::new())
+        .await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), client.flush()).await;
+    Ok(())
+}
