@@ -81,6 +81,9 @@ pub fn rm(args: &RmArgs) -> anyhow::Result<ExitCode> {
 struct StatJson<'a> {
     path: String,
     version: u32,
+    /// The recorded message type (`null`: untyped), as "name (codec, schema ...)".
+    #[serde(rename = "type")]
+    message_type: Option<String>,
     mode: String,
     capacity: u64,
     max_message: u32,
@@ -148,6 +151,10 @@ fn to_json<'a>(
     StatJson {
         path: bus.path().display().to_string(),
         version: bus_core::layout::FORMAT_VERSION,
+        message_type: match &st.message_type {
+            Ok(t) => t.as_ref().map(|t| t.to_string()),
+            Err(e) => Some(e.to_string()),
+        },
         mode: c.mode.to_string(),
         capacity: c.capacity,
         max_message: c.max_message,
@@ -236,6 +243,11 @@ fn print_human(
         bytes(c.max_message as u64),
         if c.sparse { ", sparse" } else { "" }
     )?;
+    match &st.message_type {
+        Ok(Some(t)) => writeln!(out, "type       {t}")?,
+        Ok(None) => writeln!(out, "type       none (no typed handle has joined)")?,
+        Err(e) => writeln!(out, "type       {e}")?,
+    }
     writeln!(
         out,
         "created    {}, unblock timeout {:?}",

@@ -115,6 +115,9 @@ impl Summary {
                 plural(self.dead_producers as u64)
             ));
         }
+        if let Err(e) = &st.message_type {
+            p.push(e.to_string());
+        }
         if st.config.mode == bus_core::Mode::Reliable
             && st.producers_waiting > 0
             && self.worst_lag_bytes + u64::from(st.config.max_message) >= st.config.capacity
@@ -179,10 +182,12 @@ struct LsJson {
     /// Why the file could not be examined, when it could not.
     error: Option<String>,
     error_kind: Option<&'static str>,
-    /// The message type recorded in the header of a typed bus (typed buses are not in the
-    /// format yet: always null for now).
+    /// The message type recorded in the header of a typed bus: its Rust name, codec and
+    /// schema fingerprint (null: untyped, or not a bus).
     #[serde(rename = "type")]
     type_name: Option<String>,
+    type_codec: Option<String>,
+    type_fingerprint: Option<String>,
     mode: Option<String>,
     capacity: Option<u64>,
     max_message: Option<u32>,
@@ -233,6 +238,8 @@ impl Row {
             error: None,
             error_kind: None,
             type_name: None,
+            type_codec: None,
+            type_fingerprint: None,
             mode: None,
             capacity: None,
             max_message: None,
@@ -257,6 +264,11 @@ impl Row {
                 j.error_kind = Some(error_kind(&e.kind));
             }
             Ok((st, sum)) => {
+                if let Ok(Some(t)) = &st.message_type {
+                    j.type_name = Some(t.name.clone());
+                    j.type_codec = Some(t.codec.clone());
+                    j.type_fingerprint = Some(format!("{:016x}", t.fingerprint));
+                }
                 j.mode = Some(st.config.mode.to_string());
                 j.capacity = Some(st.config.capacity);
                 j.max_message = Some(st.config.max_message);
@@ -303,8 +315,11 @@ impl Row {
                     self.cand.name.clone(),
                     st.config.mode.to_string(),
                     bytes(st.config.capacity),
-                    // TYPE: typed buses are being added to the format; "-" until then.
-                    dash(),
+                    match &st.message_type {
+                        Ok(Some(t)) => t.short(),
+                        Ok(None) => dash(),
+                        Err(_) => "corrupt".into(),
+                    },
                     sum.live_subscribers.to_string(),
                     sum.live_producers.to_string(),
                     sum.published_messages.to_string(),

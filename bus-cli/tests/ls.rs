@@ -83,13 +83,15 @@ fn subscribers(path: &Path, n: usize) {
 }
 
 /// Every key of the `--json` contract, present on every line (null where unknown).
-const KEYS: [&str; 23] = [
+const KEYS: [&str; 25] = [
     "name",
     "path",
     "ok",
     "error",
     "error_kind",
     "type",
+    "type_codec",
+    "type_fingerprint",
     "mode",
     "capacity",
     "max_message",
@@ -372,5 +374,30 @@ fn arguments_missing_buses_and_empty_directories() {
     assert_eq!(
         by_name(&rows, "missing")["path"],
         dir.join("missing.bus").display().to_string()
+    );
+}
+
+#[test]
+fn typed_buses_show_their_type_in_ls_and_stat() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = bus_core::BusOptions::new().capacity(1 << 16);
+    let typed = Bus::create(dir.path().join("ticks.bus"), &opts).unwrap();
+    Bus::create(dir.path().join("raw.bus"), &opts).unwrap();
+    let _publ = bus_core::TypedPublisher::<(String, f64)>::new(typed.publisher().unwrap()).unwrap();
+    let rows = json_lines(&ok_in(dir.path(), &["ls", "--json"]));
+    let t = by_name(&rows, "ticks");
+    assert_eq!(t["type"], "(alloc::string::String, f64)");
+    assert_eq!(t["type_codec"], "postcard");
+    assert_eq!(t["type_fingerprint"].as_str().unwrap().len(), 16);
+    assert!(by_name(&rows, "raw")["type"].is_null());
+    let table = ok_in(dir.path(), &["ls"]);
+    assert!(
+        line(&table, "ticks").contains("(String, f64)/postcard"),
+        "{table}"
+    );
+    let stat = ok_in(dir.path(), &["stat", "ticks"]);
+    assert!(
+        stat.contains("type       (alloc::string::String, f64) (postcard, schema"),
+        "{stat}"
     );
 }

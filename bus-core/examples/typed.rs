@@ -30,8 +30,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
 
     // Subscribe first: reliable mode delivers everything published after this.
-    let mut sub: TypedSubscriber<Sample> = TypedSubscriber::new(bus.subscribe(Start::Latest)?);
-    let mut publ: TypedPublisher<Sample> = TypedPublisher::new(bus.publisher()?);
+    let mut sub: TypedSubscriber<Sample> = TypedSubscriber::new(bus.subscribe(Start::Latest)?)?;
+    let mut publ: TypedPublisher<Sample> = TypedPublisher::new(bus.publisher()?)?;
 
     let reader = std::thread::spawn(
         move || -> Result<u32, bus_core::TypedRecvError<bus_core::RecvTimeoutError>> {

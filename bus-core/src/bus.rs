@@ -373,6 +373,16 @@ impl Bus {
         )
     }
 
+    /// The message type its typed handles recorded, if any (`None`: no typed handle has
+    /// joined; the bus is untyped, and every typed handle may claim it).
+    ///
+    /// # Errors
+    ///
+    /// [`crate::TypeError::Corrupt`] when the record breaks its checksum.
+    pub fn message_type(&self) -> Result<Option<crate::BusType>, crate::TypeError> {
+        crate::typeinfo::read(&self.shared)
+    }
+
     /// A snapshot of the bus state, for monitoring (`shmbus stat`). Reads counters without
     /// locking; each value is exact but they are not taken at one instant.
     pub fn stats(&self) -> BusStats {
@@ -435,6 +445,7 @@ impl Bus {
             producers_waiting: seg.producers_waiting().load(Ordering::Relaxed),
             subscribers,
             producers,
+            message_type: crate::typeinfo::read(&self.shared),
         }
     }
 }
@@ -464,6 +475,8 @@ pub struct BusStats {
     pub subscribers: Vec<SubscriberStats>,
     /// Active producer slots.
     pub producers: Vec<ProducerStats>,
+    /// The message type typed handles recorded (as [`Bus::message_type`]).
+    pub message_type: Result<Option<crate::BusType>, crate::TypeError>,
 }
 
 /// One subscriber slot in [`BusStats`].

@@ -22,6 +22,21 @@
 //!  4     512     space: u32, producers_waiting: u32          futex for blocked producers
 //!  5     640     control: dirty u32, holder pid u32,         control-lock holders
 //!                unblocked u64, evicted u64
+//!  6-7   768     the message type (below), 32 words           first typed handle, once,
+//!                                                             under the control lock
+//! ```
+//!
+//! The type record (format 3), 32 little-endian u64 words, all zero on a bus no typed handle
+//! has joined:
+//!
+//! ```text
+//!  word 0      state (low 32 bits: 0 none, 1 being written, 2 set) | flags (high 32: bit 0,
+//!              the fingerprint covers the traced schema; 0, only the type's name)
+//!  word 1      schema fingerprint
+//!  words 2-3   codec name, 16 bytes, NUL-padded ("postcard", "bincode")
+//!  word 4      type name length in bytes (at most 208)
+//!  words 5-30  type name, UTF-8, NUL-padded
+//!  word 31     FNV-1a 64 of words 0..31 (state read as 2)
 //! ```
 //!
 //! Line 0, as a 32-bit ruler:
@@ -112,7 +127,8 @@ pub const MAGIC: [u8; 8] = *b"SHMBUS\x1a\n";
 /// Format version; any change of this layout bumps it and `open` refuses a mismatch.
 ///
 /// 2: the keyed record check (record key at offset 112), GAP and FILL records.
-pub const FORMAT_VERSION: u32 = 2;
+/// 3: the message type record (lines 6-7), which typed handles check at join time.
+pub const FORMAT_VERSION: u32 = 3;
 /// Written in native order; reads back differently on a machine of the other byte order.
 pub const BYTE_ORDER_MARK: u32 = 0x0102_0304;
 /// Size of the header page.
@@ -183,6 +199,14 @@ pub(crate) const UNBLOCKED_OFFSET: usize = CONTROL_HOLDER_OFFSET + 4;
 /// Slots reclaimed from dead participants (bus-wide counter).
 pub(crate) const EVICTED_OFFSET: usize = UNBLOCKED_OFFSET + 8;
 
+/// The message type record: [`TYPE_WORDS`] words (see the module doc).
+pub(crate) const TYPE_OFFSET: usize = CONTROL_OFFSET + LINE;
+/// Words in the type record.
+pub(crate) const TYPE_WORDS: usize = 32;
+/// Longest type name the record holds, in bytes.
+pub const TYPE_NAME_MAX: usize = 26 * 8;
+
+const _: () = assert!(TYPE_OFFSET + TYPE_WORDS * 8 <= HEADER_SIZE as usize);
 const _: () = assert!(TAIL_OFFSET % 16 == 0 && HEAD_OFFSET % 16 == 0);
 const _: () = assert!(TAIL_OFFSET / LINE != HEAD_OFFSET / LINE);
 const _: () = assert!(EVICTED_OFFSET + 8 <= CONTROL_OFFSET + LINE);

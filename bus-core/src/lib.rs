@@ -21,7 +21,8 @@
 //! * [`Bus`]: create / open the file ([`BusOptions`], [`Mode`]).
 //! * [`Publisher`]: `send`, `try_send`, `send_timeout`, and the zero-copy [`Loan`].
 //! * [`Subscriber`]: `recv`, `try_recv`, `recv_timeout`, and the borrowed [`Sample`].
-//! * [`TypedPublisher`] / [`TypedSubscriber`]: serde values over a [`Codec`].
+//! * [`TypedPublisher`] / [`TypedSubscriber`]: serde values over a [`Codec`], on a bus that
+//!   records its message type ([`BusType`]) and refuses typed handles of another.
 //! * [`WaitSet`]: one thread waiting on subscribers of many buses.
 //! * [`Server`] / [`Client`]: request/reply over two buses, with [`RequestError::ServerGone`]
 //!   when the server's process dies.
@@ -68,6 +69,8 @@ mod subscriber;
 #[cfg(not(loom))]
 mod typed;
 #[cfg(not(loom))]
+mod typeinfo;
+#[cfg(not(loom))]
 mod wait;
 #[cfg(not(loom))]
 mod waitset;
@@ -109,6 +112,8 @@ pub use typed::{
     Codec, CodecError, Postcard, Typed, TypedPublisher, TypedRecvError, TypedSendError,
     TypedSubscriber,
 };
+#[cfg(not(loom))]
+pub use typeinfo::{BusType, TypeError};
 #[cfg(not(loom))]
 pub use wait::WaitStrategy;
 #[cfg(not(loom))]

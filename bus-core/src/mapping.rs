@@ -216,6 +216,11 @@ impl Segment {
     pub(crate) fn producers_waiting(&self) -> &AtomicU32 {
         self.word32(PRODUCERS_WAITING_OFFSET)
     }
+    /// Word `i` of the message type record (`layout::TYPE_OFFSET`).
+    pub(crate) fn type_word(&self, i: usize) -> &AtomicU64 {
+        assert!(i < crate::layout::TYPE_WORDS);
+        self.word64((crate::layout::TYPE_OFFSET + i * 8) as u64)
+    }
     pub(crate) fn control_dirty(&self) -> &AtomicU32 {
         self.word32(CONTROL_DIRTY_OFFSET)
     }

@@ -377,7 +377,7 @@ fn watch_stall(
 /// One owner: `Send` but not `Sync` (it caches the claim limit of its last look at the
 /// subscribers). Use one publisher per thread; they share the bus lock-free.
 pub struct Publisher {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     slot: Option<Slot>,
     /// File offset of our slot (kept apart from `slot` for the hot path).
     slot_offset: u64,

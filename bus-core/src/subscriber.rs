@@ -242,7 +242,7 @@ impl std::fmt::Debug for Sample<'_> {
 /// One owner: `Send` but not `Sync`. In reliable mode producers wait for it, so a subscriber
 /// that stops reading (without dropping) eventually stops the bus; one that dies is evicted.
 pub struct Subscriber {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     slot: Option<Slot>,
     /// Where the next record is, and the read protocol (`ring::Reader`: the one read path).
     reader: Reader,

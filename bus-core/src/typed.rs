@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::typeinfo::{self, TypeError};
 use crate::{
     CommitError, Publisher, RecvError, RecvTimeoutError, SendError, SendTimeoutError, Sent,
     Subscriber, TryRecvError, TrySendError,
@@ -234,9 +235,26 @@ pub struct TypedPublisher<T: ?Sized, C: Codec = Postcard> {
     _types: Marker<T, C>,
 }
 
+impl<T: Serialize + DeserializeOwned, C: Codec> TypedPublisher<T, C> {
+    /// Wraps a byte publisher, after checking that its bus carries `T` in codec `C`: the
+    /// first typed handle of a bus records its type in the bus header, and every later one
+    /// must match it (see [`crate::BusType`] for what makes two types the same).
+    ///
+    /// # Errors
+    ///
+    /// [`TypeError::Mismatch`] naming both types when the bus carries another; a corrupt
+    /// type record; the control lock.
+    pub fn new(inner: Publisher) -> Result<Self, TypeError> {
+        typeinfo::claim(&inner.shared, &typeinfo::type_of::<T>(C::NAME))?;
+        Ok(Self::new_unchecked(inner))
+    }
+}
+
 impl<T: Serialize + ?Sized, C: Codec> TypedPublisher<T, C> {
-    /// Wraps a byte publisher.
-    pub fn new(inner: Publisher) -> Self {
+    /// Wraps a byte publisher without recording or checking the bus's type: for values whose
+    /// type has no owned, deserializable form (`str`, slices), or for relays that know the
+    /// bytes are right. Typed subscribers still check what the bus records.
+    pub fn new_unchecked(inner: Publisher) -> Self {
         TypedPublisher {
             inner,
             _types: PhantomData,
@@ -298,6 +316,26 @@ impl<T: Serialize + ?Sized, C: Codec> TypedPublisher<T, C> {
     }
 }
 
+impl<T: ?Sized, C: Codec> std::fmt::Debug for TypedPublisher<T, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TypedPublisher")
+            .field("type", &std::any::type_name::<T>())
+            .field("codec", &C::NAME)
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+impl<T, C: Codec> std::fmt::Debug for TypedSubscriber<T, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TypedSubscriber")
+            .field("type", &std::any::type_name::<T>())
+            .field("codec", &C::NAME)
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
 /// Receives values of `T`, decoded by `C` from the record in place (reliable mode) or from a
 /// reused buffer (lossy mode).
 pub struct TypedSubscriber<T, C: Codec = Postcard> {
@@ -306,12 +344,19 @@ pub struct TypedSubscriber<T, C: Codec = Postcard> {
 }
 
 impl<T: DeserializeOwned, C: Codec> TypedSubscriber<T, C> {
-    /// Wraps a byte subscriber.
-    pub fn new(inner: Subscriber) -> Self {
-        TypedSubscriber {
+    /// Wraps a byte subscriber, after checking that its bus carries `T` in codec `C` (as
+    /// [`TypedPublisher::new`]; the first typed handle, publisher or subscriber, records the
+    /// type).
+    ///
+    /// # Errors
+    ///
+    /// As [`TypedPublisher::new`].
+    pub fn new(inner: Subscriber) -> Result<Self, TypeError> {
+        typeinfo::claim(&inner.shared, &typeinfo::type_of::<T>(C::NAME))?;
+        Ok(TypedSubscriber {
             inner,
             _types: PhantomData,
-        }
+        })
     }
 
     /// The byte subscriber underneath (for `position`, counters, wait strategy).

@@ -123,19 +123,23 @@ fn draw_buses(frame: &mut Frame, app: &App, area: Rect) {
     .style(Style::new().add_modifier(Modifier::BOLD));
     let rows = app.buses.iter().map(|b| {
         let (msgs, mb) = rate_cells(b);
-        let (mode, subs, prods) = match &b.stats {
+        let (mode, ty, subs, prods) = match &b.stats {
             Some(st) if b.error.is_none() => (
                 st.config.mode.to_string(),
+                match &st.message_type {
+                    Ok(Some(t)) => t.short(),
+                    Ok(None) => "-".into(),
+                    Err(_) => "corrupt".into(),
+                },
                 fmt_live(b.summary.live_subscribers, b.summary.dead_subscribers),
                 fmt_live(b.summary.live_producers, b.summary.dead_producers),
             ),
-            _ => ("-".into(), "-".into(), "-".into()),
+            _ => ("-".into(), "-".into(), "-".into(), "-".into()),
         };
         Row::new([
             Cell::from(b.name.clone()),
             Cell::from(mode),
-            // TYPE: typed buses are being added to the format; "-" until then.
-            Cell::from("-"),
+            Cell::from(ty),
             Cell::from(Line::from(subs).right_aligned()),
             Cell::from(Line::from(prods).right_aligned()),
             Cell::from(Line::from(msgs).right_aligned()),
