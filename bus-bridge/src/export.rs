@@ -299,9 +299,11 @@ pub async fn reliable(
                 if acked != saved_state {
                     acked.save(&path)?;
                     saved_state = acked.clone();
-                    if let Some(marks) = &link.marks {
-                        marks.prune_below(acked.next_seq);
-                    }
+                }
+                // Every tick, not only on progress: after a restart the importer loads marks
+                // from its journal that this exporter passed before the crash.
+                if let Some(marks) = &link.marks {
+                    marks.prune_below(saved_state.next_seq);
                 }
             }
         }

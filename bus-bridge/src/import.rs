@@ -272,6 +272,11 @@ impl Reliable {
         }
         if let (Some(l), Some(p)) = (last, prev) {
             if p > l {
+                if std::env::var_os("SHMBUS_BRIDGE_DEBUG").is_some() && self.held.is_empty() {
+                    eprintln!(
+                        "shmbus bridge: hold seq {seq} prev {p} last {l} stream {stream_seq}"
+                    );
+                }
                 self.held.insert((origin, seq), Held { msg, prev: p });
                 self.link
                     .stats
@@ -410,6 +415,12 @@ pub async fn reliable(
     }
     state.counter = journal.counter;
     journal.checkpoint(&state)?;
+    if std::env::var_os("SHMBUS_BRIDGE_DEBUG").is_some() {
+        eprintln!(
+            "shmbus bridge: {}: resuming with {:?}, pending {:?}",
+            link.stats.label, state.origins, rec.pending
+        );
+    }
     let consumer =
         crate::nats::durable_consumer(&js, &stream_name, &link.durable, &link.subject).await?;
     let publ = link.bus.publisher().context("cannot publish to the bus")?;

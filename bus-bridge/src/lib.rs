@@ -133,12 +133,14 @@ async fn run_async(args: &BridgeArgs, plan: args::Plan) -> anyhow::Result<ExitCo
     }
     let client = nats::connect(&plan.urls, &plan.name, args.connect_timeout).await?;
     let js = nats::jetstream(client.clone(), Duration::from_secs(2));
-    let reliable: Vec<String> = plan
+    let mut reliable: Vec<String> = plan
         .links
         .iter()
         .filter(|l| buses[&l.path].bus.mode() == Mode::Reliable)
         .map(|l| l.subject.clone())
         .collect();
+    reliable.sort();
+    reliable.dedup();
     if !reliable.is_empty() {
         nats::ensure_stream(&js, &plan.stream, &reliable, args.replicas).await?;
     }

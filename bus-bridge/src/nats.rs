@@ -34,6 +34,9 @@ pub const HEARTBEAT: &str = "Shmbus-Heartbeat";
 /// after it, importers still recognise duplicates by origin and sequence.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
+/// How long the server waits for an importer's acknowledgement before it redelivers.
+pub const ACK_WAIT: Duration = Duration::from_secs(10);
+
 /// Connects, failing after `timeout` with an error naming the server.
 ///
 /// # Errors
@@ -50,6 +53,9 @@ pub async fn connect(
         // Reconnect for ever, quickly: a restarted server or a failed-over cluster node is the
         // normal case; publishes are retried and acknowledged, nothing relies on the socket.
         .max_reconnects(None)
+        // Servers in the order given: the first is this bridge's node, the others where it
+        // fails over to.
+        .retain_servers_order()
         .reconnect_delay_callback(|attempts| {
             Duration::from_millis((50u64 << attempts.min(5)).min(1000))
         });
@@ -230,7 +236,9 @@ pub async fn durable_consumer(
         filter_subject: subject.to_string(),
         ack_policy: consumer::AckPolicy::All,
         deliver_policy: consumer::DeliverPolicy::All,
-        ack_wait: Duration::from_secs(30),
+        // What a restarted importer waits for the messages its previous run had been sent
+        // but had not acknowledged: the server redelivers them only after this.
+        ack_wait: ACK_WAIT,
         max_ack_pending: 65536,
         ..Default::default()
     };

@@ -1,0 +1,165 @@
+//! Bad arguments, an unreachable server, a missing bus, conflicting stream settings: a clear
+//! error naming what is wrong, and exit 1 (issue 11).
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use testkit::Procs;
+
+/// Runs the bridge (bounded by `timeout`); returns its exit code and stderr.
+fn run(args: &[String]) -> (i32, String) {
+    let out = Command::new("timeout")
+        .arg("30")
+        .arg(BRIDGE)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn strings(a: &[&str]) -> Vec<String> {
+    a.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn bad_arguments() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--out", "a=b"], "--nats URL is required"),
+        (&["--nats", "nats://127.0.0.1:1"], "nothing to bridge"),
+        (
+            &["--nats", "nats://127.0.0.1:1", "--out", "justabus"],
+            "expected BUS=SUBJECT",
+        ),
+        (
+            &["--nats", "nats://127.0.0.1:1", "--in", "=bus"],
+            "expected SUBJECT=BUS",
+        ),
+        (
+            &["--nats", "nats://127.0.0.1:1", "--out", "bus=a.*"],
+            "cannot hold wildcards",
+        ),
+        (
+            &["--nats", "nats://127.0.0.1:1", "--out", "bus=a..b"],
+            "not a NATS subject",
+        ),
+        (
+            &[
+                "--nats",
+                "nats://127.0.0.1:1",
+                "--out",
+                "bus=a",
+                "--window",
+                "0",
+            ],
+            "--window 0",
+        ),
+        (
+            &[
+                "--nats",
+                "nats://127.0.0.1:1",
+                "--out",
+                "bus=a",
+                "--stream",
+                "a.b",
+            ],
+            "--stream",
+        ),
+    ];
+    for (args, want) in cases {
+        let (code, err) = run(&strings(args));
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err:?} should say {want:?}");
+    }
+}
+
+#[test]
+fn missing_bus_and_unreachable_server() {
+    let tmp = tempdir();
+    let missing = tmp.path().join("missing.bus");
+    let (code, err) = run(&strings(&[
+        "--nats",
+        "nats://127.0.0.1:1",
+        "--out",
+        &format!("{}=x", missing.display()),
+    ]));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("cannot open bus") && err.contains("missing.bus"),
+        "{err}"
+    );
+
+    let bus = tmp.path().join("a.bus");
+    create_bus(&bus, 1 << 20, "reliable");
+    let port = free_port();
+    let (code, err) = run(&strings(&[
+        "--nats",
+        &format!("nats://127.0.0.1:{port}"),
+        "--out",
+        &format!("{}=x", bus.display()),
+        "--connect-timeout",
+        "2s",
+    ]));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert!(
+        err.contains("cannot connect") || err.contains("cannot reach"),
+        "{err}"
+    );
+}
+
+#[test]
+fn conflicting_stream_settings() {
+    let mut procs = Procs::new(Duration::from_secs(60));
+    let tmp = tempdir();
+    let server = start_server(
+        &mut procs,
+        &tmp.path().join("nats"),
+        "nats",
+        free_port(),
+        &[],
+    );
+    let bus = tmp.path().join("a.bus");
+    create_bus(&bus, 1 << 20, "reliable");
+    let base = |subject: &str| -> Vec<String> {
+        strings(&[
+            "--nats",
+            &server.url(),
+            "--stream",
+            "S1",
+            "--out",
+            &format!("{}={subject}", bus.display()),
+        ])
+    };
+    // The first bridge creates stream S1 for subject one.
+    let b = bridge(&mut procs, "bridge", &base("one"), true);
+    procs.signal(b, libc::SIGTERM);
+    procs.success(b);
+    // A subject the stream does not capture.
+    let (code, err) = run(&base("two"));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("conflicting stream settings") && err.contains("\"two\""),
+        "{err}"
+    );
+    // Another replica count.
+    let mut args = base("one");
+    args.extend(strings(&["--replicas", "3"]));
+    let (code, err) = run(&args);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("conflicting stream settings") && err.contains("replicas"),
+        "{err}"
+    );
+    // Another stream already captures the subject.
+    let mut args = base("one");
+    args[3] = "S2".into();
+    let (code, err) = run(&args);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("another stream already captures"), "{err}");
+}
