@@ -39,6 +39,9 @@ pub enum Command {
     Ls(LsArgs),
     /// A terminal UI over every bus of a directory: rates, the last minute, every slot.
     Top(TopArgs),
+    /// Carry buses to and from a NATS server (JetStream for reliable buses, core NATS for
+    /// lossy ones).
+    Bridge(bus_bridge::BridgeArgs),
     /// Run a publisher and subscriber processes on a temporary bus and show what they do.
     Demo(DemoArgs),
     /// Measure shmbus against pipes, Unix sockets and TCP, in separate processes.

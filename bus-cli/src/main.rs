@@ -88,6 +88,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rm(args) => inspect::rm(&args),
         Command::Ls(args) => ls::run(&args),
         Command::Top(args) => top::run(&args),
+        Command::Bridge(args) => bus_bridge::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Demo(args) => demo::run(&args),
         Command::Completions { shell } => {
