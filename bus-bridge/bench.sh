@@ -1,0 +1,68 @@
+#!/bin/sh
+# The bridge's benchmark, in one run through one nats-server on loopback:
+#   bridged throughput (publisher -> bus A -> bridge -> NATS -> bridge -> bus B -> subscriber)
+#   at 64 B and 1 KiB, lossy (core NATS) and reliable (JetStream), against a plain async-nats
+#   publisher and subscriber; end-to-end latency at a low rate against a plain round trip.
+# Usage: bus-bridge/bench.sh   (builds the release binaries; prints a Markdown table)
+set -eu
+cd "$(dirname "$0")/.."
+cargo build --release -q -p bus-bridge
+T=target/release
+DIR=$(mktemp -d /dev/shm/bridge-bench.XXXXXX)
+PORT=${PORT:-14399}
+URL=nats://127.0.0.1:$PORT
+cleanup() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$DIR"; }
+trap cleanup EXIT
+nats-server -a 127.0.0.1 -p "$PORT" -js -sd "$DIR/js" -l "$DIR/server.log" &
+sleep 0.5
+
+field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
+
+# bridged MODE SIZE COUNT RATE -> "rate delivered lost p50 p99"
+bridged() {
+    mode=$1 size=$2 count=$3 rate=$4
+    rm -rf "$DIR/a.bus"* "$DIR/b.bus"*
+    $T/bridge-peer create "$DIR/a.bus" 268435456 "$mode" >/dev/null
+    $T/bridge-peer create "$DIR/b.bus" 268435456 "$mode" >/dev/null
+    subj="bench.$mode.$size.$rate"
+    $T/shmbus-bridge --nats "$URL" --out "$DIR/a.bus=$subj" --name A --stream "B$size$rate" 2>/dev/null &
+    a=$!
+    $T/shmbus-bridge --nats "$URL" --in "$subj=$DIR/b.bus" --name B --stream "B$size$rate" 2>/dev/null &
+    b=$!
+    sleep 1
+    $T/bridge-peer sub "$DIR/b.bus" "$count" 3000 > "$DIR/sub.out" &
+    s=$!
+    sleep 0.2
+    $T/bridge-peer pub "$DIR/a.bus" 0 "$count" "$size" "$rate" >/dev/null
+    wait $s
+    kill $a $b; wait $a $b 2>/dev/null || true
+    line=$(grep done "$DIR/sub.out")
+    d=$(field "$line" delivered); secs=$(field "$line" secs)
+    echo "$(awk "BEGIN{printf \"%.0f\", $d/($secs>0?$secs:1)}") $d $(field "$line" lost) $(field "$line" p50_us) $(field "$line" p99_us)"
+}
+
+echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); $(nats-server --version)"
+echo
+echo "| path | size | msgs/s | vs plain |"
+echo "|---|---|---|---|"
+for size in 64 1024; do
+    core=$($T/nats-plain throughput "$URL" 500000 $size | sed 's/.*msgs_per_s=//')
+    js=$($T/nats-plain jetstream "$URL" 200000 $size | sed 's/.*msgs_per_s=//')
+    set -- $(bridged lossy $size 500000 0)
+    lossy=$1 lossy_lost=$3
+    set -- $(bridged reliable $size 200000 0)
+    rel=$1
+    echo "| plain core NATS (async-nats pub -> sub) | $size B | $core | 1.00 |"
+    echo "| bridged lossy bus (core NATS), $lossy_lost lost | $size B | $lossy | $(awk "BEGIN{printf \"%.2f\", $lossy/$core}") |"
+    echo "| plain JetStream publish, 256 acks in flight | $size B | $js | 1.00 |"
+    echo "| bridged reliable bus (JetStream, both bridges) | $size B | $rel | $(awk "BEGIN{printf \"%.2f\", $rel/$js}") |"
+done
+echo
+rtt=$($T/nats-plain rtt "$URL" 10000 64)
+set -- $(bridged reliable 64 5000 1000)
+echo "| latency, 64 B at 1000 msgs/s | p50 | p99 |"
+echo "|---|---|---|"
+echo "| plain NATS request/reply round trip | $(field "$rtt" p50_us) µs | $(field "$rtt" p99_us) µs |"
+echo "| bridged reliable, one way (bus -> JetStream -> bus) | $4 µs | $5 µs |"
+set -- $(bridged lossy 64 5000 1000)
+echo "| bridged lossy, one way (bus -> core NATS -> bus) | $4 µs | $5 µs |"

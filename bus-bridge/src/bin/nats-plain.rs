@@ -1,0 +1,104 @@
+//! The baseline of the bridge's benchmark: a plain async-nats publisher and subscriber.
+//!
+//! ```text
+//! nats-plain throughput URL COUNT SIZE   core NATS, one client publishing, one subscribing
+//! nats-plain jetstream URL COUNT SIZE    JetStream publishes with 256 acks in flight
+//! nats-plain rtt URL COUNT               request/reply round trips: p50, p99
+//! ```
+
+use std::time::Instant;
+
+use futures_util::StreamExt;
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let (what, url, count) = (&args[1], &args[2], args[3].parse::<u64>()?);
+    let size: usize = args.get(4).map_or(Ok(64), |s| s.parse())?;
+    let payload = bytes::Bytes::from(vec![7u8; size]);
+    let p = async_nats::connect(url.as_str()).await?;
+    let s = async_nats::connect(url.as_str()).await?;
+    match what.as_str() {
+        "throughput" => {
+            let mut sub = s.subscribe("plain.bench").await?;
+            s.flush().await?;
+            let t = Instant::now();
+            let reader = tokio::spawn(async move {
+                let mut n = 0u64;
+                while n < count {
+                    if tokio::time::timeout(std::time::Duration::from_secs(3), sub.next())
+                        .await
+                        .ok()
+                        .flatten()
+                        .is_none()
+                    {
+                        break;
+                    }
+                    n += 1;
+                }
+                n
+            });
+            for _ in 0..count {
+                p.publish("plain.bench", payload.clone()).await?;
+            }
+            p.flush().await?;
+            let n = reader.await?;
+            let secs = t.elapsed().as_secs_f64();
+            println!("core received={n} msgs_per_s={:.0}", n as f64 / secs);
+        }
+        "jetstream" => {
+            let js = async_nats::jetstream::new(p.clone());
+            let _ = js.delete_stream("PLAIN").await;
+            js.create_stream(async_nats::jetstream::stream::Config {
+                name: "PLAIN".into(),
+                subjects: vec!["plain.js".into()],
+                ..Default::default()
+            })
+            .await?;
+            let t = Instant::now();
+            let mut q = std::collections::VecDeque::new();
+            for _ in 0..count {
+                if q.len() >= 256 {
+                    let f: async_nats::jetstream::context::PublishAckFuture =
+                        q.pop_front().unwrap();
+                    f.await?;
+                }
+                q.push_back(js.publish("plain.js", payload.clone()).await?);
+            }
+            for f in q {
+                f.await?;
+            }
+            let secs = t.elapsed().as_secs_f64();
+            println!(
+                "jetstream acked={count} msgs_per_s={:.0}",
+                count as f64 / secs
+            );
+        }
+        "rtt" => {
+            let mut sub = s.subscribe("plain.rtt").await?;
+            let s2 = s.clone();
+            tokio::spawn(async move {
+                while let Some(m) = sub.next().await {
+                    if let Some(r) = m.reply {
+                        let _ = s2.publish(r, m.payload).await;
+                    }
+                }
+            });
+            s.flush().await?;
+            let mut lat = Vec::new();
+            for _ in 0..count {
+                let t = Instant::now();
+                p.request("plain.rtt", payload.clone()).await?;
+                lat.push(t.elapsed().as_nanos() as u64);
+            }
+            lat.sort_unstable();
+            println!(
+                "rtt p50_us={} p99_us={}",
+                lat[lat.len() / 2] / 1000,
+                lat[lat.len() * 99 / 100] / 1000
+            );
+        }
+        _ => eprintln!("usage: nats-plain throughput|jetstream|rtt URL COUNT [SIZE]"),
+    }
+    Ok(())
+}
