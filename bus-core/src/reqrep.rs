@@ -296,6 +296,114 @@ fn client_id() -> u64 {
     u64::from_le_bytes(b) ^ (u64::from(std::process::id()) << 32) ^ t
 }
 
+/// A client's bookkeeping, shared by [`Client`] and `AsyncClient`: its id, the requests in
+/// flight, replies that came while another was awaited, and its server's liveness.
+struct Book {
+    id: u64,
+    next: u64,
+    watch: ServerWatch,
+    frame: Vec<u8>,
+    /// Requests sent and not answered yet (a reply to anything else is dropped: a request
+    /// that timed out, say).
+    outstanding: HashSet<u64>,
+    /// Replies that arrived while `request` waited for another one.
+    stash: HashMap<u64, Vec<u8>>,
+}
+
+impl Book {
+    fn new(replies: &Bus) -> Result<Book, ConnectError> {
+        Ok(Book {
+            id: client_id(),
+            next: 0,
+            watch: ServerWatch::new(replies)?,
+            frame: Vec::new(),
+            outstanding: HashSet::new(),
+            stash: HashMap::new(),
+        })
+    }
+
+    /// Frames the next request in `self.frame`; returns its id (counted as sent by [`sent`]).
+    ///
+    /// [`sent`]: Book::sent
+    fn frame_request(&mut self, data: &[u8]) -> Result<u64, RequestError> {
+        self.watch.check()?;
+        frame_into(&mut self.frame, self.id, self.next, data);
+        Ok(self.next)
+    }
+
+    fn sent(&mut self, id: u64) {
+        self.next += 1;
+        self.outstanding.insert(id);
+    }
+
+    /// A reply kept for `recv_reply`.
+    fn stashed(&mut self, buf: &mut Vec<u8>) -> Option<u64> {
+        let id = *self.stash.keys().next()?;
+        *buf = self.stash.remove(&id)?;
+        Some(id)
+    }
+
+    /// What one receive of the replies bus (waiting at most `left`, capped at the liveness
+    /// interval) means: `Some(Ok(id))` a reply to one of ours (in `buf`), `Some(Err)` the
+    /// end of the wait, `None` wait on.
+    fn on_recv(
+        &mut self,
+        r: Result<crate::Message, RecvTimeoutError>,
+        left: Duration,
+        buf: &mut Vec<u8>,
+    ) -> Option<Result<u64, RequestError>> {
+        match r {
+            Ok(_) => {
+                let (client, id, data) = split(&self.frame)?;
+                if client == self.id && self.outstanding.remove(&id) {
+                    buf.clear();
+                    buf.extend_from_slice(data);
+                    return Some(Ok(id));
+                }
+                None
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                if let Err(e) = self.watch.check() {
+                    return Some(Err(e));
+                }
+                left.is_zero().then_some(Err(RequestError::Timeout))
+            }
+            Err(RecvTimeoutError::Lost(n)) => Some(Err(RecvError::Lost(n).into())),
+            Err(RecvTimeoutError::Corrupt { position, problem }) => {
+                Some(Err(RecvError::Corrupt { position, problem }.into()))
+            }
+        }
+    }
+
+    /// What `request` does with a reply that came for request `got` while it waits for
+    /// `want`: `true` when it is the one.
+    fn settle(
+        &mut self,
+        want: u64,
+        got: Result<u64, RequestError>,
+        buf: &mut Vec<u8>,
+    ) -> Result<bool, RequestError> {
+        match got {
+            Ok(id) if id == want => Ok(true),
+            Ok(id) => {
+                self.stash.insert(id, std::mem::take(buf));
+                Ok(false)
+            }
+            Err(e) => {
+                self.outstanding.remove(&want);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Time left until `deadline` (`None`: no deadline).
+fn left(deadline: Option<Instant>) -> Duration {
+    deadline.map_or(Duration::MAX, |d| {
+        d.saturating_duration_since(Instant::now())
+    })
+}
+
 /// Sends requests and waits for their replies.
 ///
 /// ```no_run
@@ -313,24 +421,16 @@ fn client_id() -> u64 {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Client {
-    id: u64,
-    next: u64,
+    book: Book,
     requests: Publisher,
     replies: Subscriber,
-    watch: ServerWatch,
-    frame: Vec<u8>,
-    /// Requests sent and not answered yet (a reply to anything else is dropped: a request
-    /// that timed out, say).
-    outstanding: HashSet<u64>,
-    /// Replies that arrived while `request` waited for another one.
-    stash: HashMap<u64, Vec<u8>>,
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("id", &self.id)
-            .field("next", &self.next)
+            .field("id", &self.book.id)
+            .field("next", &self.book.next)
             .finish()
     }
 }
@@ -344,22 +444,16 @@ impl Client {
     /// [`ConnectError::NoServer`] when no live producer is on the replies bus; no slot.
     pub fn new(requests: &Bus, replies: &Bus) -> Result<Client, ConnectError> {
         let replies_sub = replies.subscribe(Start::Latest)?;
-        let watch = ServerWatch::new(replies)?;
         Ok(Client {
-            id: client_id(),
-            next: 0,
+            book: Book::new(replies)?,
             requests: requests.publisher()?,
             replies: replies_sub,
-            watch,
-            frame: Vec::new(),
-            outstanding: HashSet::new(),
-            stash: HashMap::new(),
         })
     }
 
     /// This client's id (what the server sees in [`Request::client`]).
     pub fn id(&self) -> u64 {
-        self.id
+        self.book.id
     }
 
     /// Sends a request without waiting for its reply; returns its id.
@@ -368,18 +462,15 @@ impl Client {
     ///
     /// [`RequestError::ServerGone`] when the server is known dead; a failed publish.
     pub fn send_request(&mut self, data: &[u8]) -> Result<u64, RequestError> {
-        self.watch.check()?;
-        let id = self.next;
-        frame_into(&mut self.frame, self.id, id, data);
-        self.requests.send(&self.frame)?;
-        self.next += 1;
-        self.outstanding.insert(id);
+        let id = self.book.frame_request(data)?;
+        self.requests.send(&self.book.frame)?;
+        self.book.sent(id);
         Ok(id)
     }
 
     /// Requests sent and not answered yet.
     pub fn in_flight(&self) -> usize {
-        self.outstanding.len()
+        self.book.outstanding.len()
     }
 
     /// The next reply to any of this client's requests, into `buf`; returns its request id.
@@ -393,8 +484,7 @@ impl Client {
         buf: &mut Vec<u8>,
         timeout: Duration,
     ) -> Result<u64, RequestError> {
-        if let Some(&id) = self.stash.keys().next() {
-            *buf = self.stash.remove(&id).expect("the key was just seen");
+        if let Some(id) = self.book.stashed(buf) {
             return Ok(id);
         }
         self.next_reply(buf, timeout)
@@ -403,32 +493,12 @@ impl Client {
     fn next_reply(&mut self, buf: &mut Vec<u8>, timeout: Duration) -> Result<u64, RequestError> {
         let deadline = Instant::now().checked_add(timeout);
         loop {
-            let left = deadline.map_or(Duration::MAX, |d| {
-                d.saturating_duration_since(Instant::now())
-            });
-            match self
+            let left = left(deadline);
+            let r = self
                 .replies
-                .recv_timeout(&mut self.frame, left.min(LIVENESS_INTERVAL))
-            {
-                Ok(_) => {
-                    if let Some((client, id, data)) = split(&self.frame) {
-                        if client == self.id && self.outstanding.remove(&id) {
-                            buf.clear();
-                            buf.extend_from_slice(data);
-                            return Ok(id);
-                        }
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    self.watch.check()?;
-                    if left.is_zero() {
-                        return Err(RequestError::Timeout);
-                    }
-                }
-                Err(RecvTimeoutError::Lost(n)) => return Err(RecvError::Lost(n).into()),
-                Err(RecvTimeoutError::Corrupt { position, problem }) => {
-                    return Err(RecvError::Corrupt { position, problem }.into())
-                }
+                .recv_timeout(&mut self.book.frame, left.min(LIVENESS_INTERVAL));
+            if let Some(r) = self.book.on_recv(r, left, buf) {
+                return r;
             }
         }
     }
@@ -449,20 +519,10 @@ impl Client {
         let want = self.send_request(data)?;
         let deadline = Instant::now().checked_add(timeout);
         loop {
-            let left = deadline.map_or(Duration::MAX, |d| {
-                d.saturating_duration_since(Instant::now())
-            });
-            let id = match self.next_reply(buf, left) {
-                Ok(id) => id,
-                Err(e) => {
-                    self.outstanding.remove(&want);
-                    return Err(e);
-                }
-            };
-            if id == want {
+            let got = self.next_reply(buf, left(deadline));
+            if self.book.settle(want, got, buf)? {
                 return Ok(());
             }
-            self.stash.insert(id, std::mem::take(buf));
         }
     }
 }
@@ -477,19 +537,16 @@ mod nonblocking {
 
     /// [`Client`] for async programs: the same frames, ids and liveness rule.
     pub struct AsyncClient {
-        id: u64,
-        next: u64,
+        book: Book,
         requests: AsyncPublisher,
         replies: AsyncSubscriber,
-        watch: ServerWatch,
-        frame: Vec<u8>,
-        outstanding: HashSet<u64>,
-        stash: HashMap<u64, Vec<u8>>,
     }
 
     impl std::fmt::Debug for AsyncClient {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.debug_struct("AsyncClient").field("id", &self.id).finish()
+            f.debug_struct("AsyncClient")
+                .field("id", &self.book.id)
+                .finish()
         }
     }
 
@@ -504,25 +561,24 @@ mod nonblocking {
                 .subscribe(Start::Latest)?
                 .into_async()
                 .map_err(|_| ConnectError::Thread)?;
-            let watch = ServerWatch::new(replies)?;
             Ok(AsyncClient {
-                id: client_id(),
-                next: 0,
+                book: Book::new(replies)?,
                 requests: requests
                     .publisher()?
                     .into_async()
                     .map_err(|_| ConnectError::Thread)?,
                 replies: replies_sub,
-                watch,
-                frame: Vec::new(),
-                outstanding: HashSet::new(),
-                stash: HashMap::new(),
             })
         }
 
         /// This client's id.
         pub fn id(&self) -> u64 {
-            self.id
+            self.book.id
+        }
+
+        /// Requests sent and not answered yet.
+        pub fn in_flight(&self) -> usize {
+            self.book.outstanding.len()
         }
 
         /// As [`Client::send_request`], waiting for room without blocking the thread.
@@ -531,12 +587,9 @@ mod nonblocking {
         ///
         /// As [`Client::send_request`].
         pub async fn send_request(&mut self, data: &[u8]) -> Result<u64, RequestError> {
-            self.watch.check()?;
-            let id = self.next;
-            frame_into(&mut self.frame, self.id, id, data);
-            self.requests.send(&self.frame).await?;
-            self.next += 1;
-            self.outstanding.insert(id);
+            let id = self.book.frame_request(data)?;
+            self.requests.send(&self.book.frame).await?;
+            self.book.sent(id);
             Ok(id)
         }
 
@@ -550,8 +603,7 @@ mod nonblocking {
             buf: &mut Vec<u8>,
             timeout: Duration,
         ) -> Result<u64, RequestError> {
-            if let Some(&id) = self.stash.keys().next() {
-                *buf = self.stash.remove(&id).expect("the key was just seen");
+            if let Some(id) = self.book.stashed(buf) {
                 return Ok(id);
             }
             self.next_reply(buf, timeout).await
@@ -564,33 +616,13 @@ mod nonblocking {
         ) -> Result<u64, RequestError> {
             let deadline = Instant::now().checked_add(timeout);
             loop {
-                let left = deadline.map_or(Duration::MAX, |d| {
-                    d.saturating_duration_since(Instant::now())
-                });
-                match self
+                let left = left(deadline);
+                let r = self
                     .replies
-                    .recv_timeout(&mut self.frame, left.min(LIVENESS_INTERVAL))
-                    .await
-                {
-                    Ok(_) => {
-                        if let Some((client, id, data)) = split(&self.frame) {
-                            if client == self.id && self.outstanding.remove(&id) {
-                                buf.clear();
-                                buf.extend_from_slice(data);
-                                return Ok(id);
-                            }
-                        }
-                    }
-                    Err(RecvTimeoutError::Timeout) => {
-                        self.watch.check()?;
-                        if left.is_zero() {
-                            return Err(RequestError::Timeout);
-                        }
-                    }
-                    Err(RecvTimeoutError::Lost(n)) => return Err(RecvError::Lost(n).into()),
-                    Err(RecvTimeoutError::Corrupt { position, problem }) => {
-                        return Err(RecvError::Corrupt { position, problem }.into())
-                    }
+                    .recv_timeout(&mut self.book.frame, left.min(LIVENESS_INTERVAL))
+                    .await;
+                if let Some(r) = self.book.on_recv(r, left, buf) {
+                    return r;
                 }
             }
         }
@@ -610,20 +642,10 @@ mod nonblocking {
             let want = self.send_request(data).await?;
             let deadline = Instant::now().checked_add(timeout);
             loop {
-                let left = deadline.map_or(Duration::MAX, |d| {
-                    d.saturating_duration_since(Instant::now())
-                });
-                let id = match self.next_reply(buf, left).await {
-                    Ok(id) => id,
-                    Err(e) => {
-                        self.outstanding.remove(&want);
-                        return Err(e);
-                    }
-                };
-                if id == want {
+                let got = self.next_reply(buf, left(deadline)).await;
+                if self.book.settle(want, got, buf)? {
                     return Ok(());
                 }
-                self.stash.insert(id, std::mem::take(buf));
             }
         }
     }
