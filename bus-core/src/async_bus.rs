@@ -461,12 +461,7 @@ impl AsyncPublisher {
                     }
                 }
             }
-            SpaceFuture {
-                publ: self,
-                mark,
-                done: false,
-            }
-            .await;
+            SpaceFuture { publ: self, mark }.await;
         }
     }
 
@@ -484,28 +479,23 @@ impl AsyncPublisher {
 struct SpaceFuture<'a> {
     publ: &'a mut AsyncPublisher,
     mark: crate::publisher::SpaceMark,
-    done: bool,
 }
 
 impl Future for SpaceFuture<'_> {
     type Output = ();
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = &mut *self;
-        let publ = &mut *this.publ;
+        let mark = self.mark;
+        let publ = &mut *self.publ;
         let inner = &publ.inner;
-        let mark = this.mark;
-        let r = publ
-            .park
-            .poll_wait(cx, inner.sleep_slice(), || inner.space_changed(&mark));
-        this.done = r.is_ready();
-        r
+        publ.park
+            .poll_wait(cx, inner.sleep_slice(), || inner.space_changed(&mark))
     }
 }
 
 impl Drop for SpaceFuture<'_> {
     fn drop(&mut self) {
-        if !self.done {
-            self.publ.park.cancel();
-        }
+        // Dropped while parked: no announcement lingers (after `Ready`, nothing is parked
+        // and this does nothing).
+        self.publ.park.cancel();
     }
 }

@@ -281,12 +281,24 @@ widen!(TryLoanError => TrySendError : Full ;
 widen!(LoanTimeoutError => SendTimeoutError : Timeout ;
     MessageTooLarge { len, max } RingCorrupt { position } ProducerConflict { expected, found });
 
-/// See [`Publisher::space_mark`].
-#[cfg(feature = "async")]
+/// What a wait for space compares against: the slowest subscriber's position and the head.
+/// Read *before* an attempt to claim, so that progress made between the failed attempt and
+/// the sleep shows as a change and the sleep is skipped (read after the attempt, it could
+/// miss exactly that).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct SpaceMark {
     min: Option<u64>,
     head: (u64, u64),
+}
+
+impl SpaceMark {
+    fn read(seg: &crate::mapping::Segment) -> SpaceMark {
+        SpaceMark {
+            min: ring::Subscribers::min_position(&Subscribers(seg)),
+            // ORDERING: SeqCst: the Dekker pattern with subscribers publishing positions.
+            head: seg.head().load(Ordering::SeqCst),
+        }
+    }
 }
 
 #[cfg(feature = "async")]
@@ -491,12 +503,7 @@ impl Publisher {
         let subs = Subscribers(seg);
         let backoff = Backoff::new();
         loop {
-            // What a waiter's re-check compares against, read *before* the attempt: progress
-            // made between the failed attempt and the sleep then shows as a change and the
-            // sleep is skipped (reading it after the attempt could miss exactly that).
-            let min_before = ring::Subscribers::min_position(&subs);
-            // ORDERING: SeqCst: the Dekker pattern with subscribers publishing positions.
-            let head_before = seg.head().load(Ordering::SeqCst);
+            let mark = SpaceMark::read(seg);
             match ring::try_claim(seg, &subs, params, &mut self.cursor, claiming, len) {
                 Ok(c) => {
                     ring::write_claimed(seg, params, &c);
@@ -544,10 +551,7 @@ impl Publisher {
                 deadline.slice(slice),
                 // Subscribers publish their positions with a SeqCst store.
                 false,
-                || {
-                    ring::Subscribers::min_position(&subs) != min_before
-                        || seg.head().load(Ordering::SeqCst) != head_before
-                },
+                || SpaceMark::read(seg) != mark,
             );
         }
     }
@@ -721,16 +725,9 @@ impl Publisher {
     }
 
     #[cfg(feature = "async")]
-    /// What a wait for space compares against (the slowest subscriber's position and the
-    /// head), read *before* an attempt to claim: progress made between the failed attempt
-    /// and the sleep then shows as a change.
+    /// See [`SpaceMark`].
     pub(crate) fn space_mark(&self) -> SpaceMark {
-        let seg = &self.shared.seg;
-        SpaceMark {
-            min: ring::Subscribers::min_position(&Subscribers(seg)),
-            // ORDERING: SeqCst: the Dekker pattern with subscribers publishing positions.
-            head: seg.head().load(Ordering::SeqCst),
-        }
+        SpaceMark::read(&self.shared.seg)
     }
 
     #[cfg(feature = "async")]
