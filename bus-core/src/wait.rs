@@ -312,6 +312,7 @@ pub(crate) fn announce_all<'a>(
 
 /// The second half of a sleep: no longer counted in `waiting`, slot flag `mine` cleared.
 pub(crate) fn retract(waiting: &AtomicU32, mine: &AtomicU32) {
+    // ORDERING: Relaxed: read by an evictor only after this process died (as in `announce`).
     mine.store(0, Ordering::Relaxed);
     // ORDERING: Relaxed: only a count; an extra wake costs a syscall, never correctness.
     // Saturating: an evictor may have lowered a count it judged leaked (registry).
