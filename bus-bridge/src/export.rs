@@ -106,6 +106,13 @@ pub async fn reliable(
 ) -> anyhow::Result<()> {
     let path = state::export_path(&link.state_dir, &link.subject);
     let hex = crate::id::hex(link.bus_id);
+    if let Some(marks) = &link.marks {
+        // Two-way: the importer's journal says which messages on the bus are imports.
+        tokio::select! {
+            () = marks.wait_loaded() => {}
+            _ = stop.changed() => return Ok(()),
+        }
+    }
     let saved = ExportState::load(&path)?;
     let (start, last_published) = match &saved {
         Some(s) if s.bus_id == hex => (Start::Position(s.position), s.last_published),

@@ -384,6 +384,7 @@ pub async fn reliable(
         for s in &rec.local_seqs {
             marks.insert(*s);
         }
+        marks.set_loaded();
     }
     let mut state = rec.state;
     let mut last_position = None;
@@ -520,6 +521,10 @@ pub async fn lossy(
         .with_context(|| format!("cannot subscribe to {}", link.subject))?;
     client.flush().await.context("cannot subscribe")?;
     let mut publ = link.bus.publisher().context("cannot publish to the bus")?;
+    if let Some(marks) = &link.marks {
+        // No journal: nothing to load.
+        marks.set_loaded();
+    }
     let _ = ready.send(()).await;
     // Per origin bus and exporter run: the index expected next.
     let mut expected: HashMap<(u64, String), u64> = HashMap::new();

@@ -40,12 +40,36 @@ pub use args::BridgeArgs;
 /// The importer inserts a sequence while it holds the message's loan, before the commit, so
 /// an exporter that has received the message finds it here (the commit happens after the
 /// insert, and the exporter's lock after its receive).
-#[derive(Debug, Default)]
+///
+/// After a restart the importer loads the marks from its journal; until it has, the
+/// exporter must not read the bus (it would take imports the journal knows for this bus's
+/// own messages and send them out again), so it waits for [`Marks::wait_loaded`].
+#[derive(Debug)]
 pub struct Marks {
     set: Mutex<BTreeSet<u64>>,
+    loaded: watch::Sender<bool>,
+}
+
+impl Default for Marks {
+    fn default() -> Self {
+        Self {
+            set: Mutex::default(),
+            loaded: watch::Sender::new(false),
+        }
+    }
 }
 
 impl Marks {
+    /// The importer has inserted every mark its journal holds.
+    pub fn set_loaded(&self) {
+        self.loaded.send_replace(true);
+    }
+    /// Until the importer has loaded its journal's marks.
+    pub async fn wait_loaded(&self) {
+        let mut rx = self.loaded.subscribe();
+        // The sender lives in `self`, so the channel cannot close while this waits.
+        let _ = rx.wait_for(|&loaded| loaded).await;
+    }
     pub fn insert(&self, seq: u64) {
         self.set.lock().unwrap().insert(seq);
     }
