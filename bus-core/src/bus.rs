@@ -9,7 +9,7 @@ use crate::layout::{Config, Mode, SLOT_ACTIVE};
 use crate::lock::{ControlLock, LockError};
 use crate::mapping::{self, OpenError, OpenErrorKind, OpenFlags, Segment};
 use crate::registry::{self, JoinError, SlotKind};
-use crate::ring::{self, Params};
+use crate::ring::Params;
 use crate::sync::Ordering;
 use crate::{Publisher, SubscribeError, Subscriber};
 
@@ -170,7 +170,33 @@ impl OpenOptions {
         self.flags.allow_other_owner = yes;
         self
     }
+    /// Open only to look: the file `O_RDONLY`, the mapping `PROT_READ`, so read permission
+    /// on the file is enough. [`Bus::stats`], [`Bus::config`] and [`Bus::message_type`]
+    /// work, and nothing is ever written: no slot is taken, no dead participant is evicted,
+    /// no lock is taken. [`Bus::publisher`], [`Bus::subscribe`] and [`Bus::evict_dead`]
+    /// fail with `EBADF`, the kernel's answer to a write lock on a descriptor not open for
+    /// writing (see [`Bus::is_read_only`]).
+    ///
+    /// ```
+    /// use bus_core::{Bus, BusOptions, OpenOptions};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("look.bus");
+    /// let bus = Bus::create(&path, &BusOptions::new().capacity(1 << 16)).unwrap();
+    /// let _sub = bus.subscribe(bus_core::Start::Latest).unwrap();
+    /// let observer = Bus::open_with(&path, &OpenOptions::new().read_only(true)).unwrap();
+    /// let st = observer.stats();
+    /// assert!(st.subscribers[0].alive);
+    /// assert!(observer.publisher().is_err());
+    /// ```
+    pub fn read_only(mut self, yes: bool) -> Self {
+        self.flags.read_only = yes;
+        self
+    }
 }
+
+/// `errno` of a join or an eviction on a bus opened read-only: what `F_OFD_SETLK` with a
+/// write lock returns on a descriptor not open for writing.
+const READ_ONLY_ERRNO: i32 = libc::EBADF;
 
 /// Where a new subscriber starts reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -318,8 +344,14 @@ impl Bus {
     ///
     /// # Errors
     ///
-    /// [`JoinError::NoFreeSlot`] when `max_producers` live publishers exist.
+    /// [`JoinError::NoFreeSlot`] when `max_producers` live publishers exist;
+    /// `JoinError::Io` with `EBADF` on a bus opened [read-only](OpenOptions::read_only).
     pub fn publisher(&self) -> Result<Publisher, JoinError> {
+        if self.is_read_only() {
+            return Err(JoinError::Io {
+                errno: READ_ONLY_ERRNO,
+            });
+        }
         Publisher::join(self.shared.clone())
     }
 
@@ -328,9 +360,22 @@ impl Bus {
     /// # Errors
     ///
     /// [`SubscribeError`]: no free slot, or a `Start::Position` that is no longer (or not
-    /// yet) in the ring, or is not the start of a record.
+    /// yet) in the ring, or is not the start of a record; `EBADF` (as for
+    /// [`Bus::publisher`]) on a bus opened read-only.
     pub fn subscribe(&self, start: Start) -> Result<Subscriber, SubscribeError> {
+        if self.is_read_only() {
+            return Err(JoinError::Io {
+                errno: READ_ONLY_ERRNO,
+            }
+            .into());
+        }
         Subscriber::join(self.shared.clone(), start)
+    }
+
+    /// Whether the bus was opened with [`OpenOptions::read_only`]: it can be looked at
+    /// ([`Bus::stats`]) but not joined.
+    pub fn is_read_only(&self) -> bool {
+        self.shared.seg.read_only
     }
 
     /// The parameters in the bus header.
@@ -364,8 +409,14 @@ impl Bus {
     ///
     /// # Errors
     ///
-    /// [`LockError`] if the control lock could not be taken.
+    /// [`LockError`] if the control lock could not be taken (`LockError::Io` with `EBADF`
+    /// on a bus opened read-only).
     pub fn evict_dead(&self) -> Result<usize, LockError> {
+        if self.is_read_only() {
+            return Err(LockError::Io {
+                errno: READ_ONLY_ERRNO,
+            });
+        }
         let wait = crate::lock::LOCK_TIMEOUT;
         Ok(
             registry::evict_dead(&self.shared, SlotKind::Subscriber, wait)?
@@ -384,11 +435,16 @@ impl Bus {
     }
 
     /// A snapshot of the bus state, for monitoring (`shmbus stat`). Reads counters without
-    /// locking; each value is exact but they are not taken at one instant.
+    /// locking; each value is exact but they are not taken at one instant. Writes nothing,
+    /// so it works on a bus opened [read-only](OpenOptions::read_only).
     pub fn stats(&self) -> BusStats {
         let seg = &self.shared.seg;
-        let tail = ring::latest(seg);
-        let head = ring::oldest(seg);
+        let tail = seg.tail_snapshot();
+        let head = seg.head_snapshot();
+        // Waiting counts from the slots of live participants: the header's counters keep a
+        // participant that died asleep until a join or a full ring sweeps its slot.
+        let mut readers_waiting = 0;
+        let mut producers_waiting = 0;
         let mut subscribers = Vec::new();
         // ORDERING: Acquire on a slot's state and position pairs with the SeqCst stores that
         // publish them; the counters are Relaxed statistics (each exact, not one snapshot).
@@ -401,10 +457,14 @@ impl Bus {
             let position = slot.position_acquire();
             let seq = slot.seq_acquire();
             let (delivered, lost, unblocked) = slot.counters_relaxed();
+            let alive = registry::is_alive(seg, off);
+            let waiting = alive && seg.slot(off).sleeping().load(Ordering::Relaxed) != 0;
+            readers_waiting += u32::from(waiting);
             subscribers.push(SubscriberStats {
                 index,
                 pid: slot.pid_relaxed(),
-                alive: registry::is_alive(seg, off),
+                alive,
+                waiting,
                 joined_unix_ns: slot.joined_relaxed(),
                 position,
                 seq,
@@ -423,10 +483,14 @@ impl Bus {
                 continue;
             }
             let (sent, bytes, abandoned) = slot.counters_relaxed();
+            let alive = registry::is_alive(seg, off);
+            let waiting = alive && seg.slot(off).sleeping().load(Ordering::Relaxed) != 0;
+            producers_waiting += u32::from(waiting);
             producers.push(ProducerStats {
                 index,
                 pid: slot.pid_relaxed(),
-                alive: registry::is_alive(seg, off),
+                alive,
+                waiting,
                 joined_unix_ns: slot.joined_relaxed(),
                 sent,
                 bytes,
@@ -441,8 +505,8 @@ impl Bus {
             head_seq: head.1,
             unblocked: seg.unblocked().load(Ordering::Relaxed),
             evicted: seg.evicted().load(Ordering::Relaxed),
-            readers_waiting: seg.readers_waiting().load(Ordering::Relaxed),
-            producers_waiting: seg.producers_waiting().load(Ordering::Relaxed),
+            readers_waiting,
+            producers_waiting,
             subscribers,
             producers,
             message_type: crate::typeinfo::read(&self.shared),
@@ -467,9 +531,10 @@ pub struct BusStats {
     pub unblocked: u64,
     /// Slots freed from dead participants.
     pub evicted: u64,
-    /// Readers asleep on the futex now.
+    /// Live readers asleep on the futex now (subscriber slots with `waiting` set).
     pub readers_waiting: u32,
-    /// Producers asleep waiting for space now.
+    /// Live producers asleep waiting for space now (producer slots with `waiting` set). A
+    /// participant that died asleep is not counted.
     pub producers_waiting: u32,
     /// Active subscriber slots.
     pub subscribers: Vec<SubscriberStats>,
@@ -488,6 +553,8 @@ pub struct SubscriberStats {
     pub pid: u32,
     /// Whether the owner still holds its liveness lock.
     pub alive: bool,
+    /// Whether it is alive and asleep waiting for messages now.
+    pub waiting: bool,
     /// When it joined, ns since the Unix epoch.
     pub joined_unix_ns: u64,
     /// Its published read position (updated in batches).
@@ -515,6 +582,8 @@ pub struct ProducerStats {
     pub pid: u32,
     /// Whether the owner still holds its liveness lock.
     pub alive: bool,
+    /// Whether it is alive and asleep waiting for space in a full ring now.
+    pub waiting: bool,
     /// When it joined, ns since the Unix epoch.
     pub joined_unix_ns: u64,
     /// Messages committed.
@@ -560,4 +629,45 @@ pub fn ensure_dir(dir: &Path) -> std::io::Result<()> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A read-only open sees what a read-write one sees (liveness by `F_OFD_GETLK` works on
+    /// an `O_RDONLY` descriptor), writes nothing, and refuses every join.
+    #[test]
+    fn a_read_only_open_looks_and_never_joins() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ro.bus");
+        let bus = Bus::create(&path, &BusOptions::new().capacity(1 << 16)).unwrap();
+        let sub = bus.subscribe(Start::Oldest).unwrap();
+        let mut publ = bus.publisher().unwrap();
+        for _ in 0..3 {
+            publ.send(b"hello").unwrap();
+        }
+        let ro = Bus::open_with(&path, &OpenOptions::new().read_only(true)).unwrap();
+        assert!(ro.is_read_only() && !bus.is_read_only());
+        let (a, b) = (ro.stats(), bus.stats());
+        assert_eq!(a, b);
+        assert_eq!(a.tail_seq, 3);
+        assert!(a.subscribers[0].alive && a.producers[0].alive);
+        assert_eq!(a.readers_waiting + a.producers_waiting, 0);
+        let ebadf = JoinError::Io { errno: libc::EBADF };
+        assert_eq!(ro.publisher().unwrap_err(), ebadf);
+        assert_eq!(
+            ro.subscribe(Start::Latest).unwrap_err(),
+            SubscribeError::Join(ebadf)
+        );
+        assert_eq!(
+            ro.evict_dead().unwrap_err(),
+            LockError::Io { errno: libc::EBADF }
+        );
+        // The two opens see the same live state as it changes.
+        drop(sub);
+        assert!(ro.stats().subscribers.is_empty());
+        publ.send(b"more").unwrap();
+        assert_eq!(ro.stats().tail_seq, 4);
+    }
 }

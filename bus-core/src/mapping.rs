@@ -15,6 +15,13 @@
 //!   size its header describes. The ring positions are checked for consistency.
 //! * **The mapping is raw.** memmap2's `MmapRaw`: bytes that other processes write are
 //!   reached through atomics and `ptr::copy_nonoverlapping`, never as `&[u8]`.
+//! * **An observer may open read-only.** `O_RDONLY` and a `PROT_READ` mapping, for tools
+//!   that only look (`shmbus stat`, `ls`, `top`) and for users with read permission alone.
+//!   Such a segment must never be written: a write faults. [`Segment::read_only`] is checked
+//!   by everything that would write without a slot (joining, eviction), and the 16-byte
+//!   head and tail are read as two 8-byte halves ([`Segment::tail_snapshot`]), because a
+//!   16-byte atomic load may be a `cmpxchg16b` (x86-64 without AVX) or an LL/SC pair
+//!   (aarch64), which write.
 
 use std::fs::File;
 use std::io;
@@ -168,6 +175,8 @@ impl OpenErrorKind {
 pub(crate) struct OpenFlags {
     pub follow_symlinks: bool,
     pub allow_other_owner: bool,
+    /// `O_RDONLY` and a `PROT_READ` mapping: the segment can only be looked at.
+    pub read_only: bool,
 }
 
 /// The mapped bus file: the only code that turns layout offsets into pointers.
@@ -180,6 +189,9 @@ pub(crate) struct Segment {
     /// lock; never holds a slot lock.
     pub(crate) file: File,
     pub(crate) config: Config,
+    /// Opened `O_RDONLY` and mapped `PROT_READ`: any write through `base` faults, so nothing
+    /// may write (see the module doc).
+    pub(crate) read_only: bool,
 }
 
 // SAFETY: `Segment` holds raw pointers into a shared mapping that lives as long as it does;
@@ -259,6 +271,61 @@ impl Segment {
         unsafe { self.data.add(offset as usize) }
     }
 
+    /// `{ position, sequence }` of the tail, for monitoring: on a read-only segment without
+    /// a 16-byte atomic load (see [`Segment::pair_halves`]).
+    pub(crate) fn tail_snapshot(&self) -> (u64, u64) {
+        if self.read_only {
+            self.pair_halves(TAIL_OFFSET)
+        } else {
+            crate::ring::latest(self)
+        }
+    }
+
+    /// `{ position, sequence }` of the oldest retained record, as [`Segment::tail_snapshot`].
+    pub(crate) fn head_snapshot(&self) -> (u64, u64) {
+        if self.read_only {
+            self.pair_halves(HEAD_OFFSET)
+        } else {
+            crate::ring::oldest(self)
+        }
+    }
+
+    /// Reads the 16-byte pair at `offset` as two 8-byte atomic loads, never writing (a
+    /// 16-byte atomic load may be implemented with a compare-and-swap, which faults on a
+    /// `PROT_READ` mapping).
+    ///
+    /// `{ position, sequence }` of the tail and of the head change only together, by one
+    /// 16-byte store or CAS, and the position strictly grows with every change. So if the
+    /// position reads the same before and after the sequence, no change happened in
+    /// between and the two halves belong to one value. A reader that keeps losing the race
+    /// (a publisher claiming nonstop) gives up after a few rounds with a pair that may be
+    /// one claim apart: a monitoring snapshot, not a protocol decision.
+    fn pair_halves(&self, offset: usize) -> (u64, u64) {
+        debug_assert!(offset % 16 == 0 && (offset as u64) + 16 <= HEADER_SIZE);
+        // `Pair` packs the first word into the low 64 bits of the u128.
+        let (first, second) = if cfg!(target_endian = "little") {
+            (offset as u64, offset as u64 + 8)
+        } else {
+            (offset as u64 + 8, offset as u64)
+        };
+        let (first, second) = (self.word64(first), self.word64(second));
+        let mut pair = (0, 0);
+        for _ in 0..64 {
+            // ORDERING: Acquire on each half: they pair with the Release (or SeqCst) 16-byte
+            // stores and CASes of the producers; the re-read of the position detects a
+            // change between the two halves (see above).
+            let before = first.load(Ordering::Acquire);
+            let seq = second.load(Ordering::Acquire);
+            let after = first.load(Ordering::Acquire);
+            pair = (after, seq);
+            if before == after {
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        pair
+    }
+
     /// msync of the whole mapping: makes everything written so far durable (disk buses).
     pub(crate) fn flush(&self) -> io::Result<()> {
         self._map.flush()
@@ -301,7 +368,7 @@ impl Region for Segment {
     }
 }
 
-fn map(file: &File, config: Config) -> Result<Segment, OpenErrorKind> {
+fn map(file: &File, config: Config, read_only: bool) -> Result<Segment, OpenErrorKind> {
     if !Pair::is_lock_free() {
         return Err(OpenErrorKind::Unsupported128BitAtomics);
     }
@@ -317,9 +384,12 @@ fn map(file: &File, config: Config) -> Result<Segment, OpenErrorKind> {
         // sparse ring (larger than memory, on disk) is mapped lazily.
         options.populate();
     }
-    let map = options
-        .map_raw(file)
-        .map_err(|e| OpenErrorKind::io("mmap", e))?;
+    let map = if read_only {
+        options.map_raw_read_only(file)
+    } else {
+        options.map_raw(file)
+    }
+    .map_err(|e| OpenErrorKind::io("mmap", e))?;
     let base = map.as_mut_ptr();
     // SAFETY: data_offset < file_size == len, so the data pointer is inside the mapping.
     let data = unsafe { base.add(config.data_offset() as usize) };
@@ -329,6 +399,7 @@ fn map(file: &File, config: Config) -> Result<Segment, OpenErrorKind> {
         data,
         file: file.try_clone().map_err(|e| OpenErrorKind::io("dup", e))?,
         config,
+        read_only,
     })
 }
 
@@ -352,12 +423,16 @@ pub(crate) fn open(path: &Path, flags: OpenFlags) -> Result<Segment, OpenErrorKi
     }
     let file = std::fs::OpenOptions::new()
         .read(true)
-        .write(true)
+        .write(!flags.read_only)
         .custom_flags(custom)
         .open(path)
         .map_err(|e| match e.raw_os_error() {
             Some(libc::EACCES) | Some(libc::EPERM) => OpenErrorKind::PermissionDenied {
-                need: "read and write the bus file",
+                need: if flags.read_only {
+                    "read the bus file"
+                } else {
+                    "read and write the bus file"
+                },
             },
             Some(libc::ENXIO) | Some(libc::EOPNOTSUPP) => OpenErrorKind::NotARegularFile {
                 kind: FileKind::Socket,
@@ -384,7 +459,7 @@ pub(crate) fn open(path: &Path, flags: OpenFlags) -> Result<Segment, OpenErrorKi
             .map_err(|e| OpenErrorKind::io("read header", e))?;
     }
     let config = Config::decode(&line0, size).map_err(OpenErrorKind::Header)?;
-    let seg = map(&file, config)?;
+    let seg = map(&file, config, flags.read_only)?;
     check_ring_state(&seg)?;
     Ok(seg)
 }
@@ -392,9 +467,9 @@ pub(crate) fn open(path: &Path, flags: OpenFlags) -> Result<Segment, OpenErrorKi
 /// The ring positions must describe a possible state: `initial <= head <= tail <=
 /// head + capacity`, both 16-aligned.
 fn check_ring_state(seg: &Segment) -> Result<(), OpenErrorKind> {
-    // ORDERING: Acquire: we read the pair only to validate it.
-    let head = seg.head().load(Ordering::Acquire);
-    let tail = seg.tail().load(Ordering::Acquire);
+    // Never a 16-byte load on a read-only mapping (see `Segment::pair_halves`).
+    let head = seg.head_snapshot();
+    let tail = seg.tail_snapshot();
     let c = &seg.config;
     let ok = tail.0 <= crate::layout::MAX_POSITION
         && head.0 % RECORD_ALIGN == 0
@@ -543,7 +618,7 @@ fn initialise(file: &File, config: Config) -> Result<Segment, OpenErrorKind> {
         .copy_from_slice(&INIT_INITIALISING.to_ne_bytes());
     file.write_all_at(&line0, 0)
         .map_err(|e| OpenErrorKind::io("write header", e))?;
-    let seg = map(file, config)?;
+    let seg = map(file, config, false)?;
     let start = (config.initial_position, 0);
     // ORDERING: Relaxed: nobody else can see this file before it is linked; the Release
     // store of the init state below orders these for any later reader anyway.
