@@ -209,33 +209,26 @@ fn run(spec: &Spec) -> io::Result<()> {
             ready(&token)?;
             let mut h = histogram();
             let mut r = Report::default();
-            let mut cpu0 = 0.0;
-            for expected in 0..total {
-                if expected == spec.warmup {
-                    cpu0 = cpu_seconds();
-                }
-                let mut bad = None;
-                let mut touched = 0;
-                let mut sent_at = 0;
-                rx.recv(&mut |msg| {
-                    let (seq, ts) = header(msg);
-                    if seq != expected || msg.len() != spec.size {
-                        bad = Some((seq, msg.len()));
-                    }
-                    sent_at = ts;
-                    touched = touch(msg);
-                })?;
-                if let Some((seq, len)) = bad {
+            let mut expected = 0u64;
+            let mut check = |msg: &[u8]| {
+                let (seq, sent_at) = header(msg);
+                if seq != expected || msg.len() != spec.size {
                     return Err(io::Error::other(format!(
-                        "sequence check failed: expected message {expected} of {} bytes, got {seq} of {len} bytes (dropped or reordered)",
-                        spec.size
+                        "sequence check failed: expected message {expected} of {} bytes, got {seq} of {} bytes (dropped or reordered)",
+                        spec.size,
+                        msg.len()
                     )));
                 }
-                r.touched = r.touched.wrapping_add(touched);
+                r.touched = r.touched.wrapping_add(touch(msg));
                 if expected >= spec.warmup && sent_at != 0 {
                     let _ = h.record(now_ns().saturating_sub(sent_at).max(1));
                 }
-            }
+                expected += 1;
+                Ok(())
+            };
+            rx.recv_batch(spec.warmup, &mut check)?;
+            let cpu0 = cpu_seconds();
+            rx.recv_batch(spec.count, &mut check)?;
             r.t_end_ns = now_ns();
             r.cpu_s = cpu_seconds() - cpu0;
             r.count = total;
@@ -245,26 +238,24 @@ fn run(spec: &Spec) -> io::Result<()> {
         Role::Send => {
             let mut tx = t.sender(&spec.dir, &spec.tokens)?;
             let mut r = Report::default();
-            let mut cpu0 = 0.0;
             let mut order: Vec<u64> = (0..total).collect();
             match spec.inject {
                 Some(Inject::Drop(k)) => order.retain(|&s| s != k),
                 Some(Inject::Swap(k)) if k + 1 < total => order.swap(k as usize, k as usize + 1),
                 _ => {}
             }
-            for (i, &seq) in order.iter().enumerate() {
-                if i as u64 == spec.warmup {
-                    cpu0 = cpu_seconds();
-                    r.t_start_ns = now_ns();
-                }
-                // Every sender generates each message: into its own buffer (then sent, a
-                // copy) or, with a loan, in place in the ring.
+            // Every sender generates each message: into its own buffer (then sent, a copy)
+            // or, with a loan, in place in the ring.
+            let mut fill = |seq: u64, buf: &mut [u8]| {
                 let ts = if seq % SAMPLE_EVERY == 0 { now_ns() } else { 0 };
-                tx.send(spec.size, &mut |buf| {
-                    buf[16..].fill(seq as u8);
-                    stamp_with(buf, seq, ts);
-                })?;
-            }
+                buf[16..].fill(seq as u8);
+                stamp_with(buf, seq, ts);
+            };
+            let warmup = (spec.warmup as usize).min(order.len());
+            tx.send_batch(spec.size, &order[..warmup], &mut fill)?;
+            let cpu0 = cpu_seconds();
+            r.t_start_ns = now_ns();
+            tx.send_batch(spec.size, &order[warmup..], &mut fill)?;
             tx.finish()?;
             r.cpu_s = cpu_seconds() - cpu0;
             r.count = order.len() as u64;

@@ -21,6 +21,20 @@ pub trait Tx {
     /// Sends one message. `fill` writes the message into the buffer it is given (`size`
     /// bytes); transports that can lend memory in place (the shmbus loan) pass their own.
     fn send(&mut self, size: usize, fill: &mut dyn FnMut(&mut [u8])) -> io::Result<()>;
+    /// Sends one message per entry of `seqs`, `fill` writing message `seq` into its buffer.
+    /// A throughput run's loop: async transports run it as one task (a tokio program's
+    /// publishing loop), the others call [`Tx::send`] for each.
+    fn send_batch(
+        &mut self,
+        size: usize,
+        seqs: &[u64],
+        fill: &mut dyn FnMut(u64, &mut [u8]),
+    ) -> io::Result<()> {
+        for &seq in seqs {
+            self.send(size, &mut |buf| fill(seq, buf))?;
+        }
+        Ok(())
+    }
     /// Pushes out anything buffered (`pipe-batched`).
     fn finish(&mut self) -> io::Result<()> {
         Ok(())
@@ -32,6 +46,16 @@ pub trait Rx {
     /// Waits for the next message and hands its bytes to `f` (in place where the transport
     /// allows it).
     fn recv(&mut self, f: &mut dyn FnMut(&[u8])) -> io::Result<()>;
+    /// Receives `n` messages, handing each to `f` (which may fail the run). A throughput
+    /// run's loop: async transports run it as one task, the others call [`Rx::recv`].
+    fn recv_batch(&mut self, n: u64, f: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
+        for _ in 0..n {
+            let mut r = Ok(());
+            self.recv(&mut |msg| r = f(msg))?;
+            r?;
+        }
+        Ok(())
+    }
 }
 
 /// A ping-pong side's endpoints: what it sends on, what it receives from, and a token for
@@ -889,9 +913,10 @@ impl Tx for SeqDuplex {
 
 // ---- async: shmbus-async, unix-stream-tokio -----------------------------------------------
 
-/// A tokio current-thread runtime per endpoint: each message is one `block_on` of the async
-/// call, so the task parks in the runtime (and the runtime in its driver) exactly as a task
-/// of a tokio program waiting for its next message would.
+/// A tokio current-thread runtime per endpoint. A throughput run's loop is one task (one
+/// `block_on` of the whole loop, as a tokio program's publishing or consuming task); a
+/// ping-pong is one `block_on` per message. Either way the task parks in the runtime (and
+/// the runtime in its driver) exactly as a task of a tokio program waiting would.
 fn runtime() -> io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_io()
@@ -935,6 +960,23 @@ impl Tx for ShmAsyncTx {
             .map_err(io::Error::other)?;
         Ok(())
     }
+
+    fn send_batch(
+        &mut self,
+        size: usize,
+        seqs: &[u64],
+        fill: &mut dyn FnMut(u64, &mut [u8]),
+    ) -> io::Result<()> {
+        let (publ, buf) = (&mut self.publ, &mut self.buf);
+        buf.resize(size, 0);
+        self.rt.block_on(async {
+            for &seq in seqs {
+                fill(seq, buf);
+                publ.send(buf).await.map_err(io::Error::other)?;
+            }
+            Ok(())
+        })
+    }
 }
 
 struct ShmAsyncRx {
@@ -950,6 +992,17 @@ impl Rx for ShmAsyncRx {
             .map_err(io::Error::other)?;
         f(&sample);
         Ok(())
+    }
+
+    fn recv_batch(&mut self, n: u64, f: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
+        let sub = &mut self.sub;
+        self.rt.block_on(async {
+            for _ in 0..n {
+                let sample = sub.recv_ref().await.map_err(io::Error::other)?;
+                f(&sample)?;
+            }
+            Ok(())
+        })
     }
 }
 
@@ -1065,6 +1118,27 @@ impl Tx for TokioStream {
         self.frame = frame;
         r
     }
+
+    fn send_batch(
+        &mut self,
+        size: usize,
+        seqs: &[u64],
+        fill: &mut dyn FnMut(u64, &mut [u8]),
+    ) -> io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        self.stream()?;
+        let (rt, stream) = (&self.rt, self.stream.as_mut().expect("connected"));
+        let frame = &mut self.frame;
+        frame.resize(4 + size, 0);
+        frame[..4].copy_from_slice(&(size as u32).to_le_bytes());
+        rt.block_on(async {
+            for &seq in seqs {
+                fill(seq, &mut frame[4..]);
+                stream.write_all(frame).await?;
+            }
+            Ok(())
+        })
+    }
 }
 
 impl Rx for TokioStream {
@@ -1085,6 +1159,23 @@ impl Rx for TokioStream {
         }
         self.frame = frame;
         r
+    }
+
+    fn recv_batch(&mut self, n: u64, f: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
+        use tokio::io::AsyncReadExt;
+        self.stream()?;
+        let (rt, stream) = (&self.rt, self.stream.as_mut().expect("connected"));
+        let frame = &mut self.frame;
+        rt.block_on(async {
+            for _ in 0..n {
+                let mut len = [0u8; 4];
+                stream.read_exact(&mut len).await?;
+                frame.resize(u32::from_le_bytes(len) as usize, 0);
+                stream.read_exact(frame).await?;
+                f(frame)?;
+            }
+            Ok(())
+        })
     }
 }
 
