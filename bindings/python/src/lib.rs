@@ -5,12 +5,15 @@
 //! the Rust API has its exception class (errors.rs), every wait releases the GIL in slices of
 //! at most 20 ms and looks at Python's signals between them (so Ctrl-C interrupts a blocked
 //! `recv` or `send`), and bytes move through the buffer protocol both ways (buffer.rs,
-//! region.rs). A Rust panic reaches Python as pyo3's `PanicException`, never as an abort:
-//! the crate is built with `panic = "unwind"` (the default).
+//! region.rs). asyncio: `recv_async`, `send_async` and `async for` drive bus-core's async
+//! handles from the event loop without a thread per call (aio.rs). A Rust panic reaches
+//! Python as pyo3's `PanicException`, never as an abort: the crate is built with
+//! `panic = "unwind"` (the default).
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+mod aio;
 mod buffer;
 mod bus;
 mod errors;
@@ -41,6 +44,8 @@ fn _shmbus(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<subscriber::Subscriber>()?;
     m.add_class::<subscriber::Message>()?;
     m.add_class::<subscriber::View>()?;
+    m.add_class::<aio::Pending>()?;
+    m.add_class::<aio::Driver>()?;
     errors::register(m)?;
     m.add_function(wrap_pyfunction!(default_dir, m)?)?;
     m.add_function(wrap_pyfunction!(resolve, m)?)?;

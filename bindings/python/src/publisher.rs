@@ -1,17 +1,23 @@
 //! `shmbus.Publisher` and `shmbus.Loan`.
 
 use std::ffi::c_int;
+use std::future::Future;
+use std::pin::Pin;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use bus_core::{Loan as RsLoan, SendTimeoutError, Sent, TryLoanError, TrySendError};
+use bus_core::{
+    AsyncPublisher, Loan as RsLoan, SendError, SendTimeoutError, Sent, TryLoanError, TrySendError,
+};
 use pyo3::ffi;
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::PyTraverseError;
 
+use crate::aio::{OpState, OpTicket, Pending, Step};
 use crate::buffer::with_bytes;
 use crate::bus::timeout_arg;
 use crate::errors::{exc, Busy, Closed, SendFail};
@@ -52,34 +58,100 @@ struct PinnedLoan {
     finished: Arc<AtomicBool>,
 }
 
-/// The publisher and the loan that borrows it.
+/// The bus-core handle: blocking, or async once `send_async` has had to wait for room (so a
+/// process that never awaits starts no waiter thread). Blocking calls work on both: an
+/// async publisher parks only inside its send future, and drops the parking with it.
+enum Handle {
+    Sync(bus_core::Publisher),
+    Async(AsyncPublisher),
+    /// Only between the two halves of a conversion that failed, after which the cell is
+    /// dropped: never seen by any other code.
+    Gone,
+}
+
+impl Handle {
+    fn get(&self) -> &bus_core::Publisher {
+        match self {
+            Handle::Sync(p) => p,
+            Handle::Async(a) => a.get_ref(),
+            Handle::Gone => unreachable!("a failed conversion drops the cell"),
+        }
+    }
+
+    fn get_mut(&mut self) -> &mut bus_core::Publisher {
+        match self {
+            Handle::Sync(p) => p,
+            Handle::Async(a) => a.get_mut(),
+            Handle::Gone => unreachable!("a failed conversion drops the cell"),
+        }
+    }
+
+    /// The async handle (made from the blocking one on first use).
+    fn async_mut(&mut self) -> std::io::Result<&mut AsyncPublisher> {
+        if let Handle::Sync(_) = self {
+            if let Handle::Sync(p) = std::mem::replace(self, Handle::Gone) {
+                // On an error the publisher is gone with its slot (bus-core's `into_async`
+                // consumes it); the caller drops the cell.
+                *self = Handle::Async(p.into_async()?);
+            }
+        }
+        match self {
+            Handle::Async(a) => Ok(a),
+            _ => unreachable!("converted above"),
+        }
+    }
+}
+
+/// The future of a `send_async` that waits for room, borrowing the cell's async publisher.
+type SendFuture = Pin<Box<dyn Future<Output = Result<Sent, SendError>> + Send>>;
+
+/// A waiting `send_async`: its bus-core future (which owns a copy of the message).
+struct PinnedSend {
+    ticket: OpTicket,
+    fut: SendFuture,
+}
+
+/// The publisher and the loan or send future that borrows it.
 struct Cell {
-    /// Drop order matters: the loan borrows `*publ`, so it goes first (see `Drop`).
+    /// Drop order matters: the loan and the send future borrow `*publ`, so they go first
+    /// (see `Drop`).
     pinned: Option<PinnedLoan>,
+    sending: Option<PinnedSend>,
     /// Owned (from `Box::into_raw`), freed in `Drop`. Kept as a raw pointer so that a loan
-    /// can borrow the publisher while this struct is still reached through `&mut`: the
-    /// publisher lives in its own allocation, which no reborrow of the cell touches.
-    publ: NonNull<bus_core::Publisher>,
+    /// or a send future can borrow the publisher while this struct is still reached through
+    /// `&mut`: the handle lives in its own allocation, which no reborrow of the cell touches.
+    publ: NonNull<Handle>,
     next_id: u64,
 }
 
-// SAFETY: the cell owns a `bus_core::Publisher` (Send) and a loan borrowing it (Send, as
-// `&mut Publisher` is); moving both to another thread together is what `Send` of the
-// publisher allows.
+// SAFETY: the cell owns a bus-core publisher (Send, blocking or async), and a loan or a send
+// future borrowing it (Send, as `&mut Publisher` / `&mut AsyncPublisher` are, and the boxed
+// future is `Send` by its type); moving them to another thread together is what `Send` of
+// the publisher allows.
 unsafe impl Send for Cell {}
 
 impl Cell {
     fn new(p: bus_core::Publisher) -> Cell {
         Cell {
             pinned: None,
-            publ: NonNull::from(Box::leak(Box::new(p))),
+            sending: None,
+            publ: NonNull::from(Box::leak(Box::new(Handle::Sync(p)))),
             next_id: 1,
         }
     }
 
-    /// The publisher for a new operation: refused while a loan is out (an ended one is
-    /// abandoned first).
-    fn ready(&mut self) -> PyResult<&mut bus_core::Publisher> {
+    /// The handle, for reads of its counters and parameters.
+    fn handle(&self) -> &Handle {
+        // SAFETY: `publ` is valid while the cell lives. A loan or send future may hold a
+        // `&mut` borrow of it; what is read through this one is a copy of the bus parameters
+        // and the publisher's counters, which neither writes while the caller holds the
+        // cell's lock (they run only inside calls on this cell).
+        unsafe { self.publ.as_ref() }
+    }
+
+    /// Refuses a new operation while a loan is out or a `send_async` waits (ended ones are
+    /// dropped first).
+    fn check(&mut self) -> PyResult<()> {
         if let Some(p) = &self.pinned {
             if !p.finished.load(Ordering::Acquire) {
                 return Err(Busy::new_err(
@@ -89,9 +161,25 @@ impl Cell {
             }
             self.pinned = None;
         }
-        // SAFETY: `publ` is owned by the cell and valid until its drop; no loan borrows it
-        // (`pinned` is None), and the returned borrow is tied to `&mut self`.
-        Ok(unsafe { &mut *self.publ.as_ptr() })
+        if let Some(s) = &self.sending {
+            if s.ticket.is_live() {
+                return Err(Busy::new_err(
+                    "a send_async of this publisher is waiting for room (one task at a time)",
+                ));
+            }
+            self.sending = None;
+        }
+        Ok(())
+    }
+
+    /// The publisher for a new operation: refused while a loan is out or a `send_async`
+    /// waits.
+    fn ready(&mut self) -> PyResult<&mut bus_core::Publisher> {
+        self.check()?;
+        // SAFETY: `publ` is owned by the cell and valid until its drop; no loan or send
+        // future borrows it (`check` dropped any), and the returned borrow is tied to
+        // `&mut self`.
+        Ok(unsafe { &mut *self.publ.as_ptr() }.get_mut())
     }
 
     /// Takes the loan `id` out, if it is still the one pinned.
@@ -105,8 +193,10 @@ impl Cell {
 
 impl Drop for Cell {
     fn drop(&mut self) {
-        // The loan first: it borrows the publisher (abandoning it writes through it).
+        // The loan and the send future first: they borrow the publisher (abandoning a loan
+        // writes through it, dropping the future takes back its parking).
         self.pinned = None;
+        self.sending = None;
         // SAFETY: `publ` came from `Box::leak` in `new` and is freed only here; no loan
         // borrows it any more.
         drop(unsafe { Box::from_raw(self.publ.as_ptr()) });
@@ -244,6 +334,19 @@ impl Publisher {
         }
     }
 
+    /// asyncio: `await pub.send_async(data)` publishes `data` (any buffer) as `send` does and
+    /// returns its sequence number, without blocking the event loop. With room in the ring
+    /// (always in lossy mode) it publishes at once, straight from the buffer, with no future
+    /// and no loop call. On a full reliable ring it copies the message once and the task waits
+    /// for room, woken through the loop (no thread per call). For a timeout, wrap it:
+    /// `await asyncio.wait_for(pub.send_async(data), 1.0)`.
+    ///
+    /// Cancellation-safe: a cancelled (or timed out) send has published nothing. One task at
+    /// a time: other calls on the publisher raise `Busy` while a send waits.
+    fn send_async(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> Pending {
+        Pending::new_send(slf.clone().unbind(), data.clone().unbind())
+    }
+
     /// Lends `size` bytes inside the ring to write a message in place (zero copy), waiting
     /// while the ring is full (at most `timeout` seconds). Use it as a context manager:
     ///
@@ -268,9 +371,7 @@ impl Publisher {
     fn max_message(&self) -> PyResult<u32> {
         let mut g = self.lock()?;
         let c = cell(&mut g)?;
-        // SAFETY: `publ` is valid while the cell lives; `max_message` reads a copy of the
-        // bus parameters through `&self`, which touches nothing a loan writes.
-        Ok(unsafe { c.publ.as_ref() }.max_message())
+        Ok(c.handle().get().max_message())
     }
 
     /// Messages this publisher has committed.
@@ -278,8 +379,7 @@ impl Publisher {
     fn sent(&self) -> PyResult<u64> {
         let mut g = self.lock()?;
         let c = cell(&mut g)?;
-        // SAFETY: as in `max_message`: a counter read through `&self`.
-        Ok(unsafe { c.publ.as_ref() }.sent())
+        Ok(c.handle().get().sent())
     }
 
     /// Whether `close` was called.
@@ -292,10 +392,18 @@ impl Publisher {
     /// harmless.
     fn close(&self) -> PyResult<()> {
         let mut g = self.lock()?;
+        let mut waiting = None;
         if let Some(c) = g.as_mut() {
+            // A waiting `send_async` is dropped (nothing was published); its task looks
+            // again, finds the publisher closed and raises `Closed`.
+            waiting = c.sending.take().map(|s| s.ticket);
             c.ready()?;
         }
         *g = None;
+        drop(g);
+        if let Some(t) = waiting.filter(|t| t.is_live()) {
+            t.waker.wake_by_ref();
+        }
         Ok(())
     }
 
@@ -311,13 +419,95 @@ impl Publisher {
 
     fn __repr__(&self) -> String {
         match self.cell.try_lock().as_deref() {
-            Ok(Some(c)) => {
-                // SAFETY: as in `sent`.
-                let p = unsafe { c.publ.as_ref() };
-                format!("<shmbus.Publisher sent={}>", p.sent())
-            }
+            Ok(Some(c)) => format!("<shmbus.Publisher sent={}>", c.handle().get().sent()),
             Ok(None) => "<shmbus.Publisher closed>".to_string(),
             Err(_) => "<shmbus.Publisher busy>".to_string(),
+        }
+    }
+}
+
+/// One step of a `send_async` (aio.rs). The first tries at once from the caller's buffer; if
+/// the ring is full it copies the message into a bus-core send future pinned in the cell,
+/// which this and later steps poll with the operation's waker. Publishes only in the step
+/// that returns the sequence number.
+pub(crate) fn send_step(
+    slf: &Bound<'_, Publisher>,
+    st: &mut OpState,
+    data: &mut Option<Py<PyAny>>,
+) -> PyResult<Step> {
+    let py = slf.py();
+    let mut g = slf.get().lock()?;
+    let c = cell(&mut g)?;
+    let mut fut = match data.take() {
+        Some(obj) => {
+            let p = c.ready()?;
+            let copy = with_bytes(obj.bind(py), |b| {
+                let r = if b.len() < NOGIL_COPY {
+                    p.try_send(b)
+                } else {
+                    py.detach(|| p.try_send(b))
+                };
+                match r {
+                    Ok(s) => Ok(Err(s.seq)),
+                    Err(TrySendError::Full) => Ok(Ok(b.to_vec())),
+                    Err(e) => Err(SendFail::from(e).into_pyerr(py)),
+                }
+            })??;
+            let bytes = match copy {
+                Err(seq) => return Ok(Step::Done(seq.into_pyobject(py)?.into_any().unbind())),
+                Ok(bytes) => bytes,
+            };
+            let raw = c.publ;
+            // SAFETY: `publ` is valid while the cell lives and nothing else borrows it (`ready`
+            // found no loan and no send future; we hold the cell's lock). The future made
+            // from this borrow is stored in `c.sending` with its lifetime extended to
+            // 'static: the cell drops it before the handle (Cell's Drop), refuses every other
+            // use of the publisher while it is there (`check`), and never converts the handle
+            // meanwhile, which is what the borrow would have enforced.
+            let handle: &'static mut Handle = unsafe { &mut *raw.as_ptr() };
+            let a = match handle.async_mut() {
+                Ok(a) => a,
+                Err(e) => {
+                    *g = None;
+                    return Err(e.into());
+                }
+            };
+            let fut: SendFuture = Box::pin(async move { a.send(&bytes).await });
+            fut
+        }
+        None => match c.sending.take() {
+            Some(s) if s.ticket.id == st.id => s.fut,
+            // Dropped by `close` (then `cell` above raised `Closed`) or never made: nothing
+            // to go on with.
+            other => {
+                c.sending = other;
+                return Err(Closed::new_err("the send was dropped"));
+            }
+        },
+    };
+    let ticket = st.ticket(py)?;
+    match st.poll(|cx| fut.as_mut().poll(cx)) {
+        Poll::Pending => {
+            c.sending = Some(PinnedSend { ticket, fut });
+            Ok(Step::Wait)
+        }
+        Poll::Ready(r) => {
+            drop(fut);
+            let sent = r.map_err(|e| SendFail::from(e).into_pyerr(py))?;
+            Ok(Step::Done(sent.seq.into_pyobject(py)?.into_any().unbind()))
+        }
+    }
+}
+
+/// A `send_async` ended without publishing (cancelled, collected): the publisher drops its
+/// future (which takes back its parking). If the publisher is in use right now, its next call
+/// does that instead (the ticket says the operation is abandoned).
+pub(crate) fn abandon_async(slf: &Bound<'_, Publisher>, op: u64) {
+    if let Ok(mut g) = slf.get().cell.try_lock() {
+        if let Some(c) = g.as_mut() {
+            if c.sending.as_ref().is_some_and(|s| s.ticket.id == op) {
+                c.sending = None;
+            }
         }
     }
 }
@@ -337,9 +527,10 @@ fn lend(slf: &Bound<'_, Publisher>, size: usize, wait: Option<Deadline>) -> PyRe
     // enforced.
     let publ = || -> &'static mut bus_core::Publisher {
         // SAFETY: `publ` is valid while the cell lives, and nothing else borrows it: `ready`
-        // found no loan, we hold the cell's lock, and each borrow made here is dead before
-        // the next is made (a failed claim returns no loan).
-        unsafe { &mut *raw.as_ptr() }
+        // found no loan and no send future, we hold the cell's lock, and each borrow made
+        // here is dead before the next is made (a failed claim returns no loan). The handle
+        // is not converted while the loan lives (only `send_async` converts, after `ready`).
+        unsafe { &mut *raw.as_ptr() }.get_mut()
     };
     let claimed: Result<RsLoan<'static>, SendFail> = match wait {
         None => publ().try_loan(size).map_err(|e: TryLoanError| e.into()),

@@ -1,16 +1,20 @@
 //! `shmbus.Subscriber`, `shmbus.Message` and `shmbus.View`.
 
 use std::ffi::c_int;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::task::Poll;
 
-use bus_core::{RecvTimeoutError, Sample, TryRecvError};
+use bus_core::{AsyncSubscriber, RecvTimeoutError, Sample, TryRecvError};
+use futures_core::Stream;
 use pyo3::ffi;
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 use pyo3::PyTraverseError;
 
+use crate::aio::{OpState, OpTicket, Pending, Step};
 use crate::bus::timeout_arg;
 use crate::errors::{exc, Busy, Closed, RecvFail};
 use crate::publisher::{deadline, next_slice, Deadline};
@@ -55,6 +59,90 @@ impl Message {
     }
 }
 
+/// One step of a `recv_async` (aio.rs): a message if one is there, else the subscriber's
+/// async handle polled with the operation's waker. Consumes a message only when it returns
+/// it.
+pub(crate) fn recv_step(slf: &Bound<'_, Subscriber>, st: &mut OpState) -> PyResult<Step> {
+    let py = slf.py();
+    let mut g = slf.get().lock()?;
+    let c = cell(&mut g)?;
+    if let Err(e) = c.check(py, Some(st.id)) {
+        c.end_async(st.id);
+        return Err(e);
+    }
+    // At once: what `try_recv` does, on either kind of handle.
+    match c.sub.get_mut().try_recv_ref() {
+        Ok(s) => {
+            let m = message(py, &s, s.seq, s.position);
+            c.end_async(st.id);
+            return m.map(Step::Done);
+        }
+        Err(TryRecvError::Empty) => {}
+        Err(e) => {
+            c.end_async(st.id);
+            return Err(RecvFail::from(e).into_pyerr(py));
+        }
+    }
+    let ticket = st.ticket(py)?;
+    let polled = match c.sub.async_mut() {
+        // The stream takes a message only in the poll that returns it, and leaves the
+        // handle parked (with our waker) when it returns Pending.
+        Ok(a) => st.poll(|cx| Pin::new(a).poll_next(cx)),
+        Err(e) => {
+            *g = None;
+            return Err(e.into());
+        }
+    };
+    let c = cell(&mut g)?;
+    match polled {
+        Poll::Pending => {
+            c.async_op = Some(ticket);
+            Ok(Step::Wait)
+        }
+        Poll::Ready(Some(Ok(m))) => {
+            c.end_async(st.id);
+            message(py, &m.data, m.seq, m.position).map(Step::Done)
+        }
+        Poll::Ready(Some(Err(e))) => {
+            c.end_async(st.id);
+            Err(RecvFail::from(e).into_pyerr(py))
+        }
+        Poll::Ready(None) => {
+            c.end_async(st.id);
+            Err(Closed::new_err("the subscriber's stream ended"))
+        }
+    }
+}
+
+/// A `recv_async` ended without a message (cancelled, closed, collected): the subscriber
+/// forgets it and takes back its parking. If the subscriber is in use right now, its next
+/// call does that instead (the operation's ticket says it is abandoned).
+pub(crate) fn abandon_async(slf: &Bound<'_, Subscriber>, op: u64) {
+    if let Ok(mut g) = slf.get().cell.try_lock() {
+        if let Some(c) = g.as_mut() {
+            if c.async_op.as_ref().is_some_and(|t| t.id == op) {
+                c.async_op = None;
+                c.sub.blocking();
+            }
+        }
+    }
+}
+
+/// A `Message` object.
+fn message(py: Python<'_>, data: &[u8], seq: u64, position: u64) -> PyResult<Py<PyAny>> {
+    let data = PyBytes::new(py, data).unbind();
+    Ok(Bound::new(
+        py,
+        Message {
+            data,
+            seq,
+            position,
+        },
+    )?
+    .into_any()
+    .unbind())
+}
+
 /// A received message borrowed in place, pinned until its `View` object ends it.
 struct PinnedSample {
     id: u64,
@@ -67,21 +155,79 @@ struct PinnedSample {
     finished: Arc<AtomicBool>,
 }
 
+/// The bus-core handle: blocking, or async once `recv_async` has had to wait (async handles
+/// park with bus-core's waiter thread, so a process that never awaits starts none).
+enum Handle {
+    Sync(bus_core::Subscriber),
+    Async(AsyncSubscriber),
+    /// Only between the two halves of a conversion that failed, after which the cell is
+    /// dropped: never seen by any other code.
+    Gone,
+}
+
+impl Handle {
+    fn get(&self) -> &bus_core::Subscriber {
+        match self {
+            Handle::Sync(s) => s,
+            Handle::Async(a) => a.get_ref(),
+            Handle::Gone => unreachable!("a failed conversion drops the cell"),
+        }
+    }
+
+    /// The subscriber for `try_` calls (both kinds of handle take them).
+    fn get_mut(&mut self) -> &mut bus_core::Subscriber {
+        match self {
+            Handle::Sync(s) => s,
+            Handle::Async(a) => a.get_mut(),
+            Handle::Gone => unreachable!("a failed conversion drops the cell"),
+        }
+    }
+
+    /// The subscriber for blocking calls: a blocking wait and a parking with the waiter
+    /// thread must not be announced at once, so an async handle goes back first (which takes
+    /// back its parking, if one lingers from an abandoned `recv_async`).
+    fn blocking(&mut self) -> &mut bus_core::Subscriber {
+        if let Handle::Async(_) = self {
+            if let Handle::Async(a) = std::mem::replace(self, Handle::Gone) {
+                *self = Handle::Sync(a.into_sync());
+            }
+        }
+        self.get_mut()
+    }
+
+    /// The async handle (made from the blocking one on first use).
+    fn async_mut(&mut self) -> std::io::Result<&mut AsyncSubscriber> {
+        if let Handle::Sync(_) = self {
+            if let Handle::Sync(s) = std::mem::replace(self, Handle::Gone) {
+                // On an error the subscriber is gone with its slot (bus-core's `into_async`
+                // consumes it); the caller drops the cell.
+                *self = Handle::Async(s.into_async()?);
+            }
+        }
+        match self {
+            Handle::Async(a) => Ok(a),
+            _ => unreachable!("converted above"),
+        }
+    }
+}
+
 struct Cell {
     /// Drop order matters: the sample points into memory that `sub` keeps valid (the
     /// mapping, or in lossy mode `sub`'s own copy), so it goes first.
     pinned: Option<PinnedSample>,
-    sub: bus_core::Subscriber,
+    sub: Handle,
     next_id: u64,
     /// A `Lost` found by `recv_many` after it had messages to return: raised by the next
     /// receive, so that every gap is reported exactly once.
     pending_lost: Option<u64>,
+    /// The `recv_async` waiting on this subscriber (its waker has been given to bus-core).
+    async_op: Option<OpTicket>,
 }
 
 impl Cell {
-    /// The subscriber for a new receive: refused while a view is out (an ended one is
-    /// dropped first).
-    fn ready(&mut self, py: Python<'_>) -> PyResult<&mut bus_core::Subscriber> {
+    /// Refuses a new receive while a view is out (an ended one is dropped first) or another
+    /// task's `recv_async` (other than `op`) waits; reports a pending loss.
+    fn check(&mut self, py: Python<'_>, op: Option<u64>) -> PyResult<()> {
         if let Some(p) = &self.pinned {
             if !p.finished.load(Ordering::Acquire) {
                 return Err(Busy::new_err(
@@ -91,10 +237,33 @@ impl Cell {
             }
             self.pinned = None;
         }
+        if let Some(t) = &self.async_op {
+            if t.is_live() && Some(t.id) != op {
+                return Err(Busy::new_err(
+                    "a recv_async of this subscriber is waiting (one task at a time)",
+                ));
+            }
+            if !t.is_live() {
+                self.async_op = None;
+            }
+        }
         if let Some(count) = self.pending_lost.take() {
             return Err(RecvFail::Lost(count).into_pyerr(py));
         }
-        Ok(&mut self.sub)
+        Ok(())
+    }
+
+    /// The subscriber for a new blocking (or `try_`) receive.
+    fn ready(&mut self, py: Python<'_>) -> PyResult<&mut bus_core::Subscriber> {
+        self.check(py, None)?;
+        Ok(self.sub.blocking())
+    }
+
+    /// Forgets the async receive `op`, if it is the one waiting.
+    fn end_async(&mut self, op: u64) {
+        if self.async_op.as_ref().is_some_and(|t| t.id == op) {
+            self.async_op = None;
+        }
     }
 }
 
@@ -115,9 +284,10 @@ impl Subscriber {
         Subscriber {
             cell: Mutex::new(Some(Cell {
                 pinned: None,
-                sub,
+                sub: Handle::Sync(sub),
                 next_id: 1,
                 pending_lost: None,
+                async_op: None,
             })),
         }
     }
@@ -308,28 +478,28 @@ impl Subscriber {
     #[getter]
     fn position(&self) -> PyResult<u64> {
         let mut g = self.lock()?;
-        Ok(cell(&mut g)?.sub.position())
+        Ok(cell(&mut g)?.sub.get().position())
     }
 
     /// The sequence number of the next message.
     #[getter]
     fn next_seq(&self) -> PyResult<u64> {
         let mut g = self.lock()?;
-        Ok(cell(&mut g)?.sub.next_seq())
+        Ok(cell(&mut g)?.sub.get().next_seq())
     }
 
     /// Messages delivered so far.
     #[getter]
     fn delivered(&self) -> PyResult<u64> {
         let mut g = self.lock()?;
-        Ok(cell(&mut g)?.sub.delivered())
+        Ok(cell(&mut g)?.sub.get().delivered())
     }
 
     /// Messages lost so far (lossy mode; also records of producers that died mid-message).
     #[getter]
     fn lost(&self) -> PyResult<u64> {
         let mut g = self.lock()?;
-        Ok(cell(&mut g)?.sub.lost())
+        Ok(cell(&mut g)?.sub.get().lost())
     }
 
     /// Whether `close` was called.
@@ -351,8 +521,14 @@ impl Subscriber {
             }
         }
         let old = g.take();
+        let waiting = old.as_ref().and_then(|c| c.async_op.clone());
         // Leaving takes the control lock (rarely contended): without the GIL.
         py.detach(move || drop(old));
+        // A task awaiting `recv_async` looks again, finds the subscriber closed and raises
+        // `Closed` (`async for` ends).
+        if let Some(t) = waiting.filter(|t| t.is_live()) {
+            t.waker.wake_by_ref();
+        }
         Ok(())
     }
 
@@ -370,6 +546,30 @@ impl Subscriber {
         slf
     }
 
+    /// asyncio: `await sub.recv_async()` receives the next message, as `recv` does, without
+    /// blocking the event loop. A message that is there already is returned at once (no
+    /// future, no loop call); otherwise the task waits, woken through the loop when a
+    /// publish moves the bus (no thread per call). Raises `Lost` and `Corrupt` as `recv`
+    /// does. For a timeout, wrap it: `await asyncio.wait_for(sub.recv_async(), 1.0)` or
+    /// `async with asyncio.timeout(1.0)`.
+    ///
+    /// Cancellation-safe: a cancelled (or timed out) receive has consumed nothing, and the
+    /// next receive gets the same message. One task at a time: a second task's
+    /// `recv_async` while one waits raises `Busy`, as does a blocking receive.
+    fn recv_async(slf: &Bound<'_, Self>) -> Pending {
+        Pending::new_recv(slf.clone().unbind(), false)
+    }
+
+    fn __aiter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    /// `async for msg in sub`: `recv_async` forever; the loop ends when the subscriber is
+    /// closed.
+    fn __anext__(slf: &Bound<'_, Self>) -> Pending {
+        Pending::new_recv(slf.clone().unbind(), true)
+    }
+
     /// Blocking iteration: the next message. Stops when the subscriber is closed.
     fn __next__(&self, py: Python<'_>) -> PyResult<Option<Message>> {
         match self.recv_parts(py, Some(None)) {
@@ -383,8 +583,8 @@ impl Subscriber {
         match self.cell.try_lock().as_deref() {
             Ok(Some(c)) => format!(
                 "<shmbus.Subscriber position={} next_seq={}>",
-                c.sub.position(),
-                c.sub.next_seq()
+                c.sub.get().position(),
+                c.sub.get().next_seq()
             ),
             Ok(None) => "<shmbus.Subscriber closed>".to_string(),
             Err(_) => "<shmbus.Subscriber busy>".to_string(),

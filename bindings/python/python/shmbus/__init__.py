@@ -8,6 +8,8 @@ Every participant maps the same file; messages move through a lock-free ring ins
     sub = bus.subscribe(start="oldest")
     seq = pub.send(b"AAPL 189.52")
     msg = sub.recv(timeout=1.0)          # shmbus.Message: .data, .seq, .position
+    msg = await sub.recv_async()         # asyncio (also `await pub.send_async(data)`,
+                                         # `async for msg in sub`)
 
 Errors are subclasses of :class:`shmbus.Error`.
 """
@@ -30,6 +32,7 @@ from ._shmbus import (
     NoFreeSlot,
     NotARecord,
     OpenError,
+    Pending,
     PositionNotRetained,
     ProducerConflict,
     Publisher,
@@ -65,6 +68,7 @@ __all__ = [
     "NoSlot",
     "NotARecord",
     "OpenError",
+    "Pending",
     "PositionNotRetained",
     "ProducerConflict",
     "Publisher",
