@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use clap::builder::{PossibleValue, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// shmbus: a publish/subscribe bus in a shared file. BUS is a name (a file
@@ -15,9 +16,17 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     propagate_version = true,
     max_term_width = 100
 )]
-#[command(
-    after_help = "Exit codes: 0 success, 1 runtime error, 2 usage error, 124 `sub --timeout` ran out."
-)]
+#[command(after_help = "\
+Examples:
+  shmbus create ticks                   a 64 MiB reliable bus in $SHMBUS_DIR
+  shmbus sub ticks &                    print what arrives
+  seq 3 | shmbus pub ticks              publish three lines
+  shmbus stat ticks                     who is attached, who lags
+
+Sizes (SIZE) are bytes with an optional binary unit: 4096, 64KiB, 16MiB, 1GiB (K, KB and KiB
+all mean 1024). Durations (DUR) are a number with a unit: 500ms, 2s, 1m.
+
+Exit codes: 0 success, 1 runtime error, 2 usage error, 124 `sub --timeout` ran out.")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -33,7 +42,7 @@ pub enum Command {
     Sub(SubArgs),
     /// Show a bus: header, positions, every subscriber and producer.
     Stat(StatArgs),
-    /// Remove a bus file (refused while live subscribers are attached).
+    /// Remove a bus file (refused while live subscribers are attached, unless --force).
     Rm(RmArgs),
     /// List every bus of $SHMBUS_DIR (or of DIR, or the BUSes named), with what is wrong.
     Ls(LsArgs),
@@ -47,6 +56,10 @@ pub enum Command {
     /// Measure shmbus against pipes, Unix sockets and TCP, in separate processes.
     Bench(BenchArgs),
     /// Print a shell completion script.
+    #[command(after_help = "\
+Examples:
+  shmbus completions bash > ~/.local/share/bash-completion/completions/shmbus
+  shmbus completions zsh > ~/.zfunc/_shmbus")]
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
@@ -56,39 +69,57 @@ pub enum Command {
 /// The creation parameters shared by `create` and `pub --create`.
 #[derive(Debug, Args, Clone)]
 pub struct CreateOpts {
-    /// Ring size: a power of two (4096, 64KiB, 16MiB, 1GiB; K, KB and KiB all mean 1024).
-    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "64MiB")]
+    /// Ring size: a power of two from 4KiB to 1TiB (64KiB, 16MiB, 1GiB; K, KB and KiB all
+    /// mean 1024). The file takes this much memory (or disk) at once, unless --sparse.
+    #[arg(long, value_name = "SIZE", value_parser = parse_capacity, default_value = "64MiB")]
     pub capacity: u64,
-    /// Largest message [default: capacity/8, at most 16MiB].
+    /// Largest message, at most half the capacity less 16 bytes [default: capacity/8, at most
+    /// 16MiB]. Fixed for the life of the bus.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_message: Option<u64>,
-    /// Delivery mode.
-    #[arg(long, value_enum, default_value_t = ModeArg::Reliable)]
+    /// Delivery mode, fixed for the life of the bus.
+    #[arg(long, value_name = "MODE", value_parser = ModeParser, default_value = "reliable")]
     pub mode: ModeArg,
-    /// Subscriber slots.
-    #[arg(long, value_name = "N", default_value_t = 64)]
+    /// Subscriber slots, 1 to 4096.
+    #[arg(long, value_name = "N", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub max_subscribers: u32,
-    /// Producer slots.
-    #[arg(long, value_name = "N", default_value_t = 64)]
+    /// Producer slots, 1 to 4096 (1: an exclusive, faster publisher).
+    #[arg(long, value_name = "N", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub max_producers: u32,
-    /// Permission bits of the file (the umask applies).
+    /// Permission bits of the file, applied as given (the umask does not narrow them): 600
+    /// for this user only, 660 for its group, 666 for everyone. Other users then need
+    /// `--allow-other-owner` to join, and a directory they can enter.
     #[arg(long, value_name = "OCTAL", value_parser = parse_octal, default_value = "600")]
     pub file_mode: u32,
     /// Do not reserve the file's blocks (for rings larger than memory, on disk).
     #[arg(long)]
     pub sparse: bool,
-    /// How long a dead producer's unfinished message may block readers.
+    /// How long a dead producer's unfinished message may block readers, 1ms to 1h (DUR: a
+    /// number with a unit, e.g. 500ms, 2s, 1m).
     #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "200ms")]
     pub unblock_timeout: Duration,
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  shmbus create ticks                               64 MiB, reliable, this user only
+  shmbus create quotes --mode lossy --capacity 1GiB
+  shmbus create /srv/bus/shared.bus --file-mode 666 a bus other users may join
+                                                    (they pass --allow-other-owner)
+
+Prints what it created. An existing bus with live subscribers is replaced only with --force,
+and they are told: they stay attached to the old, deleted file.")]
 pub struct CreateArgs {
-    /// Bus name or path.
+    /// Bus name (a file NAME.bus in $SHMBUS_DIR, default /dev/shm/shmbus) or a path with a
+    /// slash.
+    #[arg(value_name = "BUS")]
     pub bus: String,
     #[command(flatten)]
     pub opts: CreateOpts,
-    /// Replace an existing file at that path.
+    /// Replace an existing file at that path (even a bus with live subscribers).
     #[arg(long)]
     pub force: bool,
 }
@@ -111,16 +142,39 @@ pub enum InputFormat {
     Len,
 }
 
+/// `--allow-other-owner`, shared by `sub` and `pub`.
+#[derive(Debug, Args, Clone, Copy)]
+pub struct ShareOpts {
+    /// Join a bus file that another user owns (refused by default: a file planted in a shared
+    /// directory is not trusted silently). The file's mode must also let this user read and
+    /// write it.
+    #[arg(long)]
+    pub allow_other_owner: bool,
+}
+
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  shmbus pub ticks hello world              two messages
+  seq 1000 | shmbus pub ticks --create      one message a line; creates the bus if needed
+  shmbus pub ticks --count 1000000 --size 64   a million generated 64-byte messages
+
+A reliable bus makes `pub` wait while the ring is full; after a second it says which
+subscriber holds it. A message larger than the bus's maximum (`shmbus stat` shows it; set by
+`create --max-message`) stops `pub` with exit 1, after the messages before it.")]
 pub struct PubArgs {
     /// Bus name or path.
+    #[arg(value_name = "BUS")]
     pub bus: String,
     /// Messages to publish, one per argument. Without any (and without --count), standard
     /// input is read.
+    #[arg(value_name = "MESSAGE")]
     pub messages: Vec<String>,
     /// Create the bus (with the default parameters) if it does not exist.
     #[arg(long)]
     pub create: bool,
+    #[command(flatten)]
+    pub share: ShareOpts,
     /// How standard input becomes messages.
     #[arg(long, value_enum, default_value_t = InputFormat::Lines)]
     pub input: InputFormat,
@@ -129,9 +183,10 @@ pub struct PubArgs {
     #[arg(long, value_name = "N", requires = "size", conflicts_with = "messages")]
     pub count: Option<u64>,
     /// Size of each generated message (at least 8).
-    #[arg(long, value_name = "BYTES", value_parser = parse_generated_size, requires = "count")]
+    #[arg(long, value_name = "SIZE", value_parser = parse_generated_size, requires = "count")]
     pub size: Option<u64>,
-    /// Wait at most DUR for room in a full ring (reliable mode) before failing.
+    /// Wait at most DUR for room in a full ring (reliable mode) before failing (DUR: a
+    /// number with a unit, e.g. 500ms, 2s, 1m) [default: wait as long as it takes].
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
 }
@@ -159,8 +214,17 @@ pub enum From {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  shmbus sub ticks                          new messages, until Ctrl-C
+  shmbus sub ticks --from oldest --count 10 --timeout 2s
+  shmbus sub ticks --format json | jq .seq
+
+A subscriber takes a slot of the bus while it runs (a reliable bus waits for it), and leaves
+it on exit or Ctrl-C. If the bus file is removed or replaced meanwhile, it says so on stderr.")]
 pub struct SubArgs {
     /// Bus name or path.
+    #[arg(value_name = "BUS")]
     pub bus: String,
     /// Where to start: latest (only new messages), oldest (everything retained), or a
     /// position printed earlier (json "position").
@@ -169,7 +233,8 @@ pub struct SubArgs {
     /// Exit 0 after N messages.
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
-    /// Exit 124 if DUR passes before --count messages arrived.
+    /// Exit 124 if DUR passes before --count messages arrived (DUR: a number with a unit,
+    /// e.g. 500ms, 2s, 1m).
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
     /// Output format.
@@ -178,31 +243,46 @@ pub struct SubArgs {
     /// Busy-poll instead of sleeping on the futex (one core, lowest latency).
     #[arg(long)]
     pub spin: bool,
+    #[command(flatten)]
+    pub share: ShareOpts,
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  shmbus stat ticks                     header, positions, every subscriber and producer
+  shmbus stat ticks --watch 1s          refreshed every second, with rates
+  shmbus stat ticks --json | jq '.subscribers[] | select(.alive | not)'
+
+`stat` opens the bus read-only and joins nothing: read permission on the file is enough, and
+it may belong to another user. It changes nothing (dead slots are shown, not evicted).")]
 pub struct StatArgs {
     /// Bus name or path.
+    #[arg(value_name = "BUS")]
     pub bus: String,
     /// One JSON object (per refresh with --watch).
     #[arg(long)]
     pub json: bool,
-    /// Refresh every DUR (at least 10ms), with rates, until interrupted.
+    /// Refresh every DUR (at least 10ms; e.g. 500ms, 2s, 1m), with rates, until interrupted.
     #[arg(long, value_name = "DUR", value_parser = parse_watch_interval)]
     pub watch: Option<Duration>,
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  shmbus demo                               3 subscribers, 64-byte messages
+  shmbus demo --subscribers 1 --size 4KiB")]
 pub struct DemoArgs {
-    /// Subscriber processes.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=16))]
+    /// Subscriber processes, 1 to 16.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=16))]
     pub subscribers: u32,
     /// Messages measured per transport, at least 1000 (a tenth more are sent first to warm
     /// up; the ping-pong makes a 25th as many round trips, 1000 to 20000).
-    #[arg(long, default_value_t = 500_000, value_parser = clap::value_parser!(u64).range(1000..))]
+    #[arg(long, value_name = "N", default_value_t = 500_000, value_parser = clap::value_parser!(u64).range(1000..))]
     pub messages: u64,
     /// Size of each message, 16 bytes to 1 GiB (it carries a number and a timestamp).
-    #[arg(long, value_name = "BYTES", value_parser = parse_message_size, default_value = "64")]
+    #[arg(long, value_name = "SIZE", value_parser = parse_message_size, default_value = "64")]
     pub size: usize,
     /// Directory for the temporary bus [default: $SHMBUS_DIR, else /dev/shm].
     #[arg(long, value_name = "DIR")]
@@ -210,6 +290,14 @@ pub struct DemoArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  shmbus bench --quick                              a short run, tables on stdout
+  shmbus bench --sizes 64,4KiB --transports shmbus-block,unix-stream
+  shmbus bench --markdown --csv r.csv --svg r.svg   for a report
+
+Progress goes to stderr, the tables to stdout: aligned plain text, or Markdown with
+--markdown. --json, --csv and --svg write the results to files as well.")]
 pub struct BenchArgs {
     /// A short run (well under 30 s): fewer messages and round trips.
     #[arg(long)]
@@ -225,6 +313,9 @@ pub struct BenchArgs {
     /// Skip the fan-out runs.
     #[arg(long)]
     pub no_fanout: bool,
+    /// Print the tables as Markdown (as the README shows them) instead of aligned text.
+    #[arg(long)]
+    pub markdown: bool,
     /// Write JSON lines here.
     #[arg(long, value_name = "PATH")]
     pub json: Option<std::path::PathBuf>,
@@ -234,7 +325,8 @@ pub struct BenchArgs {
     /// Write the charts (SVG) here.
     #[arg(long, value_name = "PATH")]
     pub svg: Option<std::path::PathBuf>,
-    /// Directory for the benchmark's buses, FIFOs and sockets [default: /dev/shm].
+    /// Directory for the benchmark's buses, FIFOs and sockets [default: $SHMBUS_DIR if set,
+    /// else /dev/shm].
     #[arg(long, value_name = "DIR")]
     pub dir: Option<std::path::PathBuf>,
     /// Do not pin sender and receiver to different CPUs.
@@ -265,6 +357,10 @@ pub struct LsArgs {
 
 #[derive(Debug, Args)]
 #[command(after_help = "\
+Examples:
+  shmbus top                      every bus in $SHMBUS_DIR
+  shmbus top /var/lib/app
+
 Keys: up/down (or k/j) select a bus, Home/End the first/last, q (or Esc, Ctrl-C) quits.
 
 MB/s counts the bytes of the ring's records (payloads, 16-byte headers, padding), in 10^6 B.
@@ -276,19 +372,109 @@ pub struct TopArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  shmbus rm ticks
+  shmbus rm ticks --force           even with subscribers attached (they are told so)")]
 pub struct RmArgs {
     /// Bus name or path.
+    #[arg(value_name = "BUS")]
     pub bus: String,
-    /// Remove even with live subscribers attached, or if the file is not a valid bus.
+    /// Remove even with live subscribers attached, or if the file is not a valid bus. The
+    /// subscribers stay attached to the deleted file, receive nothing more, and print a
+    /// warning.
     #[arg(long)]
     pub force: bool,
 }
 
+const SIZE_EXAMPLES: &str = "examples: 4096, 64KiB, 16MiB, 1GiB";
+
 fn parse_size(s: &str) -> Result<u64, String> {
+    use parse_size::Error;
+    let t = s.trim();
+    if t.starts_with('-') {
+        return Err(format!(
+            "{s:?} is negative: a size is a number of bytes ({SIZE_EXAMPLES})"
+        ));
+    }
     parse_size::Config::new()
         .with_binary()
-        .parse_size(s)
-        .map_err(|e| format!("{e} (examples: 4096, 64KiB, 16MiB, 1GiB)"))
+        .parse_size(t)
+        .map_err(|e| match e {
+            Error::Empty => format!("a size is needed ({SIZE_EXAMPLES})"),
+            Error::PosOverflow => format!("{s:?} is too large ({SIZE_EXAMPLES})"),
+            _ => format!("{s:?} is not a size ({SIZE_EXAMPLES})"),
+        })
+}
+
+/// 16777216 -> "16MiB" (exact binary units only; otherwise the number of bytes).
+pub fn size_arg(n: u64) -> String {
+    for (shift, unit) in [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")] {
+        if n >= 1 << shift && n % (1 << shift) == 0 {
+            return format!("{}{unit}", n >> shift);
+        }
+    }
+    n.to_string()
+}
+
+/// A ring capacity: a power of two from 4KiB to 1TiB. A usage error names the powers of
+/// two around a value that is not one.
+fn parse_capacity(s: &str) -> Result<u64, String> {
+    use bus_core::layout::{MAX_CAPACITY, MIN_CAPACITY};
+    let n = parse_size(s)?;
+    if n < MIN_CAPACITY || n > MAX_CAPACITY {
+        return Err(format!(
+            "{s:?} is out of range: a capacity is a power of two from 4KiB to 1TiB"
+        ));
+    }
+    if !n.is_power_of_two() {
+        let below = 1u64 << (63 - n.leading_zeros());
+        return Err(format!(
+            "{s:?} ({n} bytes) is not a power of two: try {} or {}",
+            size_arg(below),
+            size_arg(below << 1)
+        ));
+    }
+    Ok(n)
+}
+
+/// `--mode`: as clap's enum parser, but its error lists both modes with what they mean
+/// (clap's own suggests the closest spelling: `lossless` would get `lossy`, its opposite).
+#[derive(Debug, Clone, Copy)]
+pub struct ModeParser;
+
+impl TypedValueParser for ModeParser {
+    type Value = ModeArg;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<ModeArg, clap::Error> {
+        match value.to_str() {
+            Some("reliable") => Ok(ModeArg::Reliable),
+            Some("lossy") => Ok(ModeArg::Lossy),
+            _ => Err(clap::Error::raw(
+                clap::error::ErrorKind::InvalidValue,
+                format!(
+                    "invalid value '{}' for '--mode <MODE>': the modes are `reliable` (producers \
+                     wait for the slowest subscriber; nothing is lost) and `lossy` (producers \
+                     never wait; a subscriber that falls a ring behind loses messages, counted)\n",
+                    value.to_string_lossy()
+                ),
+            )
+            .with_cmd(cmd)),
+        }
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
+        Some(Box::new(
+            ModeArg::value_variants()
+                .iter()
+                .filter_map(ValueEnum::to_possible_value),
+        ))
+    }
 }
 
 /// A benchmark message: 16 bytes (sequence number and time stamp) to 1 GiB.
@@ -322,7 +508,8 @@ fn parse_transport(s: &str) -> Result<&'static dyn bus_bench::Transport, String>
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 5s, 2m)"))
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{e} (a duration is a number with a unit: 500ms, 2s, 1m)"))
 }
 
 /// Shortest `stat --watch` interval: a refresh loop faster than this only burns a core.
@@ -371,6 +558,14 @@ mod tests {
         assert_eq!(parse_size("1GiB"), Ok(1 << 30));
         assert_eq!(parse_size("64K"), Ok(65536));
         assert!(parse_size("lots").is_err());
+        assert!(parse_size("-5").unwrap_err().contains("negative"));
+        assert_eq!(parse_capacity("16MiB"), Ok(16 << 20));
+        assert!(parse_capacity("10MB")
+            .unwrap_err()
+            .contains("try 8MiB or 16MiB"));
+        assert!(parse_capacity("1KiB").unwrap_err().contains("out of range"));
+        assert_eq!(size_arg(3 << 30), "3GiB");
+        assert_eq!(size_arg(1000), "1000");
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert!(parse_duration("soon").is_err());
         assert_eq!(parse_octal("640"), Ok(0o640));

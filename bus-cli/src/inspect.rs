@@ -1,6 +1,13 @@
 //! `create`, `stat` and `rm`: the bus as a file.
+//!
+//! `stat` and the checks of `rm` and `create --force` open the bus read-only and join
+//! nothing ([`crate::open_observer`]): read permission is enough, and nothing is written.
+//! `stat`'s byte counts are bytes of the ring's records (payload, 16-byte header and
+//! padding), labelled so, in binary units (KiB, MiB/s) throughout.
 
 use std::io::Write;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -11,7 +18,47 @@ use bus_core::{Bus, BusStats, OpenErrorKind};
 use serde::Serialize;
 
 use crate::flags::{CreateArgs, RmArgs, StatArgs};
-use crate::{bus_options, bus_path, ensure_parent, open};
+use crate::{bus_options, bus_path, ensure_parent, open_observer, plural};
+
+/// The pids of the live subscribers of the bus at `path`, looked at read-only (empty if it is
+/// not a bus that can be opened).
+fn live_subscribers(path: &Path) -> Vec<u32> {
+    match crate::ls::open_observer(path) {
+        Ok(bus) => bus
+            .stats()
+            .subscribers
+            .iter()
+            .filter(|s| s.alive)
+            .map(|s| s.pid)
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// "2 live subscribers attached (pid 10, 11)".
+fn attached(pids: &[u32]) -> String {
+    format!(
+        "{} attached (pid {})",
+        plural(pids.len() as u64, "live subscriber", "live subscribers"),
+        pids.iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+/// What `rm --force` and `create --force` say when they pull the file from under live
+/// subscribers.
+fn warn_orphaned(path: &Path, what: &str, pids: &[u32]) {
+    if !pids.is_empty() {
+        errln!(
+            "shmbus: warning: {what} {} with {}; they stay attached to the deleted file, \
+             receive nothing more, and print a warning",
+            path.display(),
+            attached(pids)
+        );
+    }
+}
 
 pub fn create(args: &CreateArgs) -> anyhow::Result<ExitCode> {
     ensure_parent(&args.bus)?;
@@ -20,6 +67,7 @@ pub fn create(args: &CreateArgs) -> anyhow::Result<ExitCode> {
     // Before --force removes anything: invalid options must not cost the old bus.
     opts.check()
         .map_err(|e| anyhow::anyhow!("bus {}: invalid options: {e}", path.display()))?;
+    let live = live_subscribers(&path);
     if args.force {
         match std::fs::remove_file(&path) {
             Ok(()) => {}
@@ -30,28 +78,69 @@ pub fn create(args: &CreateArgs) -> anyhow::Result<ExitCode> {
             ),
         }
     }
-    let bus = match Bus::create(&path, &opts) {
+    // The mode is applied as given: with the umask cleared for the one call that creates the
+    // file, it is born with exactly these bits (no window in which it has others, as a chmod
+    // afterwards would leave). Nothing else runs in this process meanwhile.
+    // SAFETY: umask only swaps the process's file mode mask; it cannot fail.
+    let old_mask = unsafe { libc::umask(0) };
+    let created = Bus::create(&path, &opts);
+    // SAFETY: as above, restoring the mask.
+    unsafe { libc::umask(old_mask) };
+    let bus = match created {
+        Err(e) if e.kind == OpenErrorKind::AlreadyExists && !live.is_empty() => {
+            bail!(
+                "{e}, with {}; use --force to replace it anyway",
+                attached(&live)
+            )
+        }
         Err(e) if e.kind == OpenErrorKind::AlreadyExists => {
             bail!("{e} (use --force to replace it)")
         }
-        other => other?,
+        Err(e) => return Err(crate::explain(&args.bus, e, false)),
+        Ok(bus) => bus,
     };
+    let mode = std::fs::metadata(&path)
+        .map(|m| m.mode() & 0o7777)
+        .unwrap_or(args.opts.file_mode);
     let c = bus.config();
     outln!(
-        "created {}: {} mode, capacity {}, max message {}",
+        "created {}: {} mode, capacity {}, max message {}, file mode {:04o}",
         path.display(),
         c.mode,
         bytes(c.capacity),
-        bytes(c.max_message as u64)
+        bytes(c.max_message as u64),
+        mode
     )?;
+    warn_orphaned(&path, "replaced", &live);
+    // A file others may open, in a directory they cannot enter, is shared with nobody.
+    if mode & 0o066 != 0 {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        if let Ok(m) = std::fs::metadata(dir) {
+            let dmode = m.permissions().mode() & 0o777;
+            let group_in = dmode & 0o010 != 0;
+            let others_in = dmode & 0o001 != 0;
+            if (mode & 0o060 != 0 && !group_in) || (mode & 0o006 != 0 && !others_in) {
+                errln!(
+                    "shmbus: note: the directory {} has mode {dmode:04o}: other users cannot \
+                     reach the bus through it (chmod the directory, or create the bus in a \
+                     shared one)",
+                    dir.display()
+                );
+            }
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn rm(args: &RmArgs) -> anyhow::Result<ExitCode> {
     let path = bus_path(&args.bus);
-    match Bus::open(&path) {
+    let mut live = Vec::new();
+    match open_observer(&args.bus) {
         Ok(bus) => {
-            let live: Vec<u32> = bus
+            live = bus
                 .stats()
                 .subscribers
                 .iter()
@@ -60,19 +149,20 @@ pub fn rm(args: &RmArgs) -> anyhow::Result<ExitCode> {
                 .collect();
             if !live.is_empty() && !args.force {
                 bail!(
-                    "bus {}: {} live subscriber(s) attached (pid {}); use --force to remove it anyway",
+                    "bus {}: {}; use --force to remove it anyway",
                     path.display(),
-                    live.len(),
-                    live.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+                    attached(&live)
                 );
             }
         }
-        Err(e) if e.kind == OpenErrorKind::NotFound => return Err(e.into()),
-        Err(e) if !args.force => bail!("{e}; not removed (use --force to remove it anyway)"),
+        // Nothing there (the error says so, with a near name if there is one).
+        Err(e) if std::fs::symlink_metadata(&path).is_err() => return Err(e),
+        Err(e) if !args.force => bail!("{e:#}; not removed (use --force to remove it anyway)"),
         Err(_) => {}
     }
     std::fs::remove_file(&path)
         .map_err(|e| anyhow::anyhow!("bus {}: cannot remove: {e}", path.display()))?;
+    warn_orphaned(&path, "removed", &live);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -103,6 +193,8 @@ struct StatJson<'a> {
     evicted: u64,
     readers_waiting: u32,
     producers_waiting: u32,
+    /// Whether the bus was opened read-only (always, for `stat`).
+    read_only: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     rate: Option<Rate>,
     subscribers: Vec<SubJson>,
@@ -112,7 +204,8 @@ struct StatJson<'a> {
 #[derive(Serialize, Clone, Copy)]
 struct Rate {
     msgs_per_s: f64,
-    mb_per_s: f64,
+    /// Bytes of ring records (payloads, headers, padding) a second, in MiB (2^20 B).
+    mib_per_s: f64,
 }
 
 #[derive(Serialize)]
@@ -127,6 +220,7 @@ struct SubJson {
     delivered: u64,
     lost: u64,
     unblocked: u64,
+    waiting: bool,
     joined_unix_ns: u64,
 }
 
@@ -138,6 +232,7 @@ struct ProdJson {
     sent: u64,
     bytes: u64,
     abandoned: u64,
+    waiting: bool,
     joined_unix_ns: u64,
 }
 
@@ -174,6 +269,7 @@ fn to_json<'a>(
         evicted: st.evicted,
         readers_waiting: st.readers_waiting,
         producers_waiting: st.producers_waiting,
+        read_only: bus.is_read_only(),
         rate,
         subscribers: st
             .subscribers
@@ -189,6 +285,7 @@ fn to_json<'a>(
                 delivered: s.delivered,
                 lost: s.lost,
                 unblocked: s.unblocked,
+                waiting: s.waiting,
                 joined_unix_ns: s.joined_unix_ns,
             })
             .collect(),
@@ -256,31 +353,62 @@ fn print_human(
     )?;
     writeln!(
         out,
-        "tail       position {}, seq {}   (published {} messages, {})",
+        "tail       position {}, seq {}   (published {}, {} of ring records)",
         st.tail_position,
         st.tail_seq,
-        st.tail_seq,
+        plural(st.tail_seq, "message", "messages"),
         bytes(st.tail_position.saturating_sub(c.initial_position))
     )?;
     writeln!(
         out,
-        "head       position {}, seq {}   (retained {} messages, {})",
+        "head       position {}, seq {}   (retained {}, {} of ring records)",
         st.head_position,
         st.head_seq,
-        st.tail_seq.saturating_sub(st.head_seq),
+        plural(
+            st.tail_seq.saturating_sub(st.head_seq),
+            "message",
+            "messages"
+        ),
         bytes(st.tail_position.saturating_sub(st.head_position))
+    )?;
+    writeln!(
+        out,
+        "           (ring records: payloads plus a 16-byte header each, 16-byte aligned, and padding)"
     )?;
     if let Some(r) = rate {
         writeln!(
             out,
-            "rate       {:.0} msgs/s, {:.1} MB/s",
-            r.msgs_per_s, r.mb_per_s
+            "rate       {:.0} msgs/s, {:.1} MiB/s of ring records",
+            r.msgs_per_s, r.mib_per_s
         )?;
     }
+    let waiting_pids = |pids: Vec<u32>| {
+        if pids.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (pid {})",
+                pids.iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    };
     writeln!(
         out,
-        "repairs    {} records unblocked, {} slots evicted; {} readers asleep, {} producers waiting",
-        st.unblocked, st.evicted, st.readers_waiting, st.producers_waiting
+        "repairs    {} unblocked, {} evicted; {} asleep, {} waiting for space{}",
+        plural(st.unblocked, "record", "records"),
+        plural(st.evicted, "slot", "slots"),
+        plural(u64::from(st.readers_waiting), "reader", "readers"),
+        plural(u64::from(st.producers_waiting), "producer", "producers"),
+        waiting_pids(
+            st.producers
+                .iter()
+                .filter(|p| p.waiting)
+                .map(|p| p.pid)
+                .collect()
+        )
     )?;
     writeln!(
         out,
@@ -353,7 +481,7 @@ pub fn stat(args: &StatArgs) -> anyhow::Result<ExitCode> {
         Some(_) => crate::signals::install()?,
         None => Arc::new(AtomicBool::new(false)),
     };
-    let bus = open(&args.bus)?;
+    let bus = open_observer(&args.bus)?;
     let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let mut prev: Option<(Instant, u64, u64)> = None;
     loop {
@@ -366,7 +494,7 @@ pub fn stat(args: &StatArgs) -> anyhow::Result<ExitCode> {
             let dt = now.duration_since(t).as_secs_f64().max(1e-9);
             Rate {
                 msgs_per_s: st.tail_seq.saturating_sub(seq) as f64 / dt,
-                mb_per_s: st.tail_position.saturating_sub(pos) as f64 / dt / 1e6,
+                mib_per_s: st.tail_position.saturating_sub(pos) as f64 / dt / (1 << 20) as f64,
             }
         });
         prev = Some((now, st.tail_seq, st.tail_position));
@@ -382,6 +510,7 @@ pub fn stat(args: &StatArgs) -> anyhow::Result<ExitCode> {
                     sent: p.sent,
                     bytes: p.bytes,
                     abandoned: p.abandoned,
+                    waiting: p.waiting,
                     joined_unix_ns: p.joined_unix_ns,
                 })
                 .collect();

@@ -54,16 +54,17 @@ pub fn scan_dir(dir: &Path) -> std::io::Result<Vec<Candidate>> {
 
 /// Opens a bus only to look at it. Files of other users are allowed (an observer such as
 /// root or an operator looks at every team's buses; opening joins nothing), symbolic links
-/// are not followed (a planted link could point anywhere).
-///
-/// bus-core opens read-write only, so a file the caller may read but not write is reported
-/// as permission denied.
+/// are not followed (a planted link could point anywhere). The open is read-only (`O_RDONLY`,
+/// a `PROT_READ` mapping): read permission on the file is enough, and nothing is written.
 ///
 /// # Errors
 ///
 /// The [`OpenError`] of the file.
 pub fn open_observer(path: &Path) -> Result<Bus, OpenError> {
-    Bus::open_with(path, &OpenOptions::new().allow_other_owner(true))
+    Bus::open_with(
+        path,
+        &OpenOptions::new().allow_other_owner(true).read_only(true),
+    )
 }
 
 /// What `ls` and `top` say about one bus's state.

@@ -4,6 +4,9 @@
 //! (before it waits for more), and after every message when stdout is a terminal: a reader
 //! at the other end of a pipe sees each message as soon as nothing else is pending, and a
 //! busy stream is written in large blocks.
+//!
+//! Started at `latest` on a bus that already holds messages, it says once on stderr that
+//! `--from oldest` would show them: at once on a terminal, else after a second of nothing.
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -15,10 +18,14 @@ use base64::Engine;
 use bus_core::{RecvTimeoutError, Sample, Start, TryRecvError, WaitStrategy};
 
 use crate::flags::{From, OutputFormat, SubArgs};
-use crate::{bus_path, open, EXIT_TIMEOUT};
+use crate::{bus_path, open, plural, EXIT_TIMEOUT};
 
 /// Longest single wait, so that a signal or the deadline is noticed promptly.
 const SLICE: Duration = Duration::from_millis(50);
+
+/// How long a subscriber started at `latest` waits for its first message before it points
+/// at `--from oldest` (when it is not on a terminal; there it does so at once).
+const HINT_AFTER: Duration = Duration::from_secs(1);
 
 /// One line of `--format json`.
 #[derive(serde::Serialize)]
@@ -95,7 +102,7 @@ pub fn run(args: &SubArgs) -> anyhow::Result<ExitCode> {
     // Handlers first, before the slot is taken: a signal between the join and their
     // installation would kill the process with its slot held (until a producer evicts it).
     let stop = crate::signals::install()?;
-    let bus = open(&args.bus)?;
+    let bus = open(&args.bus, args.share)?;
     let path = bus_path(&args.bus);
     let start = match args.from {
         From::Latest => Start::Latest,
@@ -107,6 +114,21 @@ pub fn run(args: &SubArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("bus {}", path.display()))?;
     if args.spin {
         sub.set_wait_strategy(WaitStrategy::Spin);
+    }
+    crate::watch_bus_file(&path, "subscriber");
+    let started = Instant::now();
+    // Messages the bus held when we joined at `latest`, which this run will not show.
+    let mut hint = match args.from {
+        From::Latest => {
+            let st = bus.stats();
+            Some(st.tail_seq.saturating_sub(st.head_seq)).filter(|&n| n > 0)
+        }
+        _ => None,
+    };
+    if std::io::stderr().is_terminal() {
+        if let Some(n) = hint.take() {
+            errln!("{}", from_oldest_hint(&path, n));
+        }
     }
     let stdout = std::io::stdout();
     let mut printer = Printer {
@@ -147,7 +169,13 @@ pub fn run(args: &SubArgs) -> anyhow::Result<ExitCode> {
                 printer.message(&sample)?;
                 received += 1;
             }
-            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Timeout) => {
+                if received == 0 && started.elapsed() >= HINT_AFTER {
+                    if let Some(n) = hint.take() {
+                        errln!("{}", from_oldest_hint(&path, n));
+                    }
+                }
+            }
             Err(RecvTimeoutError::Lost(n)) => printer.lost(n)?,
             Err(e @ RecvTimeoutError::Corrupt { .. }) => {
                 printer.out.flush()?;
@@ -155,4 +183,13 @@ pub fn run(args: &SubArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+}
+
+fn from_oldest_hint(path: &std::path::Path, held: u64) -> String {
+    format!(
+        "shmbus: waiting for new messages on {}; it already holds {} from before \
+         (`--from oldest` prints them)",
+        path.display(),
+        plural(held, "message", "messages")
+    )
 }

@@ -354,10 +354,10 @@ fn every_error_path_has_its_exit_code_and_message() {
         Some(2)
     );
     assert_eq!(env.run(&["frobnicate"], b"").status.code(), Some(2));
-    // Invalid creation parameters.
+    // Invalid creation parameters: a capacity clap can check is a usage error (issue 12).
     assert_fails(
         &env.run(&["create", "x", "--capacity", "3000"], b""),
-        1,
+        2,
         "power of two",
     );
     // Missing.
@@ -682,10 +682,22 @@ fn create_force_with_bad_options_keeps_the_old_bus() {
     let env = Env::new();
     env.ok(&["create", "keep", "--capacity", "64KiB"]);
     env.ok(&["pub", "keep", "precious"]);
+    // Options only the library can check (the maximum message against the capacity).
     assert_fails(
-        &env.run(&["create", "keep", "--force", "--capacity", "1000"], b""),
+        &env.run(
+            &[
+                "create",
+                "keep",
+                "--force",
+                "--capacity",
+                "64KiB",
+                "--max-message",
+                "1MiB",
+            ],
+            b"",
+        ),
         1,
-        "power of two",
+        "invalid options",
     );
     let o = env.run(&["sub", "keep", "--from", "oldest", "--count", "1"], b"");
     assert_eq!(stdout(&o), "precious\n");
