@@ -626,6 +626,26 @@ impl Config {
         self.slots_offset() + (self.max_subscribers as u64 + i as u64) * SLOT_SIZE as u64
     }
 
+    /// The bytes of subscriber slot `i` in the file (`None` past the last slot). They are also
+    /// the range of its owner's liveness lock, an OFD write lock (see `registry`), which the
+    /// kernel lists in `/proc/PID/fdinfo`: tools tell from it which process owns a slot, in
+    /// any PID namespace.
+    pub fn subscriber_slot_range(&self, i: u32) -> Option<std::ops::Range<u64>> {
+        (i < self.max_subscribers).then(|| {
+            let start = self.subscriber_slot_offset(i);
+            start..start + SLOT_SIZE as u64
+        })
+    }
+
+    /// The bytes of producer slot `i`, the range of its owner's liveness lock (as
+    /// [`Config::subscriber_slot_range`]); `None` past the last slot.
+    pub fn producer_slot_range(&self, i: u32) -> Option<std::ops::Range<u64>> {
+        (i < self.max_producers).then(|| {
+            let start = self.producer_slot_offset(i);
+            start..start + SLOT_SIZE as u64
+        })
+    }
+
     /// Offset of the data region: after the slot table, page aligned.
     pub fn data_offset(&self) -> u64 {
         let slots = (self.max_subscribers as u64 + self.max_producers as u64) * SLOT_SIZE as u64;
@@ -1150,5 +1170,17 @@ mod tests {
         assert!(c.producer_slot_offset(c.max_producers - 1) + SLOT_SIZE as u64 <= c.data_offset());
         assert_eq!(c.file_size(), c.data_offset() + c.capacity);
         assert_eq!(max_message_limit(1 << 40), u32::MAX as u64 - RECORD_ALIGN);
+    }
+
+    #[test]
+    fn slot_ranges_are_the_slots_and_none_past_the_last() {
+        let c = config();
+        let s = c.subscriber_slot_range(1).unwrap();
+        assert_eq!(s, c.subscriber_slot_offset(1)..c.subscriber_slot_offset(2));
+        let last = c.subscriber_slot_range(c.max_subscribers - 1).unwrap();
+        assert_eq!(c.producer_slot_range(0).unwrap().start, last.end);
+        assert_eq!(c.subscriber_slot_range(c.max_subscribers), None);
+        assert_eq!(c.producer_slot_range(c.max_producers), None);
+        assert_eq!(c.producer_slot_range(u32::MAX), None);
     }
 }
