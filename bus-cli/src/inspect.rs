@@ -18,6 +18,7 @@ use bus_core::{Bus, BusStats, OpenErrorKind};
 use serde::Serialize;
 
 use crate::flags::{CreateArgs, RmArgs, StatArgs};
+use crate::pids::{Owners, Resolver};
 use crate::{bus_options, bus_path, ensure_parent, open_observer, plural};
 
 /// The pids of the live subscribers of the bus at `path`, looked at read-only (empty if it is
@@ -212,6 +213,10 @@ struct Rate {
 struct SubJson {
     slot: u32,
     pid: u32,
+    /// The owner's pid in this reader's PID namespace (`null`: foreign, dead or unverified);
+    /// `pid` is the one it recorded in its own. See pids.rs.
+    pid_here: Option<u32>,
+    pid_ns: &'static str,
     alive: bool,
     position: u64,
     seq: u64,
@@ -228,6 +233,8 @@ struct SubJson {
 struct ProdJson {
     slot: u32,
     pid: u32,
+    pid_here: Option<u32>,
+    pid_ns: &'static str,
     alive: bool,
     sent: u64,
     bytes: u64,
@@ -240,6 +247,7 @@ fn to_json<'a>(
     bus: &Bus,
     st: &BusStats,
     rate: Option<Rate>,
+    owners: &Owners,
     producers: &'a [ProdJson],
 ) -> StatJson<'a> {
     let c = &st.config;
@@ -274,9 +282,12 @@ fn to_json<'a>(
         subscribers: st
             .subscribers
             .iter()
-            .map(|s| SubJson {
+            .enumerate()
+            .map(|(i, s)| SubJson {
                 slot: s.index,
                 pid: s.pid,
+                pid_here: owners.subscriber(i, s.pid).here(),
+                pid_ns: owners.subscriber(i, s.pid).namespace(),
                 alive: s.alive,
                 position: s.position,
                 seq: s.seq,
@@ -328,6 +339,7 @@ fn print_human(
     bus: &Bus,
     st: &BusStats,
     rate: Option<Rate>,
+    owners: &Owners,
 ) -> std::io::Result<()> {
     let c = &st.config;
     writeln!(out, "bus        {}", bus.path().display())?;
@@ -382,17 +394,11 @@ fn print_human(
             r.msgs_per_s, r.mib_per_s
         )?;
     }
-    let waiting_pids = |pids: Vec<u32>| {
+    let waiting_pids = |pids: Vec<String>| {
         if pids.is_empty() {
             String::new()
         } else {
-            format!(
-                " (pid {})",
-                pids.iter()
-                    .map(u32::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
+            format!(" (pid {})", pids.join(", "))
         }
     };
     writeln!(
@@ -405,8 +411,9 @@ fn print_human(
         waiting_pids(
             st.producers
                 .iter()
-                .filter(|p| p.waiting)
-                .map(|p| p.pid)
+                .enumerate()
+                .filter(|(_, p)| p.waiting)
+                .map(|(i, p)| owners.producer(i, p.pid).label())
                 .collect()
         )
     )?;
@@ -416,10 +423,24 @@ fn print_human(
         st.subscribers.len(),
         c.max_subscribers
     )?;
+    // Pids as this namespace sees them; "7 (foreign)" widens the column.
+    let sub_pids: Vec<String> = (st.subscribers.iter().enumerate())
+        .map(|(i, s)| owners.subscriber(i, s.pid).label())
+        .collect();
+    let prod_pids: Vec<String> = (st.producers.iter().enumerate())
+        .map(|(i, p)| owners.producer(i, p.pid).label())
+        .collect();
+    let w = sub_pids
+        .iter()
+        .chain(&prod_pids)
+        .map(String::len)
+        .max()
+        .unwrap_or(0)
+        .max(8);
     if !st.subscribers.is_empty() {
         writeln!(
             out,
-            "  {:>4} {:>8} {:>5} {:>14} {:>12} {:>10} {:>12} {:>10} {:>9}",
+            "  {:>4} {:>w$} {:>5} {:>14} {:>12} {:>10} {:>12} {:>10} {:>9}",
             "slot",
             "pid",
             "alive",
@@ -430,12 +451,12 @@ fn print_human(
             "lost",
             "unblocked"
         )?;
-        for s in &st.subscribers {
+        for (s, pid) in st.subscribers.iter().zip(&sub_pids) {
             writeln!(
                 out,
-                "  {:>4} {:>8} {:>5} {:>14} {:>12} {:>10} {:>12} {:>10} {:>9}",
+                "  {:>4} {:>w$} {:>5} {:>14} {:>12} {:>10} {:>12} {:>10} {:>9}",
                 s.index,
-                s.pid,
+                pid,
                 yes(s.alive),
                 s.position,
                 s.lag_bytes,
@@ -455,15 +476,15 @@ fn print_human(
     if !st.producers.is_empty() {
         writeln!(
             out,
-            "  {:>4} {:>8} {:>5} {:>12} {:>14} {:>9}",
+            "  {:>4} {:>w$} {:>5} {:>12} {:>14} {:>9}",
             "slot", "pid", "alive", "sent", "bytes", "abandoned"
         )?;
-        for p in &st.producers {
+        for (p, pid) in st.producers.iter().zip(&prod_pids) {
             writeln!(
                 out,
-                "  {:>4} {:>8} {:>5} {:>12} {:>14} {:>9}",
+                "  {:>4} {:>w$} {:>5} {:>12} {:>14} {:>9}",
                 p.index,
-                p.pid,
+                pid,
                 yes(p.alive),
                 p.sent,
                 p.bytes,
@@ -484,11 +505,13 @@ pub fn stat(args: &StatArgs) -> anyhow::Result<ExitCode> {
     let bus = open_observer(&args.bus)?;
     let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let mut prev: Option<(Instant, u64, u64)> = None;
+    let mut pids = Resolver::new(bus.path());
     loop {
         if stop.load(Ordering::Relaxed) {
             return Ok(ExitCode::SUCCESS);
         }
         let st = bus.stats();
+        let owners = pids.owners(&st);
         let now = Instant::now();
         let rate = prev.map(|(t, seq, pos)| {
             let dt = now.duration_since(t).as_secs_f64().max(1e-9);
@@ -503,9 +526,12 @@ pub fn stat(args: &StatArgs) -> anyhow::Result<ExitCode> {
             let producers: Vec<ProdJson> = st
                 .producers
                 .iter()
-                .map(|p| ProdJson {
+                .enumerate()
+                .map(|(i, p)| ProdJson {
                     slot: p.index,
                     pid: p.pid,
+                    pid_here: owners.producer(i, p.pid).here(),
+                    pid_ns: owners.producer(i, p.pid).namespace(),
                     alive: p.alive,
                     sent: p.sent,
                     bytes: p.bytes,
@@ -516,7 +542,7 @@ pub fn stat(args: &StatArgs) -> anyhow::Result<ExitCode> {
                 .collect();
             // Serialised in memory, written as an io::Error-returning write, so that a closed
             // pipe is recognised (serde_json's error would hide it).
-            let mut line = serde_json::to_vec(&to_json(&bus, &st, rate, &producers))?;
+            let mut line = serde_json::to_vec(&to_json(&bus, &st, rate, &owners, &producers))?;
             line.push(b'\n');
             out.write_all(&line)?;
         } else {
@@ -524,7 +550,7 @@ pub fn stat(args: &StatArgs) -> anyhow::Result<ExitCode> {
                 // Redraw in place.
                 write!(out, "\x1b[H\x1b[2J")?;
             }
-            print_human(&mut out, &bus, &st, rate)?;
+            print_human(&mut out, &bus, &st, rate, &owners)?;
             if args.watch.is_some() && !tty {
                 writeln!(out)?;
             }

@@ -30,6 +30,7 @@ mod demo;
 mod flags;
 mod inspect;
 mod ls;
+mod pids;
 mod publish;
 mod signals;
 mod subscribe;

@@ -10,6 +10,7 @@ use std::time::Instant;
 use bus_core::{Bus, BusStats};
 
 use crate::ls::{open_observer, scan_dir, Candidate, Summary};
+use crate::pids::{Owners, Resolver};
 
 /// Rate samples kept per bus: one a refresh, a minute at the one-second refresh.
 pub const HISTORY: usize = 60;
@@ -26,7 +27,8 @@ pub enum SlotKind {
 pub struct SlotView {
     pub kind: SlotKind,
     pub index: u32,
-    pub pid: u32,
+    /// The owner's pid as this namespace sees it, or marked foreign (see `pids`).
+    pub pid: String,
     pub alive: bool,
     /// Subscribers only.
     pub lag_messages: Option<u64>,
@@ -51,6 +53,8 @@ pub struct BusView {
     /// same name is a new bus, opened again.
     file_id: Option<(u64, u64)>,
     bus: Option<Bus>,
+    /// Finds slot owners across PID namespaces, for the file `bus` maps.
+    pids: Option<Resolver>,
     /// Why the file is not shown as a bus.
     pub error: Option<String>,
     pub stats: Option<BusStats>,
@@ -74,6 +78,7 @@ impl BusView {
             path: c.path,
             file_id: None,
             bus: None,
+            pids: None,
             error: None,
             stats: None,
             summary: Summary::default(),
@@ -97,6 +102,7 @@ impl BusView {
             self.history.clear();
             match open_observer(&self.path) {
                 Ok(bus) => {
+                    self.pids = Some(Resolver::new(&self.path));
                     self.bus = Some(bus);
                     self.error = None;
                 }
@@ -113,6 +119,11 @@ impl BusView {
             return;
         };
         let st = bus.stats();
+        let owners: Owners = self
+            .pids
+            .as_mut()
+            .map(|r| r.owners(&st))
+            .unwrap_or_default();
         self.summary = Summary::of(&st);
         let bytes = self.summary.published_bytes;
         self.rate = self.prev.map(|(t, seq, b)| {
@@ -141,11 +152,11 @@ impl BusView {
                 })
         };
         let mut slots = Vec::new();
-        for s in &st.subscribers {
+        for (i, s) in st.subscribers.iter().enumerate() {
             slots.push(SlotView {
                 kind: SlotKind::Subscriber,
                 index: s.index,
-                pid: s.pid,
+                pid: owners.subscriber(i, s.pid).label(),
                 alive: s.alive,
                 lag_messages: Some(s.lag_messages),
                 lag_bytes: Some(s.lag_bytes),
@@ -156,11 +167,11 @@ impl BusView {
                 abandoned: None,
             });
         }
-        for p in &st.producers {
+        for (i, p) in st.producers.iter().enumerate() {
             slots.push(SlotView {
                 kind: SlotKind::Producer,
                 index: p.index,
-                pid: p.pid,
+                pid: owners.producer(i, p.pid).label(),
                 alive: p.alive,
                 lag_messages: None,
                 lag_bytes: None,

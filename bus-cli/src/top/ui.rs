@@ -272,7 +272,7 @@ fn draw_detail(frame: &mut Frame, b: &BusView, area: Rect) {
         let r = |s: String| Cell::from(Line::from(s).right_aligned());
         let row = Row::new([
             Cell::from(format!("{kind} {}", s.index)),
-            r(s.pid.to_string()),
+            r(s.pid.clone()),
             Cell::from(if s.alive { "alive" } else { "DEAD" }),
             r(opt(s.lag_messages)),
             r(s.lag_bytes.map_or_else(|| "-".into(), bytes)),
@@ -290,7 +290,8 @@ fn draw_detail(frame: &mut Frame, b: &BusView, area: Rect) {
     });
     let widths = [
         Constraint::Length(8),
-        Constraint::Length(8),
+        // "12 (foreign)": a pid in another PID namespace (see pids.rs).
+        Constraint::Length(12),
         Constraint::Length(5),
         Constraint::Length(10),
         Constraint::Length(10),
