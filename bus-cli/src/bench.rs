@@ -163,6 +163,17 @@ fn render_table(lines: &[&str]) -> String {
     out
 }
 
+/// An engine that re-executes this binary, stops (and cleans up) on SIGINT/SIGTERM, and
+/// exits at once on a second one.
+pub fn engine(dir: &Option<std::path::PathBuf>, pin: bool) -> anyhow::Result<Engine> {
+    let exe = std::env::current_exe().context("finding this executable")?;
+    let mut engine = Engine::new(exe, run_dir(dir));
+    engine.set_pinning(pin);
+    let stop = crate::signals::install()?;
+    engine.set_interrupt(stop);
+    Ok(engine)
+}
+
 #[cfg(test)]
 mod tests {
     use super::plain_text;
@@ -180,15 +191,4 @@ mod tests {
              \nnot run: tcp\n"
         );
     }
-}
-
-/// An engine that re-executes this binary, stops (and cleans up) on SIGINT/SIGTERM, and
-/// exits at once on a second one.
-pub fn engine(dir: &Option<std::path::PathBuf>, pin: bool) -> anyhow::Result<Engine> {
-    let exe = std::env::current_exe().context("finding this executable")?;
-    let mut engine = Engine::new(exe, run_dir(dir));
-    engine.set_pinning(pin);
-    let stop = crate::signals::install()?;
-    engine.set_interrupt(stop);
-    Ok(engine)
 }

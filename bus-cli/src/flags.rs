@@ -410,7 +410,7 @@ fn parse_size(s: &str) -> Result<u64, String> {
 /// 16777216 -> "16MiB" (exact binary units only; otherwise the number of bytes).
 pub fn size_arg(n: u64) -> String {
     for (shift, unit) in [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")] {
-        if n >= 1 << shift && n % (1 << shift) == 0 {
+        if n >= 1 << shift && n.is_multiple_of(1 << shift) {
             return format!("{}{unit}", n >> shift);
         }
     }
@@ -422,7 +422,7 @@ pub fn size_arg(n: u64) -> String {
 fn parse_capacity(s: &str) -> Result<u64, String> {
     use bus_core::layout::{MAX_CAPACITY, MIN_CAPACITY};
     let n = parse_size(s)?;
-    if n < MIN_CAPACITY || n > MAX_CAPACITY {
+    if !(MIN_CAPACITY..=MAX_CAPACITY).contains(&n) {
         return Err(format!(
             "{s:?} is out of range: a capacity is a power of two from 4KiB to 1TiB"
         ));

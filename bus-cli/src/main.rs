@@ -241,8 +241,8 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=b.len() {
-        d[0][j] = j;
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {
@@ -291,19 +291,6 @@ pub fn watch_bus_file(path: &Path, role: &'static str) {
         });
 }
 
-#[cfg(test)]
-mod tests {
-    use super::edit_distance;
-
-    #[test]
-    fn edit_distance_counts_a_swap_as_one() {
-        assert_eq!(edit_distance("tikcs", "ticks"), 1);
-        assert_eq!(edit_distance("tick", "ticks"), 1);
-        assert_eq!(edit_distance("", "abc"), 3);
-        assert_eq!(edit_distance("quotes", "ticks"), 5);
-    }
-}
-
 /// "1 message", "2 messages".
 pub fn plural(n: u64, one: &str, many: &str) -> String {
     if n == 1 {
@@ -340,4 +327,17 @@ pub fn bus_options(o: &CreateOpts) -> anyhow::Result<BusOptions> {
         opts = opts.max_message(m);
     }
     Ok(opts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::edit_distance;
+
+    #[test]
+    fn edit_distance_counts_a_swap_as_one() {
+        assert_eq!(edit_distance("tikcs", "ticks"), 1);
+        assert_eq!(edit_distance("tick", "ticks"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("quotes", "ticks"), 5);
+    }
 }
