@@ -58,7 +58,7 @@ pub enum Inject {
 pub struct Report {
     /// Sender: when the first measured message was sent (CLOCK_MONOTONIC ns).
     pub t_start_ns: u64,
-    /// Receiver: when the last message arrived.
+    /// Receiver: when the last message arrived. Sender: when its last send returned.
     pub t_end_ns: u64,
     /// Messages received (receiver) or round trips (ping).
     pub count: u64,
@@ -257,6 +257,7 @@ fn run(spec: &Spec) -> io::Result<()> {
             r.t_start_ns = now_ns();
             tx.send_batch(spec.size, &order[warmup..], &mut fill)?;
             tx.finish()?;
+            r.t_end_ns = now_ns();
             r.cpu_s = cpu_seconds() - cpu0;
             r.count = order.len() as u64;
             finish(&r)

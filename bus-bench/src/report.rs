@@ -47,7 +47,108 @@ fn best_kernel(rows: &[Throughput], size: usize) -> Option<&Throughput> {
 }
 
 fn is_kernel(name: &str) -> bool {
-    transport::by_name(name).is_some_and(|t| !t.is_shmbus() && !t.is_reference())
+    transport::by_name(name)
+        .is_some_and(|t| !t.is_shmbus() && !t.is_reference() && !t.is_calibration() && !t.is_peer())
+}
+
+/// The throughput run of `transport` at `size`, if there is one.
+fn run_of<'a>(r: &'a Results, transport: &str, size: usize) -> Option<&'a Throughput> {
+    r.throughput
+        .iter()
+        .find(|t| t.transport == transport && t.size == size)
+}
+
+/// One line of the targets table: a measured value against its baseline of the same run.
+struct Target {
+    what: String,
+    measured: String,
+    baseline: String,
+    ratio: f64,
+    /// The ratio to reach, if this line is a target (else it is shown for calibration).
+    goal: Option<f64>,
+}
+
+/// The performance targets (issue 13) that this run's measurements speak to: each a ratio
+/// of two results of the same run.
+fn targets(r: &Results) -> Vec<Target> {
+    let mut out = Vec::new();
+    let mut pair = |what: String, a: &str, b: &str, size: usize, goal: Option<f64>| {
+        if let (Some(x), Some(y)) = (run_of(r, a, size), run_of(r, b, size)) {
+            out.push(Target {
+                what,
+                measured: format!("`{a}` {}", rate(x.msgs_per_s)),
+                baseline: format!("`{b}` {}", rate(y.msgs_per_s)),
+                ratio: x.msgs_per_s / y.msgs_per_s,
+                goal,
+            });
+        }
+    };
+    let b64 = 64;
+    pair(
+        "64 B: busy-polling bus vs the featureless MPMC ring".into(),
+        "shmbus-spin",
+        "ring-mpmc",
+        b64,
+        Some(0.9),
+    );
+    pair(
+        "64 B: busy-polling bus vs the featureless SPSC ring".into(),
+        "shmbus-spin",
+        "ring-spsc",
+        b64,
+        None,
+    );
+    pair(
+        "64 B: shared bus (CAS claim) vs the featureless MPMC ring".into(),
+        "shmbus-shared",
+        "ring-mpmc",
+        b64,
+        None,
+    );
+    pair(
+        "64 B: busy-polling bus vs a batching pipe".into(),
+        "shmbus-spin",
+        "pipe-batched",
+        b64,
+        Some(1.5),
+    );
+    pair(
+        "64 B: loan vs send".into(),
+        "shmbus-loan",
+        "shmbus-spin",
+        b64,
+        Some(1.0),
+    );
+    pair(
+        "64 B: SpinThenBlock (default) subscriber vs busy-polling".into(),
+        "shmbus-default",
+        "shmbus-spin",
+        b64,
+        Some(0.5),
+    );
+    for z in sizes(r) {
+        pair(
+            format!("{}: busy-polling bus vs iceoryx2", size_label(z)),
+            "shmbus-spin",
+            "iceoryx2",
+            z,
+            Some(1.0),
+        );
+    }
+    let mib = 1 << 20;
+    if let Some(x) = run_of(r, "shmbus-spin", mib) {
+        let memcpy = r.limits.memcpy_1mib_gb_per_s * 1e3;
+        if memcpy > 0.0 {
+            out.push(Target {
+                what: "1 MiB: busy-polling bus vs one thread's memcpy of 1 MiB buffers".into(),
+                measured: format!("`shmbus-spin` {:.0} MB/s", x.mb_per_s),
+                baseline: format!("memcpy {memcpy:.0} MB/s"),
+                ratio: x.mb_per_s / memcpy,
+                goal: Some(0.8),
+            });
+        }
+    }
+    out
 }
 
 fn is_shmbus(name: &str) -> bool {
@@ -175,8 +276,8 @@ pub fn markdown(r: &Results) -> String {
     );
     let _ = writeln!(
         s,
-        "Limits measured in this run: single-thread memcpy **{:.1} GB/s**; cache-line round trip between two processes **{:.0} ns** (the floor of any shared-memory round trip).\n",
-        r.limits.memcpy_gb_per_s, r.limits.cache_line_rtt_ns
+        "Limits measured in this run: single-thread memcpy **{:.1} GB/s** (64 MiB buffers), **{:.1} GB/s** (1 MiB buffers); cache-line round trip between two processes **{:.0} ns** (the floor of any shared-memory round trip).\n",
+        r.limits.memcpy_gb_per_s, r.limits.memcpy_1mib_gb_per_s, r.limits.cache_line_rtt_ns
     );
     let probes = probes(r);
     let usual = median_floor(&probes);
@@ -221,6 +322,32 @@ pub fn markdown(r: &Results) -> String {
     );
     if r.throughput.iter().any(|x| x.transport == "pipe-batched") {
         s.push_str("(`pipe-batched` is a reference, not per-message: its ends batch messages in 64 KiB buffers.)\n\n");
+    }
+    if r.throughput
+        .iter()
+        .any(|x| transport::by_name(&x.transport).is_some_and(|t| t.is_calibration()))
+    {
+        s.push_str("(`ring-spsc` and `ring-mpmc` are calibration: featureless shared-memory rings with one receiver, no checks and no sleeping, the room shmbus's features may use.)\n\n");
+    }
+    let goals = targets(r);
+    if !goals.is_empty() {
+        s.push_str("**Targets**: ratios of two results of this run (a line without a goal is calibration)\n\n| | measured | baseline | ratio | goal | |\n|---|---:|---:|---:|---:|---|\n");
+        for t in &goals {
+            let (goal, status) = match t.goal {
+                Some(g) if t.ratio >= g => (format!("≥ {g:.2}×"), "met".to_string()),
+                Some(g) => (
+                    format!("≥ {g:.2}×"),
+                    format!("missed by {:.0} %", (1.0 - t.ratio / g) * 100.0),
+                ),
+                None => (String::new(), String::new()),
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {:.2}× | {goal} | {status} |",
+                t.what, t.measured, t.baseline, t.ratio
+            );
+        }
+        s.push('\n');
     }
     matrix(
         &mut s,
@@ -284,11 +411,11 @@ pub fn markdown(r: &Results) -> String {
         ks.dedup();
         let _ = write!(
             s,
-            "\n**Fan-out** ({} messages, receivers block when idle): messages/s delivered to each subscriber\n\n| transport |",
+            "\n**Fan-out** ({} messages, receivers block when idle): messages/s the publisher sent / delivered to each subscriber (the slowest)\n\n| transport |",
             size_label(r.fanout[0].size)
         );
         for k in &ks {
-            let _ = write!(s, " {k} |");
+            let _ = write!(s, " to {k} |");
         }
         let _ = write!(s, "\n|---|");
         for _ in &ks {
@@ -304,7 +431,13 @@ pub fn markdown(r: &Results) -> String {
                     .find(|f| f.transport == t && f.receivers == k)
                 {
                     Some(f) => {
-                        let _ = write!(s, " {}{} |", rate(f.msgs_per_s), mark(f.line_rtt_ns));
+                        let _ = write!(
+                            s,
+                            " {} / {}{} |",
+                            rate(f.send_msgs_per_s),
+                            rate(f.msgs_per_s),
+                            mark(f.line_rtt_ns)
+                        );
                     }
                     None => s.push_str(" n/a |"),
                 }
@@ -324,10 +457,14 @@ pub fn json_lines(r: &Results) -> String {
     let mut out = Vec::new();
     out.push(json!({"kind": "machine", "cpu": r.machine.cpu, "cpus": r.machine.cpus, "kernel": r.machine.kernel, "pinned": r.machine.pinned}));
     out.push(json!({"kind": "limit", "name": "memcpy", "gb_per_s": r.limits.memcpy_gb_per_s}));
+    out.push(
+        json!({"kind": "limit", "name": "memcpy_1mib", "gb_per_s": r.limits.memcpy_1mib_gb_per_s}),
+    );
     out.push(json!({"kind": "limit", "name": "cache_line_rtt", "ns": r.limits.cache_line_rtt_ns}));
     let tput = |kind: &str, t: &Throughput| {
         json!({"kind": kind, "transport": t.transport, "size": t.size, "receivers": t.receivers,
-            "messages": t.messages, "msgs_per_s": t.msgs_per_s, "mb_per_s": t.mb_per_s,
+            "messages": t.messages, "msgs_per_s": t.msgs_per_s,
+            "send_msgs_per_s": t.send_msgs_per_s, "mb_per_s": t.mb_per_s,
             "cpu_s_per_msg": t.cpu_s_per_msg, "cpu_send_s_per_msg": t.cpu_send_s_per_msg,
             "cpu_recv_s_per_msg": t.cpu_recv_s_per_msg, "load_p50_ns": t.load_p50_ns,
             "load_p99_ns": t.load_p99_ns, "line_rtt_ns": t.line_rtt_ns})
@@ -399,6 +536,11 @@ pub fn csv(r: &Results) -> String {
         s,
         "limit,memcpy_gb_per_s,,,,{:.2},,,,,,",
         r.limits.memcpy_gb_per_s
+    );
+    let _ = writeln!(
+        s,
+        "limit,memcpy_1mib_gb_per_s,,,,{:.2},,,,,,",
+        r.limits.memcpy_1mib_gb_per_s
     );
     let _ = writeln!(
         s,
@@ -548,6 +690,7 @@ mod tests {
             total: 1100,
             secs: 0.001,
             msgs_per_s: 1e6,
+            send_msgs_per_s: 1e6,
             mb_per_s: size as f64,
             cpu_send_s_per_msg: 1e-7,
             cpu_recv_s_per_msg: 1e-7,
@@ -583,6 +726,7 @@ mod tests {
             },
             limits: Limits {
                 memcpy_gb_per_s: 20.0,
+                memcpy_1mib_gb_per_s: 25.0,
                 cache_line_rtt_ns: 60.0,
             },
             // The usual placement (60–70 ns), but shmbus-spin 1 KiB and its 64 B round
@@ -659,6 +803,49 @@ mod tests {
             .unwrap();
         let cells: Vec<&str> = row.split('|').map(str::trim).collect();
         assert!(!cells[2].contains('‡') && cells[3].ends_with('‡'), "{row}");
+    }
+
+    #[test]
+    fn targets_are_ratios_of_the_same_run_with_their_status() {
+        let mut r = results();
+        let row = |name: &str, size: usize, msgs_per_s: f64| {
+            let mut t = throughput(name, size, 60.0);
+            t.msgs_per_s = msgs_per_s;
+            t.mb_per_s = msgs_per_s * size as f64 / 1e6;
+            t
+        };
+        r.throughput.extend([
+            row("ring-mpmc", 64, 40e6),
+            row("ring-spsc", 64, 50e6),
+            row("pipe-batched", 64, 20e6),
+            row("shmbus-spin", 1 << 20, 20_000.0),
+        ]);
+        // shmbus-spin 64 B is 1e6 in `results()`: make it 36 M (0.9× the ring: met).
+        r.throughput[0].msgs_per_s = 36e6;
+        let md = markdown(&r);
+        let line = |what: &str| -> String {
+            md.lines()
+                .find(|l| l.starts_with(&format!("| {what}")))
+                .unwrap_or_else(|| panic!("no {what:?} in\n{md}"))
+                .to_string()
+        };
+        let mpmc = line("64 B: busy-polling bus vs the featureless MPMC ring");
+        assert!(mpmc.contains("0.90×") && mpmc.contains("met"), "{mpmc}");
+        let pipe = line("64 B: busy-polling bus vs a batching pipe");
+        assert!(pipe.contains("1.80×") && pipe.contains("met"), "{pipe}");
+        let spsc = line("64 B: busy-polling bus vs the featureless SPSC ring");
+        assert!(spsc.contains("0.72×") && !spsc.contains("met"), "{spsc}");
+        // 20,000 × 1 MiB = 20,972 MB/s against 25 GB/s: 0.84×.
+        let mib = line("1 MiB: busy-polling bus vs one thread's memcpy");
+        assert!(mib.contains("0.84×") && mib.contains("met"), "{mib}");
+        r.throughput[0].msgs_per_s = 18e6;
+        let md = markdown(&r);
+        assert!(md.contains("| 0.45× | ≥ 0.90× | missed by 50 % |"), "{md}");
+        // No iceoryx2 or loan runs: no such lines.
+        assert!(
+            !md.contains("iceoryx2") && !md.contains("loan vs send"),
+            "{md}"
+        );
     }
 
     #[test]

@@ -85,6 +85,16 @@ pub trait Transport: Sync {
     fn is_reference(&self) -> bool {
         false
     }
+    /// A featureless shared-memory ring (see [`crate::calibration`]): the report computes
+    /// "shmbus × calibration ring" from it, and it is not a kernel transport.
+    fn is_calibration(&self) -> bool {
+        false
+    }
+    /// Another shared-memory IPC library (iceoryx2): a peer shmbus is compared with, not a
+    /// kernel transport.
+    fn is_peer(&self) -> bool {
+        false
+    }
     /// Largest message this transport can carry, if limited.
     fn max_size(&self) -> Option<usize> {
         None
@@ -110,6 +120,7 @@ impl std::fmt::Debug for dyn Transport {
 pub fn all() -> Vec<&'static dyn Transport> {
     vec![
         &Shmbus::SPIN,
+        &Shmbus::DEFAULT,
         &Shmbus::BLOCK,
         &Shmbus::LOAN,
         &Shmbus::SHARED,
@@ -121,6 +132,10 @@ pub fn all() -> Vec<&'static dyn Transport> {
         &Seqpacket,
         &Stream::TCP,
         &UnixTokio,
+        &crate::calibration::Ring::SPSC,
+        &crate::calibration::Ring::MPMC,
+        #[cfg(feature = "iceoryx2")]
+        &crate::iceoryx::Iceoryx2,
     ]
 }
 
@@ -147,6 +162,14 @@ impl Shmbus {
         name: "shmbus-spin",
         about: "shmbus on an exclusive bus (one producer slot), receiver busy-polls (WaitStrategy::Spin)",
         strategy: WaitStrategy::Spin,
+        loan: false,
+        producers: 1,
+    };
+    /// Receivers wait the default way: spin briefly, then sleep on the futex.
+    pub const DEFAULT: Shmbus = Shmbus {
+        name: "shmbus-default",
+        about: "shmbus on an exclusive bus, receiver waits the default way (WaitStrategy::SpinThenBlock: spins briefly, then sleeps on the futex)",
+        strategy: WaitStrategy::SpinThenBlock,
         loan: false,
         producers: 1,
     };
@@ -182,21 +205,28 @@ impl Shmbus {
     /// library's 64 MiB default, large messages go through DRAM on both sides and move at
     /// memory speed instead; `SHMBUS_BENCH_CAPACITY=BYTES` overrides the choice.)
     pub fn options(size: usize, producers: u32) -> BusOptions {
-        let capacity = std::env::var("SHMBUS_BENCH_CAPACITY")
+        let capacity = Self::capacity(size);
+        let max = (capacity / 4).min(u32::MAX as u64) as u32;
+        BusOptions::new()
+            .capacity(capacity)
+            .max_message(max.max(size.min(u32::MAX as usize) as u32))
+            .max_producers(producers)
+    }
+
+    /// The ring's size for messages of `size` bytes (see [`Shmbus::options`]); the
+    /// calibration rings and iceoryx2's queues get the same room.
+    pub fn capacity(size: usize) -> u64 {
+        std::env::var("SHMBUS_BENCH_CAPACITY")
             .ok()
-            .and_then(|c| c.parse().ok())
+            .and_then(|c| c.parse::<u64>().ok())
+            .filter(|c| c.is_power_of_two())
             .unwrap_or_else(|| {
                 ((size as u64) * 32)
                     .next_power_of_two()
                     .clamp(2 << 20, 8 << 20)
                     // Messages above 2 MiB: room for four.
                     .max((size as u64 * 4).next_power_of_two())
-            });
-        let max = (capacity / 4).min(u32::MAX as u64) as u32;
-        BusOptions::new()
-            .capacity(capacity)
-            .max_message(max.max(size.min(u32::MAX as usize) as u32))
-            .max_producers(producers)
+            })
     }
 
     fn open(path: &Path) -> io::Result<Bus> {
