@@ -172,8 +172,16 @@ fn latency_row(label: &str, l: &Latency) -> std::io::Result<()> {
     )
 }
 
-/// Phase 1 for one transport, with per-subscriber progress bars where the transport reports
-/// progress (shmbus: the bus's slot counters) and a spinner otherwise.
+/// A spinner saying what runs, indented like the results.
+fn spinner(what: &str) -> ProgressBar {
+    let spin = ProgressBar::new_spinner();
+    spin.set_style(ProgressStyle::with_template("    {spinner} {msg}").expect("valid template"));
+    spin.set_message(format!("{what}..."));
+    spin
+}
+
+/// Phase 1 for one transport: per-subscriber progress bars for shmbus (the engine reads the
+/// bus's slot counters), a spinner for a transport that reports no progress.
 fn flood(
     engine: &Engine,
     t: &dyn Transport,
@@ -190,45 +198,34 @@ fn flood(
                 let _ = w.write_str(&per_second(s.per_sec()));
             })
             .progress_chars("=> ");
-    let subs: Vec<ProgressBar> = (1..=k)
-        .map(|i| {
-            let b = bars.add(ProgressBar::new(total));
-            b.set_style(style.clone());
-            b.set_prefix(i.to_string());
-            b
-        })
-        .collect();
-    let spin = ProgressBar::new_spinner();
-    let mut spinning = false;
+    let subs: Vec<ProgressBar> = if t.is_shmbus() {
+        (1..=k)
+            .map(|i| {
+                let b = bars.add(ProgressBar::new(total));
+                b.set_style(style.clone());
+                b.set_prefix(i.to_string());
+                b
+            })
+            .collect()
+    } else {
+        let spin = bars.add(spinner(what));
+        spin.enable_steady_tick(Duration::from_millis(100));
+        vec![spin]
+    };
     let r = engine
-        .throughput(
-            t,
-            args.size,
-            args.messages,
-            k,
-            None,
-            &mut |p| match &p.delivered {
-                Some(d) => {
-                    for (bar, n) in subs.iter().zip(d) {
-                        bar.set_position((*n).min(total));
-                    }
+        .throughput(t, args.size, args.messages, k, None, &mut |p| {
+            if let Some(d) = &p.delivered {
+                for (bar, n) in subs.iter().zip(d) {
+                    bar.set_position((*n).min(total));
                 }
-                None if !spinning => {
-                    spinning = true;
-                    let s = bars.add(spin.clone());
-                    s.set_message(format!("    {what}..."));
-                    s.enable_steady_tick(Duration::from_millis(100));
-                }
-                None => {}
-            },
-        )
-        .with_context(|| format!("{what}: the flood"))?;
-    spin.finish_and_clear();
+            }
+        })
+        .with_context(|| format!("{what}: the flood"));
     for b in &subs {
         b.finish_and_clear();
     }
     drop(bars);
-    Ok(r)
+    r
 }
 
 fn latency(
@@ -239,8 +236,7 @@ fn latency(
     warmup: u64,
     what: &str,
 ) -> anyhow::Result<Latency> {
-    let spin = ProgressBar::new_spinner();
-    spin.set_message(format!("    {what}..."));
+    let spin = spinner(what);
     spin.enable_steady_tick(Duration::from_millis(100));
     let r = engine
         .latency(t, size, round_trips, warmup)
