@@ -15,7 +15,7 @@
 //! So, for a live slot that recorded pid P:
 //!
 //! 1. if process P of this namespace holds the slot's lock, P is the owner: [`Owner::Same`];
-//! 2. else, if a process Q here holds it (one scan of `/proc/*/fd` for the bus file), the owner
+//! 2. else, if a process Q here holds it (one scan of `/proc/*/fdinfo`), the owner
 //!    runs in a namespace nested in the reader's and Q is its pid here: [`Owner::Nested`]
 //!    (its `NSpid` line in /proc/Q/status ends with P when it is the one that joined);
 //! 3. else no process visible here holds it: the owner lives in a namespace the reader cannot
@@ -246,23 +246,20 @@ impl Resolver {
 
     /// As `holds`, with `Err` when the process's descriptors cannot be listed (another user's,
     /// say); a process that has exited meanwhile holds nothing.
+    ///
+    /// Only procfs is read: each descriptor's fdinfo names the file of its locks by device
+    /// and inode. Nothing is stat'ed through a descriptor, which could hang on a dead network
+    /// or FUSE mount that some unrelated process has open.
     fn holds_checked(&self, pid: u32, file: FileId) -> Result<Vec<u64>, ()> {
-        let base = self.proc_dir.join(pid.to_string());
-        let fds = match std::fs::read_dir(base.join("fd")) {
+        let dir = self.proc_dir.join(pid.to_string()).join("fdinfo");
+        let fds = match std::fs::read_dir(&dir) {
             Ok(d) => d,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(_) => return Err(()),
         };
         let mut starts = Vec::new();
         for fd in fds.flatten() {
-            // stat follows the descriptor's link to the open file itself, whatever its path
-            // in the owner's mount namespace.
-            let same = std::fs::metadata(fd.path()).is_ok_and(|m| FileId::of(&m) == file);
-            if !same {
-                continue;
-            }
-            let info = base.join("fdinfo").join(fd.file_name());
-            if let Ok(text) = std::fs::read_to_string(info) {
+            if let Ok(text) = std::fs::read_to_string(fd.path()) {
                 starts.extend(lock_starts(&text, file));
             }
         }
