@@ -275,8 +275,8 @@ fn to_json<'a>(
         retained_bytes: st.tail_position.saturating_sub(st.head_position),
         unblocked: st.unblocked,
         evicted: st.evicted,
-        readers_waiting: st.readers_waiting,
-        producers_waiting: st.producers_waiting,
+        readers_waiting: live_waiting(st).0 as u32,
+        producers_waiting: live_waiting(st).1 as u32,
         read_only: bus.is_read_only(),
         rate,
         subscribers: st
@@ -302,6 +302,16 @@ fn to_json<'a>(
             .collect(),
         producers,
     }
+}
+
+/// (readers, producers) asleep now, counting only live ones: the header's counters keep a
+/// participant that died asleep until a join or a full ring sweeps its slot, and `stat`
+/// evicts nothing.
+pub fn live_waiting(st: &BusStats) -> (u64, u64) {
+    (
+        st.subscribers.iter().filter(|s| s.waiting).count() as u64,
+        st.producers.iter().filter(|p| p.waiting).count() as u64,
+    )
 }
 
 /// 1536 -> "1.5 KiB"
@@ -406,8 +416,8 @@ fn print_human(
         "repairs    {} unblocked, {} evicted; {} asleep, {} waiting for space{}",
         plural(st.unblocked, "record", "records"),
         plural(st.evicted, "slot", "slots"),
-        plural(u64::from(st.readers_waiting), "reader", "readers"),
-        plural(u64::from(st.producers_waiting), "producer", "producers"),
+        plural(live_waiting(st).0, "reader", "readers"),
+        plural(live_waiting(st).1, "producer", "producers"),
         waiting_pids(
             st.producers
                 .iter()

@@ -119,14 +119,16 @@ impl Summary {
         if let Err(e) = &st.message_type {
             p.push(e.to_string());
         }
+        // Live waiters only: the header's count keeps one that died asleep until a sweep.
+        let waiting = crate::inspect::live_waiting(st).1;
         if st.config.mode == bus_core::Mode::Reliable
-            && st.producers_waiting > 0
+            && waiting > 0
             && self.worst_lag_bytes + u64::from(st.config.max_message) >= st.config.capacity
         {
             p.push(format!(
                 "ring full, {} producer{} waiting",
-                st.producers_waiting,
-                plural(u64::from(st.producers_waiting))
+                waiting,
+                plural(waiting)
             ));
         }
         p
@@ -283,8 +285,9 @@ impl Row {
                 j.worst_lag_bytes = Some(sum.worst_lag_bytes);
                 j.unblocked = Some(st.unblocked);
                 j.evicted = Some(st.evicted);
-                j.readers_waiting = Some(st.readers_waiting);
-                j.producers_waiting = Some(st.producers_waiting);
+                let (readers, producers) = crate::inspect::live_waiting(&st);
+                j.readers_waiting = Some(readers as u32);
+                j.producers_waiting = Some(producers as u32);
                 j.problems = sum.problems(st);
                 j.repairs = Summary::repairs(st);
             }

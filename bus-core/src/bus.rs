@@ -441,10 +441,6 @@ impl Bus {
         let seg = &self.shared.seg;
         let tail = seg.tail_snapshot();
         let head = seg.head_snapshot();
-        // Waiting counts from the slots of live participants: the header's counters keep a
-        // participant that died asleep until a join or a full ring sweeps its slot.
-        let mut readers_waiting = 0;
-        let mut producers_waiting = 0;
         let mut subscribers = Vec::new();
         // ORDERING: Acquire on a slot's state and position pairs with the SeqCst stores that
         // publish them; the counters are Relaxed statistics (each exact, not one snapshot).
@@ -459,7 +455,6 @@ impl Bus {
             let (delivered, lost, unblocked) = slot.counters_relaxed();
             let alive = registry::is_alive(seg, off);
             let waiting = alive && seg.slot(off).sleeping().load(Ordering::Relaxed) != 0;
-            readers_waiting += u32::from(waiting);
             subscribers.push(SubscriberStats {
                 index,
                 pid: slot.pid_relaxed(),
@@ -485,7 +480,6 @@ impl Bus {
             let (sent, bytes, abandoned) = slot.counters_relaxed();
             let alive = registry::is_alive(seg, off);
             let waiting = alive && seg.slot(off).sleeping().load(Ordering::Relaxed) != 0;
-            producers_waiting += u32::from(waiting);
             producers.push(ProducerStats {
                 index,
                 pid: slot.pid_relaxed(),
@@ -505,8 +499,8 @@ impl Bus {
             head_seq: head.1,
             unblocked: seg.unblocked().load(Ordering::Relaxed),
             evicted: seg.evicted().load(Ordering::Relaxed),
-            readers_waiting,
-            producers_waiting,
+            readers_waiting: seg.readers_waiting().load(Ordering::Relaxed),
+            producers_waiting: seg.producers_waiting().load(Ordering::Relaxed),
             subscribers,
             producers,
             message_type: crate::typeinfo::read(&self.shared),
@@ -531,10 +525,11 @@ pub struct BusStats {
     pub unblocked: u64,
     /// Slots freed from dead participants.
     pub evicted: u64,
-    /// Live readers asleep on the futex now (subscriber slots with `waiting` set).
+    /// The header's count of readers asleep on the futex. It includes a reader that died
+    /// asleep until its slot is swept; [`SubscriberStats::waiting`] counts only live ones.
     pub readers_waiting: u32,
-    /// Live producers asleep waiting for space now (producer slots with `waiting` set). A
-    /// participant that died asleep is not counted.
+    /// The header's count of producers asleep waiting for space, including one that died
+    /// asleep until its slot is swept; [`ProducerStats::waiting`] counts only live ones.
     pub producers_waiting: u32,
     /// Active subscriber slots.
     pub subscribers: Vec<SubscriberStats>,
@@ -654,6 +649,7 @@ mod tests {
         assert_eq!(a.tail_seq, 3);
         assert!(a.subscribers[0].alive && a.producers[0].alive);
         assert_eq!(a.readers_waiting + a.producers_waiting, 0);
+        assert!(!a.subscribers[0].waiting && !a.producers[0].waiting);
         let ebadf = JoinError::Io { errno: libc::EBADF };
         assert_eq!(ro.publisher().unwrap_err(), ebadf);
         assert_eq!(
