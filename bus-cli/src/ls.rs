@@ -285,7 +285,7 @@ impl Row {
                 j.worst_lag_bytes = Some(sum.worst_lag_bytes);
                 j.unblocked = Some(st.unblocked);
                 j.evicted = Some(st.evicted);
-                let (readers, producers) = crate::inspect::live_waiting(&st);
+                let (readers, producers) = crate::inspect::live_waiting(st);
                 j.readers_waiting = Some(readers as u32);
                 j.producers_waiting = Some(producers as u32);
                 j.problems = sum.problems(st);
