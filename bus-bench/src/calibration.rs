@@ -42,8 +42,80 @@ const DATA: usize = 4096;
 const REC_HEADER: u64 = 16;
 /// word1 of a WRAP padding record: the rest of the region up to its end is skipped.
 const PAD: u64 = u64::MAX;
+/// word1 of an alignment padding record: `SKIP | bytes` (see [`Layout`]).
+const SKIP: u64 = 1 << 63;
+/// Messages of at least this many bytes get the payload alignment of [`Layout`].
+const LARGE: u64 = 4096;
 /// Longest pause between two polls, in spin-loop hints (shmbus's `MAX_SPIN_PAUSE`).
 const MAX_SPIN_PAUSE: u32 = 1024;
+
+/// Experiments on large messages (issue 13), from the environment of the benchmark (the
+/// children inherit it, so both ends agree):
+/// * `SHMBUS_BENCH_RING_ALIGN=A` (a power of two, default 16): payloads of messages of 4 KiB
+///   and more start `A`-aligned, after an alignment padding record where needed (64: a cache
+///   line, 4096: a page);
+/// * `SHMBUS_BENCH_RING_NT=1`: such payloads are copied in with non-temporal stores.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    align: u64,
+    non_temporal: bool,
+}
+
+impl Layout {
+    fn from_env() -> Layout {
+        let align = std::env::var("SHMBUS_BENCH_RING_ALIGN")
+            .ok()
+            .and_then(|a| a.parse::<u64>().ok())
+            .filter(|a| a.is_power_of_two() && *a >= 16)
+            .unwrap_or(16);
+        let non_temporal = std::env::var("SHMBUS_BENCH_RING_NT").is_ok_and(|v| v == "1");
+        Layout {
+            align,
+            non_temporal,
+        }
+    }
+
+    /// Bytes of alignment padding before a record of `len` bytes at `pos`: 0, or at least a
+    /// header's 16.
+    #[inline(always)]
+    fn skip(&self, pos: u64, len: u64) -> u64 {
+        if len < LARGE || self.align == 16 {
+            return 0;
+        }
+        match (pos + REC_HEADER) & (self.align - 1) {
+            0 => 0,
+            off if self.align - off < REC_HEADER => 2 * self.align - off,
+            off => self.align - off,
+        }
+    }
+}
+
+/// Copies `len` bytes with non-temporal stores (16-byte aligned destination).
+///
+/// # Safety
+///
+/// As `copy_nonoverlapping`, and `dst` is 16-aligned.
+#[cfg(target_arch = "x86_64")]
+unsafe fn copy_nt(src: *const u8, dst: *mut u8, len: usize) {
+    use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_sfence, _mm_stream_si128};
+    let whole = len & !15;
+    let mut i = 0;
+    while i < whole {
+        // SAFETY: `i + 16 <= len` on both sides; `dst + i` is 16-aligned; SSE2 is part of
+        // x86-64.
+        unsafe {
+            let v = _mm_loadu_si128(src.add(i) as *const __m128i);
+            _mm_stream_si128(dst.add(i) as *mut __m128i, v);
+        }
+        i += 16;
+    }
+    // SAFETY: the tail, inside both buffers; the fence orders the streaming stores before
+    // the Release store that publishes the record.
+    unsafe {
+        std::ptr::copy_nonoverlapping(src.add(whole), dst.add(whole), len - whole);
+        _mm_sfence();
+    }
+}
 
 /// A featureless ring as a benchmark transport.
 pub struct Ring {
@@ -77,6 +149,7 @@ impl Ring {
             tail: 0,
             head: 0,
             buf: Vec::new(),
+            layout: Layout::from_env(),
             map,
         })
     }
@@ -175,6 +248,7 @@ struct RingTx {
     /// The reader's position as last loaded: may be stale (too low), never too high.
     head: u64,
     buf: Vec<u8>,
+    layout: Layout,
     map: Map,
 }
 
@@ -192,39 +266,65 @@ impl RingTx {
         }
     }
 
-    /// Where a record of `ext` bytes at `pos` goes: WRAP bytes before it, and its end.
+    /// Where a record of `len` bytes at `pos` goes: WRAP bytes, then alignment padding
+    /// bytes, before it, and its end.
     #[inline(always)]
-    fn place(&self, pos: u64, ext: u64) -> (u64, u64) {
+    fn place(&self, pos: u64, len: u64) -> (u64, u64, u64) {
+        let ext = extent(len);
         let idx = pos & (self.map.cap - 1);
-        let pad = if idx + ext > self.map.cap {
-            self.map.cap - idx
+        let skip = self.layout.skip(pos, len);
+        if idx + skip + ext > self.map.cap {
+            let pad = self.map.cap - idx;
+            let skip = self.layout.skip(pos + pad, len);
+            (pad, skip, pos + pad + skip + ext)
         } else {
-            0
-        };
-        (pad, pos + pad + ext)
+            (0, skip, pos + skip + ext)
+        }
+    }
+
+    /// A padding record at `pos` of `word1` (PAD, or SKIP with its length).
+    #[inline(always)]
+    fn write_pad(&self, pos: u64, word1: u64) {
+        let idx = pos & (self.map.cap - 1);
+        // ORDERING: Relaxed: published by the commit (Release) below, or the tail store.
+        self.map.data_word(idx + 8).store(word1, Ordering::Relaxed);
+        if self.mpmc {
+            // ORDERING: Release: the reader Acquires the commit word, then reads word1.
+            self.map.data_word(idx).store(pos + 1, Ordering::Release);
+        }
     }
 
     #[inline(always)]
-    fn write_record(&self, pos: u64, pad: u64, len: usize) {
-        let mask = self.map.cap - 1;
+    fn write_record(&self, pos: u64, pad: u64, skip: u64, len: usize) {
         if pad > 0 {
-            let idx = pos & mask;
-            // ORDERING: Relaxed: published by the commit (Release) below, or the tail store.
-            self.map.data_word(idx + 8).store(PAD, Ordering::Relaxed);
-            if self.mpmc {
-                // ORDERING: Release: the reader Acquires the commit word, then reads word1.
-                self.map.data_word(idx).store(pos + 1, Ordering::Release);
-            }
+            self.write_pad(pos, PAD);
         }
-        let rec = pos + pad;
-        let idx = rec & mask;
+        if skip > 0 {
+            self.write_pad(pos + pad, SKIP | skip);
+        }
+        let rec = pos + pad + skip;
+        let idx = rec & (self.map.cap - 1);
         // ORDERING: Relaxed: published by the commit word's (or the tail's) Release store.
         self.map
             .data_word(idx + 8)
             .store(len as u64, Ordering::Relaxed);
+        let dst = self.map.payload(idx);
+        #[cfg(target_arch = "x86_64")]
+        if self.layout.non_temporal && len as u64 >= LARGE {
+            // SAFETY: as below; payloads are 16-aligned (the region is page-aligned and
+            // records 16-aligned).
+            unsafe { copy_nt(self.buf.as_ptr(), dst, len) };
+            self.commit(rec, idx);
+            return;
+        }
         // SAFETY: the record `[idx, idx + extent)` lies inside the region (`place`), was
         // reserved by this writer and is not read until committed; `buf` is process memory.
-        unsafe { std::ptr::copy_nonoverlapping(self.buf.as_ptr(), self.map.payload(idx), len) };
+        unsafe { std::ptr::copy_nonoverlapping(self.buf.as_ptr(), dst, len) };
+        self.commit(rec, idx);
+    }
+
+    #[inline(always)]
+    fn commit(&self, rec: u64, idx: u64) {
         if self.mpmc {
             // ORDERING: Release: a reader whose Acquire load sees this sees word1 and the
             // payload.
@@ -235,25 +335,24 @@ impl RingTx {
 
 impl Tx for RingTx {
     fn send(&mut self, size: usize, fill: &mut dyn FnMut(&mut [u8])) -> io::Result<()> {
-        if extent(size as u64) > self.map.cap / 2 {
+        if extent(size as u64) + self.layout.align > self.map.cap / 2 {
             return Err(io::Error::other("message too large for the ring"));
         }
         self.buf.resize(size, 0);
         fill(&mut self.buf);
-        let ext = extent(size as u64);
         if !self.mpmc {
             let pos = self.tail;
-            let (pad, end) = self.place(pos, ext);
+            let (pad, skip, end) = self.place(pos, size as u64);
             self.room(end);
-            self.write_record(pos, pad, size);
+            self.write_record(pos, pad, skip, size);
             // ORDERING: Release: the reader Acquires the tail, then reads the records below.
             self.map.word(TAIL).store(end, Ordering::Release);
             self.tail = end;
             return Ok(());
         }
         let mut t = self.tail;
-        let (pos, pad) = loop {
-            let (pad, end) = self.place(t, ext);
+        let (pos, pad, skip) = loop {
+            let (pad, skip, end) = self.place(t, size as u64);
             self.room(end);
             // ORDERING: AcqRel on success (the claim orders after the head we checked, and
             // other producers' claims before it); Relaxed on failure (we retry from `now`).
@@ -264,12 +363,12 @@ impl Tx for RingTx {
             {
                 Ok(_) => {
                     self.tail = end;
-                    break (t, pad);
+                    break (t, pad, skip);
                 }
                 Err(now) => t = now,
             }
         };
-        self.write_record(pos, pad, size);
+        self.write_record(pos, pad, skip, size);
         Ok(())
     }
 }
@@ -336,6 +435,10 @@ impl Rx for RingRx {
             if let Some((idx, word1)) = self.poll() {
                 if word1 == PAD {
                     self.pos += self.map.cap - idx;
+                    continue;
+                }
+                if word1 & SKIP != 0 {
+                    self.pos += word1 & !SKIP;
                     continue;
                 }
                 if polls > 0 {
