@@ -69,3 +69,39 @@ def blocked_send(path, ready, out):
         out.put(("sent", time.monotonic()))
     except KeyboardInterrupt:
         out.put(("interrupted", time.monotonic()))
+
+
+def publish_paced(path, count, pause, ready):
+    """Publishes `count` counters, sleeping `pause` seconds between them (receivers wait)."""
+    bus = shmbus.Bus.open(path)
+    pub = bus.publisher()
+    ready.set()
+    for i in range(count):
+        pub.send(struct.pack("<Q", i), timeout=30)
+        if pause:
+            time.sleep(pause)
+    pub.close()
+
+
+def publish_round_robin(paths, count, ready, go):
+    """Publishes counters 0..count on every bus of `paths`, one bus after the other."""
+    pubs = [shmbus.Bus.open(p).publisher() for p in paths]
+    ready.set()
+    go.wait(30)
+    for i in range(count):
+        for pub in pubs:
+            pub.send(struct.pack("<Q", i), timeout=30)
+        if i % 50 == 0:
+            time.sleep(0.001)  # let the receivers catch up, so that they park
+
+
+def consume_slowly(path, count, out, ready):
+    """Joins a reliable bus and reads `count` messages slowly (publishers fill the ring)."""
+    bus = shmbus.Bus.open(path)
+    sub = bus.subscribe("oldest")
+    ready.set()
+    seen = []
+    for _ in range(count):
+        time.sleep(0.002)
+        seen.append(struct.unpack("<Q", sub.recv(timeout=30).data)[0])
+    out.put(seen)
