@@ -1,5 +1,6 @@
 """Every error kind: its class, its attributes, and when it is raised."""
 
+import asyncio
 import os
 import struct
 
@@ -186,3 +187,119 @@ def test_a_record_scrambled_by_another_process_is_skipped(path):
     m = sub.recv(timeout=5)
     assert (m.data, m.seq) == (b"b" * 32, 1)
     assert bus.stats()["unblocked"] == 1
+
+
+# More of the header (bus-core/src/layout.rs, line 0): max subscribers (u32 at 36), max
+# producers (u32 at 40), the slot table's offset (u64 at 48). A slot is 128 bytes,
+# subscribers' first; a producer slot's "claiming" word (0 idle, else 1 + the sequence it
+# claims) is the u64 at 16 in it.
+MAX_SUBSCRIBERS_OFFSET = 36
+MAX_PRODUCERS_OFFSET = 40
+SLOTS_OFFSET_OFFSET = 48
+SLOT_SIZE = 128
+PROD_CLAIMING = 16
+CAPACITY_OFFSET = 24
+
+
+def pread_u64(path, offset):
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return struct.unpack("<Q", f.read(8))[0]
+
+
+def pwrite(path, offset, data):
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.pwrite(fd, data, offset)
+    finally:
+        os.close(fd)
+
+
+def test_a_scribbled_header_field_is_refused_at_open(path):
+    shmbus.Bus.create(path, capacity=1 << 16)
+    pwrite(path, CAPACITY_OFFSET, struct.pack("<Q", 1 << 20))  # the header's checksum breaks
+    with pytest.raises(shmbus.OpenError) as e:
+        shmbus.Bus.open(path)
+    assert e.value.kind == "invalid_header"
+
+
+def test_a_record_the_repairer_cannot_replace_raises_corrupt(path):
+    # What bus-core's crash test `a_bad_header_the_repairer_cannot_replace_is_reported_as_corrupt`
+    # plants: word1 of the second record scribbled, and the tail's sequence pushed so far that
+    # the region would span more sequences than a repair can account for.
+    bus = shmbus.Bus.create(path, capacity=1 << 16, unblock_timeout=0.02)
+    pub = bus.publisher()
+    sub = bus.subscribe("oldest")
+    pub.send(b"first")
+    second = bus.stats()["tail_position"]
+    pub.send(b"second")
+    data = pread_u64(path, DATA_OFFSET_OFFSET)
+    pwrite(path, data + second + 8, b"\xff" * 8)
+    tail_seq = pread_u64(path, TAIL_OFFSET + 8)
+    pwrite(path, TAIL_OFFSET + 8, struct.pack("<Q", tail_seq + 100_000))
+    assert sub.recv(timeout=1).data == b"first"
+    with pytest.raises(shmbus.Corrupt) as e:
+        sub.recv(timeout=5)
+    assert e.value.position == second
+    assert e.value.problem and "corrupt record" in str(e.value)
+    # The subscriber stays where it is, and says so again (each time the record has stayed
+    # bad for the unblock timeout) through every receive call; never a crash.
+    with pytest.raises((shmbus.Empty, shmbus.Corrupt)):
+        sub.try_recv()
+    with pytest.raises(shmbus.Corrupt):
+        sub.recv_many(10, timeout=5)
+    with pytest.raises(shmbus.Corrupt):
+        with sub.recv_view(timeout=5):
+            pass
+
+    async def main():
+        with pytest.raises(shmbus.Corrupt):
+            await sub.recv_async()
+
+    asyncio.run(main())
+    assert bus.stats()["unblocked"] == 0
+
+
+def test_a_second_writer_on_a_one_producer_bus_raises_producer_conflict(path):
+    # Exclusive bus (max_producers=1): the publisher claims with plain stores. Another
+    # process moving the tail (here: our own writes into the header, as a publisher that
+    # lost its slot would do) is noticed within a lap.
+    bus = shmbus.Bus.create(path, capacity=1 << 12, mode="lossy", max_producers=1)
+    pub = bus.publisher()
+    with pytest.raises(shmbus.NoFreeSlot):
+        bus.publisher()
+    with pytest.raises(shmbus.ProducerConflict) as e:
+        for _ in range(1000):
+            pub.send(b"x" * 40)
+            pos, seq = struct.unpack("<QQ", open(path, "rb").read(TAIL_OFFSET + 16)[TAIL_OFFSET:])
+            pwrite(path, TAIL_OFFSET, struct.pack("<QQ", pos + 64, seq + 1))
+    assert e.value.found == e.value.expected + 64
+    assert "one-producer bus" in str(e.value)
+
+
+def test_a_loan_repaired_away_raises_unblocked_at_commit(path):
+    # A repairer turns a claimed record into padding only if every producer that may own it
+    # is dead. Clearing the producers' "claiming" words makes this live publisher look like
+    # one that died holding the loan: what a publisher whose process lost its liveness lock
+    # would find. Its commit then fails: the message was not delivered.
+    bus = shmbus.Bus.create(path, capacity=1 << 16, unblock_timeout=0.02)
+    pub = bus.publisher()
+    sub = bus.subscribe()
+    slots = pread_u64(path, SLOTS_OFFSET_OFFSET)
+    header = open(path, "rb").read(64)
+    (max_subs,) = struct.unpack_from("<I", header, MAX_SUBSCRIBERS_OFFSET)
+    (max_prods,) = struct.unpack_from("<I", header, MAX_PRODUCERS_OFFSET)
+    loan = pub.loan(8)
+    with pytest.raises(shmbus.Unblocked) as e:
+        with loan as buf:
+            buf[:] = b"repaired"
+            for i in range(max_prods):
+                pwrite(path, slots + (max_subs + i) * SLOT_SIZE + PROD_CLAIMING, bytes(8))
+            with pytest.raises(shmbus.Timeout):
+                sub.recv(timeout=0.5)  # finds the claim stuck, has it repaired, gets nothing
+    assert "unblocked" in str(e.value)
+    assert loan.committed is None
+    assert bus.stats()["unblocked"] == 1
+    # Both handles go on.
+    pub.send(b"after")
+    assert sub.recv(timeout=1).data == b"after"
