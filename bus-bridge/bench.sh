@@ -11,9 +11,12 @@ T=target/release
 DIR=$(mktemp -d /dev/shm/bridge-bench.XXXXXX)
 PORT=${PORT:-14399}
 URL=nats://127.0.0.1:$PORT
-cleanup() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$DIR"; }
+NS=
+# (`jobs -p` lists nothing in a non-interactive dash: kill the server by its pid.)
+cleanup() { [ -n "$NS" ] && kill "$NS" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$DIR"; }
 trap cleanup EXIT
 nats-server -a 127.0.0.1 -p "$PORT" -js -sd "$DIR/js" -l "$DIR/server.log" &
+NS=$!
 sleep 0.5
 
 field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
@@ -43,19 +46,23 @@ bridged() {
 
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); $(nats-server --version)"
 echo
-echo "| path | size | msgs/s | vs plain |"
+echo "| path | size | msgs/s | vs plain (reliable: without / with message ids) |"
 echo "|---|---|---|---|"
 for size in 64 1024; do
     core=$($T/nats-plain throughput "$URL" 500000 $size | sed 's/.*msgs_per_s=//')
     js=$($T/nats-plain jetstream "$URL" 200000 $size | sed 's/.*msgs_per_s=//')
+    e2e=$($T/nats-plain jetstream-e2e "$URL" 200000 $size | sed 's/.*msgs_per_s=//')
+    e2eid=$($T/nats-plain jetstream-e2e-id "$URL" 200000 $size | sed 's/.*msgs_per_s=//')
     set -- $(bridged lossy $size 500000 0)
     lossy=$1 lossy_lost=$3
     set -- $(bridged reliable $size 200000 0)
     rel=$1
     echo "| plain core NATS (async-nats pub -> sub) | $size B | $core | 1.00 |"
     echo "| bridged lossy bus (core NATS), $lossy_lost lost | $size B | $lossy | $(awk "BEGIN{printf \"%.2f\", $lossy/$core}") |"
-    echo "| plain JetStream publish, 256 acks in flight | $size B | $js | 1.00 |"
-    echo "| bridged reliable bus (JetStream, both bridges) | $size B | $rel | $(awk "BEGIN{printf \"%.2f\", $rel/$js}") |"
+    echo "| plain JetStream publish only, 256 acks in flight | $size B | $js | |"
+    echo "| plain JetStream publisher + durable pull consumer (AckAll every 256) | $size B | $e2e | 1.00 |"
+    echo "| the same with a Nats-Msg-Id per message (JetStream de-duplicates) | $size B | $e2eid | 1.00 |"
+    echo "| bridged reliable bus (JetStream, both bridges) | $size B | $rel | $(awk "BEGIN{printf \"%.2f / %.2f\", $rel/$e2e, $rel/$e2eid}") |"
 done
 echo
 rtt=$($T/nats-plain rtt "$URL" 10000 64)

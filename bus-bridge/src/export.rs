@@ -30,7 +30,7 @@ use std::time::Duration;
 use anyhow::Context;
 use async_nats::jetstream::context::{PublishAckFuture, PublishError};
 use async_nats::jetstream::publish::PublishAck;
-use async_nats::HeaderMap;
+use async_nats::{HeaderMap, Subject};
 use bus_core::{Bus, RecvError, Start, SubscribeError};
 use bytes::Bytes;
 use tokio::sync::watch;
@@ -62,27 +62,52 @@ struct InFlight {
     /// The subscriber's position after it: where to resume once it is acknowledged.
     next_position: u64,
     /// `None` for a message not exported (imported by this bridge): it only moves the
-    /// position when it reaches the front.
-    publish: Option<(HeaderMap, Bytes)>,
+    /// position when it reaches the front. Otherwise the sequence of the message exported
+    /// before it (`Shmbus-Prev`) and the payload: what a retry needs to publish it again.
+    publish: Option<(Option<u64>, Bytes)>,
     /// The acknowledgement; `None` until (re-)published.
     ack: Option<AckFuture>,
 }
 
-async fn publish(
-    js: &async_nats::jetstream::Context,
-    subject: &str,
-    headers: &HeaderMap,
-    payload: &Bytes,
-) -> Result<AckFuture, PublishError> {
-    let fut: PublishAckFuture = js
-        .send_publish(
-            subject.to_string(),
-            async_nats::jetstream::message::PublishMessage::build()
-                .headers(headers.clone())
-                .payload(payload.clone()),
-        )
-        .await?;
-    Ok(Box::pin(fut.into_future()))
+/// What a reliable export's headers carry besides its sequence.
+struct Origin {
+    /// [`crate::id::hex`] of the bus id.
+    hex: String,
+    host: String,
+    subject: Subject,
+}
+
+impl Origin {
+    fn headers(&self, seq: u64, prev: Option<u64>) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(MSG_ID, format!("{}-{seq}", self.hex).as_str());
+        headers.insert(ORIGIN, self.hex.as_str());
+        headers.insert(HOST, self.host.as_str());
+        headers.insert(SEQ, seq.to_string().as_str());
+        if let Some(p) = prev {
+            headers.insert(PREV, p.to_string().as_str());
+        }
+        headers
+    }
+
+    /// Publishes message `seq`: the future of its acknowledgement.
+    async fn publish(
+        &self,
+        js: &async_nats::jetstream::Context,
+        seq: u64,
+        prev: Option<u64>,
+        payload: &Bytes,
+    ) -> Result<AckFuture, PublishError> {
+        let fut: PublishAckFuture = js
+            .send_publish(
+                self.subject.clone(),
+                async_nats::jetstream::message::PublishMessage::build()
+                    .headers(self.headers(seq, prev))
+                    .payload(payload.clone()),
+            )
+            .await?;
+        Ok(fut.into_future())
+    }
 }
 
 /// How long to wait before sending a failed window again (doubling up to 2 s).
@@ -170,6 +195,11 @@ pub async fn reliable(
     let _ = ready.send(()).await;
 
     let mut prev = last_published;
+    let origin = Origin {
+        hex: hex.clone(),
+        host: link.host.clone(),
+        subject: Subject::from(link.subject.as_str()),
+    };
     let mut q: VecDeque<InFlight> = VecDeque::with_capacity(link.window);
     let mut buf = Vec::new();
     let mut tick = tokio::time::interval(SAVE_EVERY);
@@ -200,8 +230,8 @@ pub async fn reliable(
                 e.ack = None;
             }
             for e in q.iter_mut() {
-                if let Some((headers, payload)) = &e.publish {
-                    match publish(&js, &link.subject, headers, payload).await {
+                if let Some((prev, payload)) = &e.publish {
+                    match origin.publish(&js, e.seq, *prev, payload).await {
                         Ok(f) => e.ack = Some(f),
                         Err(err) => {
                             failed = Some(err);
@@ -281,17 +311,8 @@ pub async fn reliable(
                     q.push_back(InFlight { seq: m.seq, next_position, publish: None, ack: None });
                     continue;
                 }
-                let mut headers = HeaderMap::new();
-                headers.insert(MSG_ID, format!("{hex}-{}", m.seq).as_str());
-                headers.insert(ORIGIN, hex.as_str());
-                headers.insert(HOST, link.host.as_str());
-                headers.insert(SEQ, m.seq.to_string().as_str());
-                if let Some(p) = prev {
-                    headers.insert(PREV, p.to_string().as_str());
-                }
-                prev = Some(m.seq);
                 let payload = Bytes::copy_from_slice(&buf);
-                let ack = match publish(&js, &link.subject, &headers, &payload).await {
+                let ack = match origin.publish(&js, m.seq, prev, &payload).await {
                     Ok(f) => Some(f),
                     Err(err) => {
                         crate::warn(link.json, &format!("{}: publish failed: {err}", link.stats.label));
@@ -299,7 +320,8 @@ pub async fn reliable(
                         None
                     }
                 };
-                q.push_back(InFlight { seq: m.seq, next_position, publish: Some((headers, payload)), ack });
+                q.push_back(InFlight { seq: m.seq, next_position, publish: Some((prev, payload)), ack });
+                prev = Some(m.seq);
             }
             _ = tick.tick() => {
                 link.stats.in_flight.store(q.len() as u64, std::sync::atomic::Ordering::Relaxed);

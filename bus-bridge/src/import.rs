@@ -190,7 +190,7 @@ struct Reliable {
     /// Per origin, by sequence.
     held: BTreeMap<(u64, u64), Held>,
     /// The processed message to acknowledge (everything before it is processed).
-    to_ack: Option<jetstream::Message>,
+    to_ack: Option<(u64, jetstream::Message)>,
     unacked: u64,
 }
 
@@ -203,14 +203,10 @@ impl Reliable {
     }
 
     /// A message is done with (committed, recognised, or skipped): it may be acknowledged.
-    async fn done(&mut self, msg: jetstream::Message) {
-        let seq = msg.info().map_or(0, |i| i.stream_sequence);
-        let newer = self
-            .to_ack
-            .as_ref()
-            .is_none_or(|m| m.info().map_or(0, |i| i.stream_sequence) < seq);
-        if newer {
-            self.to_ack = Some(msg);
+    /// `seq` is its stream sequence.
+    async fn done(&mut self, msg: jetstream::Message, seq: u64) {
+        if self.to_ack.as_ref().is_none_or(|(s, _)| *s < seq) {
+            self.to_ack = Some((seq, msg));
         }
         self.unacked += 1;
         if self.unacked >= ACK_EVERY {
@@ -220,12 +216,11 @@ impl Reliable {
 
     /// Acknowledges everything up to `to_ack`, unless that would cover a held message.
     async fn ack(&mut self) {
-        let Some(m) = &self.to_ack else { return };
-        let seq = m.info().map_or(0, |i| i.stream_sequence);
-        if self.held_min_stream_seq().is_some_and(|h| h <= seq) {
+        let Some((seq, _)) = &self.to_ack else { return };
+        if self.held_min_stream_seq().is_some_and(|h| h <= *seq) {
             return;
         }
-        let m = self.to_ack.take().unwrap();
+        let (_, m) = self.to_ack.take().unwrap();
         self.unacked = 0;
         // A lost acknowledgement only means a redelivery, which is recognised.
         let _ = m.ack().await;
@@ -256,7 +251,7 @@ impl Reliable {
         if origin == self.link.bus_id {
             // Our own bus's message, come back (two-way bridging on one subject).
             LinkStats::add(&self.link.stats.looped, 1);
-            self.done(msg).await;
+            self.done(msg, stream_seq).await;
             return Ok(());
         }
         let (origin, seq, prev) = match header_u64(h, SEQ) {
@@ -267,7 +262,7 @@ impl Reliable {
         let last = self.state.origins.get(&key).copied();
         if last.is_some_and(|l| seq <= l) {
             LinkStats::add(&self.link.stats.redelivered, 1);
-            self.done(msg).await;
+            self.done(msg, stream_seq).await;
             return Ok(());
         }
         if let (Some(l), Some(p)) = (last, prev) {
@@ -304,7 +299,7 @@ impl Reliable {
                     let ss = held.msg.info().map_or(0, |i| i.stream_sequence);
                     if k.1 <= last {
                         LinkStats::add(&self.link.stats.redelivered, 1);
-                        self.done(held.msg).await;
+                        self.done(held.msg, ss).await;
                     } else {
                         self.commit_one(held.msg, origin, k.1, ss, stop).await?;
                     }
@@ -362,7 +357,7 @@ impl Reliable {
                 *last = (*last).max(seq);
             }
         }
-        self.done(msg).await;
+        self.done(msg, stream_seq).await;
         self.checkpoint(false).await
     }
 }

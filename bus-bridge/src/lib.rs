@@ -120,6 +120,9 @@ fn state_dir(state: Option<&Path>, bus: &Path) -> PathBuf {
 /// link that failed, each with what is wrong.
 pub fn run(args: &BridgeArgs) -> anyhow::Result<ExitCode> {
     let plan = args.plan()?;
+    // Two workers: one thread (current_thread) costs about 10 % less CPU per message on a
+    // reliable link, but a lossy importer alone on it falls behind core NATS, which then drops
+    // messages as a slow consumer.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -4,30 +4,34 @@
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
+use async_nats::header::HeaderName;
 use async_nats::jetstream::{self, consumer, stream};
 use async_nats::HeaderMap;
 
 use crate::args::covers;
 
+// Names as `HeaderName` constants: looking a header up or inserting it by `&str` validates
+// and copies the name for every message.
+
 /// `Nats-Msg-Id`: JetStream drops a second message with the same id within the stream's
 /// duplicate window.
-pub const MSG_ID: &str = "Nats-Msg-Id";
+pub const MSG_ID: HeaderName = HeaderName::from_static("Nats-Msg-Id");
 /// The bus a message was first published on ([`crate::id::hex`] of its bus id).
-pub const ORIGIN: &str = "Shmbus-Origin";
+pub const ORIGIN: HeaderName = HeaderName::from_static("Shmbus-Origin");
 /// The bridge (host) that exported it.
-pub const HOST: &str = "Shmbus-Host";
+pub const HOST: HeaderName = HeaderName::from_static("Shmbus-Host");
 /// Its sequence number on the origin bus.
-pub const SEQ: &str = "Shmbus-Seq";
+pub const SEQ: HeaderName = HeaderName::from_static("Shmbus-Seq");
 /// Reliable exports: the sequence of the message exported before it from the same bus, so
 /// that an importer commits an origin's messages in its order even if a failover reordered
 /// them in the stream.
-pub const PREV: &str = "Shmbus-Prev";
+pub const PREV: HeaderName = HeaderName::from_static("Shmbus-Prev");
 /// Lossy exports: `INSTANCE:N`, the exporter's run and how many bus messages it has accounted
 /// for (sent or lost) before this one. A gap at the far side is a loss.
-pub const INDEX: &str = "Shmbus-Index";
+pub const INDEX: HeaderName = HeaderName::from_static("Shmbus-Index");
 /// Lossy exports: a message without payload that only carries the next `Shmbus-Index`, so that
 /// losses at the end of a burst are counted too. Never published to a bus.
-pub const HEARTBEAT: &str = "Shmbus-Heartbeat";
+pub const HEARTBEAT: HeaderName = HeaderName::from_static("Shmbus-Heartbeat");
 
 /// How long JetStream keeps message ids to drop duplicates, for a stream this bridge creates
 /// (the server's default). A bridge that restarts within it re-publishes without duplicates;
@@ -265,11 +269,11 @@ pub async fn durable_consumer(
 }
 
 /// A header's value as text.
-pub fn header<'a>(h: Option<&'a HeaderMap>, name: &str) -> Option<&'a str> {
+pub fn header(h: Option<&HeaderMap>, name: HeaderName) -> Option<&str> {
     h?.get(name).map(|v| v.as_str())
 }
 
 /// A header's value as a number.
-pub fn header_u64(h: Option<&HeaderMap>, name: &str) -> Option<u64> {
+pub fn header_u64(h: Option<&HeaderMap>, name: HeaderName) -> Option<u64> {
     header(h, name)?.parse().ok()
 }

@@ -3,6 +3,10 @@
 //! ```text
 //! nats-plain throughput URL COUNT SIZE   core NATS, one client publishing, one subscribing
 //! nats-plain jetstream URL COUNT SIZE    JetStream publishes with 256 acks in flight
+//! nats-plain jetstream-e2e[-id] URL COUNT SIZE  the same publisher and, at the same time, a durable
+//!                                          pull consumer acknowledging every 256th (AckAll):
+//!                                          what the bridge pair does, without the buses
+//!                                          (`-id`: with a `Nats-Msg-Id` per message)
 //! nats-plain rtt URL COUNT               request/reply round trips: p50, p99
 //! ```
 
@@ -74,6 +78,80 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 count as f64 / secs
             );
         }
+        "jetstream-e2e" | "jetstream-e2e-id" => {
+            // `-id`: each publish carries a `Nats-Msg-Id`, as it must for JetStream to drop
+            // a message sent again after a timeout or a crash (what the bridge relies on).
+            let with_id = what == "jetstream-e2e-id";
+            use async_nats::jetstream::consumer;
+            let js = async_nats::jetstream::new(p.clone());
+            let _ = js.delete_stream("PLAINE2E").await;
+            let stream = js
+                .create_stream(async_nats::jetstream::stream::Config {
+                    name: "PLAINE2E".into(),
+                    subjects: vec!["plain.e2e".into()],
+                    ..Default::default()
+                })
+                .await?;
+            let c: consumer::PullConsumer = stream
+                .create_consumer(consumer::pull::Config {
+                    durable_name: Some("plain".into()),
+                    ack_policy: consumer::AckPolicy::All,
+                    max_ack_pending: 65536,
+                    ..Default::default()
+                })
+                .await?;
+            let t = Instant::now();
+            let reader = tokio::spawn(async move {
+                let mut msgs = c
+                    .stream()
+                    .max_messages_per_batch(1000)
+                    .messages()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mut n = 0u64;
+                while n < count {
+                    let m =
+                        match tokio::time::timeout(std::time::Duration::from_secs(5), msgs.next())
+                            .await
+                        {
+                            Ok(Some(Ok(m))) => m,
+                            _ => break,
+                        };
+                    n += 1;
+                    if n.is_multiple_of(256) || n == count {
+                        m.ack().await.map_err(|e| e.to_string())?;
+                    }
+                }
+                Ok::<u64, String>(n)
+            });
+            let mut q = std::collections::VecDeque::new();
+            for i in 0..count {
+                if q.len() >= 256 {
+                    let f: async_nats::jetstream::context::PublishAckFuture =
+                        q.pop_front().unwrap();
+                    f.await?;
+                }
+                if with_id {
+                    let mut h = async_nats::HeaderMap::new();
+                    h.insert("Nats-Msg-Id", format!("plain-{i}").as_str());
+                    q.push_back(
+                        js.publish_with_headers("plain.e2e", h, payload.clone())
+                            .await?,
+                    );
+                } else {
+                    q.push_back(js.publish("plain.e2e", payload.clone()).await?);
+                }
+            }
+            for f in q {
+                f.await?;
+            }
+            let n = reader.await??;
+            let secs = t.elapsed().as_secs_f64();
+            println!(
+                "{what} received={n} msgs_per_s={:.0}",
+                n as f64 / secs
+            );
+        }
         "rtt" => {
             let mut sub = s.subscribe("plain.rtt").await?;
             let s2 = s.clone();
@@ -98,7 +176,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 lat[lat.len() * 99 / 100] / 1000
             );
         }
-        _ => eprintln!("usage: nats-plain throughput|jetstream|rtt URL COUNT [SIZE]"),
+        _ => eprintln!("usage: nats-plain throughput|jetstream|jetstream-e2e|jetstream-e2e-id|rtt URL COUNT [SIZE]"),
     }
     Ok(())
 }
