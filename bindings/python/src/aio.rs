@@ -36,10 +36,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Wake, Waker};
 
 use pyo3::exceptions::{PyBaseException, PyRuntimeError, PyStopAsyncIteration, PyStopIteration};
+use pyo3::gc::PyVisit;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyType;
+use pyo3::PyTraverseError;
 
 use crate::errors::Closed;
 use crate::publisher::{self, Publisher};
@@ -148,18 +150,54 @@ pub struct Driver {
     waiting: Mutex<HashMap<u64, Py<PyAny>>>,
 }
 
+impl Driver {
+    /// Forgets operation `id`'s future. (Dropped after the lock: freeing a future may run
+    /// Python code, which may come back here.)
+    fn forget(&self, id: u64) {
+        let fut = lock(&self.waiting).remove(&id);
+        drop(fut);
+    }
+}
+
 #[pymethods]
 impl Driver {
     /// The loop's reader callback: resolves the future of every operation woken since the
     /// last call, so that their tasks run their next step.
     fn __call__(&self, py: Python<'_>) -> PyResult<()> {
+        let mut first_err = None;
         for id in self.queue.take() {
             let fut = lock(&self.waiting).remove(&id);
             if let Some(fut) = fut {
-                resolve(py, fut.bind(py))?;
+                // Every future is resolved even if one fails (it cannot, short of memory):
+                // the ids are taken, and a task left out would wait forever.
+                if let Err(e) = resolve(py, fut.bind(py)) {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// The futures are reachable from the loop (through this object, its attribute) and
+    /// refer back to it: a cycle the garbage collector must see.
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        // try_lock: the collector may run while this thread holds the lock; not visiting
+        // then only keeps the objects alive a collection longer.
+        if let Ok(w) = self.waiting.try_lock() {
+            for fut in w.values() {
+                visit.call(fut)?;
             }
         }
         Ok(())
+    }
+
+    fn __clear__(&self) {
+        let futs = self
+            .waiting
+            .try_lock()
+            .map(|mut w| std::mem::take(&mut *w))
+            .unwrap_or_default();
+        drop(futs);
     }
 }
 
@@ -189,10 +227,12 @@ fn running_driver(py: Python<'_>) -> PyResult<(Bound<'_, PyAny>, Bound<'_, Drive
             return Ok((lp, d));
         }
     }
-    for (l, d) in lock(&OTHER_LOOPS).iter() {
-        if l.bind(py).is(&lp) {
-            return Ok((lp, d.bind(py).clone()));
-        }
+    let found = lock(&OTHER_LOOPS)
+        .iter()
+        .find(|(l, _)| l.bind(py).is(&lp))
+        .map(|(_, d)| d.clone_ref(py));
+    if let Some(d) = found {
+        return Ok((lp, d.into_bound(py)));
     }
     let queue = Arc::new(WakeQueue::new()?);
     let fd = queue.rx.as_raw_fd();
@@ -205,7 +245,9 @@ fn running_driver(py: Python<'_>) -> PyResult<(Bound<'_, PyAny>, Bound<'_, Drive
     )?;
     lp.call_method1(intern!(py, "add_reader"), (fd, &d))?;
     if lp.setattr(attr, &d).is_err() {
-        let mut others = lock(&OTHER_LOOPS);
+        // Python code (`is_closed`) runs without the lock held: it may let another thread
+        // take the GIL, which may then wait for the lock.
+        let mut others = std::mem::take(&mut *lock(&OTHER_LOOPS));
         others.retain(|(l, _)| {
             !l.bind(py)
                 .call_method0("is_closed")
@@ -213,6 +255,7 @@ fn running_driver(py: Python<'_>) -> PyResult<(Bound<'_, PyAny>, Bound<'_, Drive
                 .unwrap_or(true)
         });
         others.push((lp.clone().unbind(), d.clone().unbind()));
+        lock(&OTHER_LOOPS).extend(others);
     }
     Ok((lp, d))
 }
@@ -353,7 +396,7 @@ impl Pending {
     fn finish(&mut self, py: Python<'_>) {
         self.state.abandoned.store(true, Ordering::Release);
         if let Some((d, _)) = &self.state.bound {
-            lock(&d.get().waiting).remove(&self.state.id);
+            d.get().forget(self.state.id);
         }
         match self.op.take() {
             Some(Op::Recv { sub, .. }) => subscriber::abandon_async(sub.bind(py), self.state.id),
@@ -418,7 +461,8 @@ impl Pending {
         }
         let fut = lp.call_method0(intern!(py, "create_future"))?;
         fut.setattr(intern!(py, "_asyncio_future_blocking"), true)?;
-        lock(&d.get().waiting).insert(self.state.id, fut.clone().unbind());
+        let old = lock(&d.get().waiting).insert(self.state.id, fut.clone().unbind());
+        drop(old);
         Ok(fut.unbind())
     }
 }
