@@ -123,9 +123,13 @@ def test_wait_for_timeouts_then_go_on_without_loss(path):
         sub.try_recv()
 
 
-def test_a_cancelled_receive_consumes_nothing(bus):
-    sub, pub = bus.subscribe(), bus.publisher()
+@pytest.mark.parametrize("wait", ["spin_then_block", "block"])
+def test_a_cancelled_receive_consumes_nothing(bus, wait):
+    # "block" parks at once (the wake comes through the waiter thread and the loop's socket);
+    # "spin_then_block" first re-polls through the loop (bare yields).
+    sub, pub = bus.subscribe(wait=wait), bus.publisher()
     rounds = 300
+    outcomes = {"completed": 0, "cancelled": 0}
 
     async def main():
         got = []
@@ -135,16 +139,22 @@ def test_a_cancelled_receive_consumes_nothing(bus):
             # Publish, then cancel before the task has run again: whichever of the wake-up
             # and the cancellation wins, the message must reach us exactly once.
             pub.send(U64.pack(i))
-            if i % 3:
-                await asyncio.sleep(0)
+            if i % 3 == 1:
+                await asyncio.sleep(0)  # one loop iteration: the wake may or may not be in
+            elif i % 3 == 2:
+                await asyncio.sleep(0.002)  # the wake is in: the task has its message
             task.cancel()
             try:
                 got.append(counter(await task))
+                outcomes["completed"] += 1
             except asyncio.CancelledError:
                 got.append(counter(await sub.recv_async()))
+                outcomes["cancelled"] += 1
         return got
 
     assert asyncio.run(main()) == list(range(rounds))
+    assert outcomes["cancelled"] > 0  # the race went both ways
+    assert outcomes["completed"] > 0
     with pytest.raises(shmbus.Empty):
         sub.try_recv()
 
