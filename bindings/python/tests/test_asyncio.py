@@ -298,3 +298,41 @@ def test_outside_an_event_loop_it_says_so(bus):
     with pytest.raises(StopIteration) as e:
         sub.recv_async().send(None)  # a message there: done at once, no loop needed
     assert e.value.value.data == b"x"
+
+
+def test_closing_a_handle_ends_its_waiting_task(path):
+    bus = shmbus.Bus.create(path, capacity=1 << 12, max_message=256)
+    sub, pub = bus.subscribe(), bus.publisher()
+    with pytest.raises(shmbus.Full):
+        while True:
+            pub.try_send(bytes(200))
+
+    async def main():
+        sending = asyncio.create_task(pub.send_async(bytes(200)))
+        other = bus.subscribe()
+        receiving = asyncio.create_task(other.recv_async())
+        await asyncio.sleep(0.02)
+        pub.close()
+        other.close()
+        with pytest.raises(shmbus.Closed):
+            await asyncio.wait_for(sending, 5)
+        with pytest.raises(shmbus.Closed):
+            await asyncio.wait_for(receiving, 5)
+
+    asyncio.run(main())
+    # Nothing was published by the send that was waiting.
+    assert len(sub.recv_many(1000, timeout=0)) == bus.stats()["tail_seq"]
+
+
+def test_asyncio_timeout_block(bus):
+    sub = bus.subscribe()
+
+    async def main():
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.02):
+                await sub.recv_async()
+        bus.publisher().send(b"after")
+        async with asyncio.timeout(5):
+            return await sub.recv_async()
+
+    assert asyncio.run(main()).data == b"after"
