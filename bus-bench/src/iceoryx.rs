@@ -67,13 +67,15 @@ fn service(dir: &Path, which: &str, size: usize) -> io::Result<(Node<Svc>, Facto
 struct IceTx {
     publ: iceoryx2::port::publisher::Publisher<Svc, [u8], ()>,
     buf: Vec<u8>,
+    /// Subscribers every message must reach.
+    receivers: usize,
     // Dropped after the publisher.
     _factory: Factory,
     _node: Node<Svc>,
 }
 
 impl IceTx {
-    fn new(dir: &Path, which: &str, size: usize) -> io::Result<IceTx> {
+    fn new(dir: &Path, which: &str, size: usize, receivers: usize) -> io::Result<IceTx> {
         let (node, factory) = service(dir, which, size)?;
         let publ = factory
             .publisher_builder()
@@ -84,6 +86,7 @@ impl IceTx {
         Ok(IceTx {
             publ,
             buf: Vec::new(),
+            receivers,
             _factory: factory,
             _node: node,
         })
@@ -94,10 +97,26 @@ impl Tx for IceTx {
     fn send(&mut self, size: usize, fill: &mut dyn FnMut(&mut [u8])) -> io::Result<()> {
         self.buf.resize(size, 0);
         fill(&mut self.buf);
-        let sample = self.publ.loan_slice_uninit(size).map_err(err)?;
-        let sample = sample.write_from_slice(&self.buf);
-        sample.send().map_err(err)?;
-        Ok(())
+        // `send` returns how many subscribers the sample reached. `RetryUntilDelivered` waits
+        // while a connected subscriber's queue is full, but a subscriber whose end of the
+        // connection is not set up yet (it connects on its next `receive`, later if it is
+        // descheduled) is skipped silently once the queue is full: send again until the one
+        // receiver has it. (Only at the start of a run; with one receiver nobody gets a
+        // message twice.)
+        loop {
+            let sample = self.publ.loan_slice_uninit(size).map_err(err)?;
+            let sample = sample.write_from_slice(&self.buf);
+            match sample.send().map_err(err)? {
+                0 => std::hint::spin_loop(),
+                n if n == self.receivers => return Ok(()),
+                n => {
+                    return Err(io::Error::other(format!(
+                        "iceoryx2: a message reached {n} of {} subscribers",
+                        self.receivers
+                    )))
+                }
+            }
+        }
     }
 }
 
@@ -154,16 +173,23 @@ impl Transport for Iceoryx2 {
     fn is_peer(&self) -> bool {
         true
     }
-    fn prepare(&self, dir: &Path, _receivers: u32, size: usize, _duplex: bool) -> io::Result<()> {
+    fn prepare(&self, dir: &Path, receivers: u32, size: usize, _duplex: bool) -> io::Result<()> {
+        if receivers > 1 {
+            // A subscriber that connects late misses messages silently (see `IceTx::send`);
+            // with one, resending is exact, with several it would duplicate.
+            return Err(io::Error::other(
+                "iceoryx2 runs with one receiver here (no fan-out)",
+            ));
+        }
         std::fs::write(dir.join("iceoryx2.size"), size.to_string())
     }
     fn receiver(&self, dir: &Path, _index: u32) -> io::Result<(Box<dyn Rx>, String)> {
         let size = size_of_run(dir)?;
         Ok((Box::new(IceRx::new(dir, "a", size)?), String::new()))
     }
-    fn sender(&self, dir: &Path, _tokens: &[String]) -> io::Result<Box<dyn Tx>> {
+    fn sender(&self, dir: &Path, tokens: &[String]) -> io::Result<Box<dyn Tx>> {
         let size = size_of_run(dir)?;
-        Ok(Box::new(IceTx::new(dir, "a", size)?))
+        Ok(Box::new(IceTx::new(dir, "a", size, tokens.len())?))
     }
     fn duplex(&self, dir: &Path, side: Side, _token: &str) -> io::Result<DuplexEnds> {
         let size = size_of_run(dir)?;
@@ -173,7 +199,7 @@ impl Transport for Iceoryx2 {
         };
         // Subscribe first: B's subscriber exists before A publishes, A's before B replies.
         let rx = IceRx::new(dir, inp, size)?;
-        let tx = IceTx::new(dir, out, size)?;
+        let tx = IceTx::new(dir, out, size, 1)?;
         Ok((Box::new(tx), Box::new(rx), String::new()))
     }
 }
