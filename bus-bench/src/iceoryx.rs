@@ -11,7 +11,12 @@
 //! * **no drops**: safe overflow off (a full subscriber queue is never overwritten) and the
 //!   publisher's backpressure strategy `RetryUntilDelivered` (it retries until the
 //!   subscriber has room), so that every message reaches every subscriber, like a reliable bus;
-//! * history 0 (subscribers exist before the first message); a subscriber queue as deep as the
+//! * history 0 (subscribers exist before the first message);
+//!
+//! Known limit: under load a run can still lose its first messages (the publisher's `send`
+//! reports them delivered, the subscriber never sees them: a race of the two ends setting up
+//! their connection); the sequence check fails such a run, or it times out.
+//! a subscriber queue as deep as the
 //!   bus's ring has room for such messages ([`Shmbus::capacity`] / size, between 16 and 1024
 //!   samples: deeper adds nothing once the reader keeps up, and the pool grows with it).
 
@@ -103,11 +108,19 @@ impl Tx for IceTx {
         // descheduled) is skipped silently once the queue is full: send again until the one
         // receiver has it. (Only at the start of a run; with one receiver nobody gets a
         // message twice.)
+        let mut since = None;
         loop {
             let sample = self.publ.loan_slice_uninit(size).map_err(err)?;
             let sample = sample.write_from_slice(&self.buf);
             match sample.send().map_err(err)? {
-                0 => std::hint::spin_loop(),
+                // A receiver that is gone (it found a bad sequence, say) never connects:
+                // give up after a second.
+                0 if since.get_or_insert_with(std::time::Instant::now).elapsed()
+                    > std::time::Duration::from_secs(1) =>
+                {
+                    return Err(io::Error::other("iceoryx2: no subscriber took the message"))
+                }
+                0 => std::thread::yield_now(),
                 n if n == self.receivers => return Ok(()),
                 n => {
                     return Err(io::Error::other(format!(
