@@ -49,16 +49,17 @@ echo
 echo "| path | size | msgs/s | vs plain (reliable: without / with message ids) |"
 echo "|---|---|---|---|"
 for size in 64 1024; do
-    core=$($T/nats-plain throughput "$URL" 500000 $size | sed 's/.*msgs_per_s=//')
+    plain=$($T/nats-plain throughput "$URL" 500000 $size)
+    core=$(field "$plain" msgs_per_s) core_received=$(field "$plain" received)
     js=$($T/nats-plain jetstream "$URL" 200000 $size | sed 's/.*msgs_per_s=//')
     e2e=$($T/nats-plain jetstream-e2e "$URL" 200000 $size | sed 's/.*msgs_per_s=//')
     e2eid=$($T/nats-plain jetstream-e2e-id "$URL" 200000 $size | sed 's/.*msgs_per_s=//')
     set -- $(bridged lossy $size 500000 0)
-    lossy=$1 lossy_lost=$3
+    lossy=$1 lossy_delivered=$2
     set -- $(bridged reliable $size 200000 0)
     rel=$1
-    echo "| plain core NATS (async-nats pub -> sub) | $size B | $core | 1.00 |"
-    echo "| bridged lossy bus (core NATS), $lossy_lost lost | $size B | $lossy | $(awk "BEGIN{printf \"%.2f\", $lossy/$core}") |"
+    echo "| plain core NATS (async-nats pub -> sub), $core_received of 500000 received | $size B | $core | 1.00 |"
+    echo "| bridged lossy bus (core NATS), $lossy_delivered of 500000 delivered | $size B | $lossy | $(awk "BEGIN{printf \"%.2f\", $lossy/$core}") |"
     echo "| plain JetStream publish only, 256 acks in flight | $size B | $js | |"
     echo "| plain JetStream publisher + durable pull consumer (AckAll every 256) | $size B | $e2e | 1.00 |"
     echo "| the same with a Nats-Msg-Id per message (JetStream de-duplicates) | $size B | $e2eid | 1.00 |"
