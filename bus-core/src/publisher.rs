@@ -12,7 +12,7 @@ use crate::registry::{self, JoinError, Slot, SlotKind, Subscribers, PROBE_LOCK_T
 use crate::repair;
 use crate::ring::{self, Claim, ClaimError, ProducerCursor, Region};
 use crate::sync::Ordering;
-use crate::wait::{self, Backoff, Deadline, ReaderWake, Woke};
+use crate::wait::{self, Deadline, ReaderWake, Spinner, Woke};
 use crate::Shared;
 
 /// Where a committed message went: its bus-wide sequence number and its position.
@@ -457,6 +457,7 @@ impl Publisher {
         self.sent
     }
 
+    #[inline]
     fn check_len(&self, len: usize) -> Result<u32, LoanError> {
         let max = self.shared.params.max_message;
         if len > max as usize {
@@ -501,7 +502,7 @@ impl Publisher {
         let offset = self.slot_offset;
         let claiming = seg.prod_slot(offset).claiming();
         let subs = Subscribers(seg);
-        let backoff = Backoff::new();
+        let mut spinner = Spinner::default();
         loop {
             let mark = SpaceMark::read(seg);
             match ring::try_claim(seg, &subs, params, &mut self.cursor, claiming, len) {
@@ -535,8 +536,7 @@ impl Publisher {
             if deadline.passed() {
                 return Err(ClaimFail::Timeout);
             }
-            if !backoff.is_completed() {
-                backoff.snooze();
+            if spinner.spin() {
                 continue;
             }
             let slice = match params.mode {
@@ -686,6 +686,7 @@ impl Publisher {
     /// assert_eq!(sent.seq, 0);
     /// assert!(publ.send(&vec![0; 1 << 20]).is_err()); // larger than max message
     /// ```
+    #[inline]
     pub fn send(&mut self, data: &[u8]) -> Result<Sent, SendError> {
         let len = self.check_len(data.len())?;
         let c = self.claim_forever(len)?;
@@ -699,6 +700,7 @@ impl Publisher {
     /// # Errors
     ///
     /// [`TrySendError::Full`] when there is no room; otherwise as [`Publisher::send`].
+    #[inline]
     pub fn try_send(&mut self, data: &[u8]) -> Result<Sent, TrySendError> {
         let len = self.check_len(data.len())?;
         let c = self.claim(len, None).map_err(ClaimFail::try_)?;
@@ -753,6 +755,7 @@ impl Publisher {
     }
 
     /// Hands out a claimed record as a loan.
+    #[inline]
     fn lend(&mut self, claim: Claim) -> Loan<'_> {
         self.loaned = Some(claim);
         fault::hit(fault::Point::AfterClaim);
@@ -794,6 +797,7 @@ impl Publisher {
     /// publ.send(b"meanwhile").unwrap(); // error: `publ` is borrowed by `loan`
     /// loan.commit().unwrap();
     /// ```
+    #[inline]
     pub fn loan(&mut self, len: usize) -> Result<Loan<'_>, LoanError> {
         let len = self.check_len(len)?;
         let claim = self.claim_forever(len)?;
@@ -805,6 +809,7 @@ impl Publisher {
     /// # Errors
     ///
     /// [`TryLoanError::Full`] when there is no room; otherwise as [`Publisher::loan`].
+    #[inline]
     pub fn try_loan(&mut self, len: usize) -> Result<Loan<'_>, TryLoanError> {
         let len = self.check_len(len)?;
         let claim = self.claim(len, None).map_err(ClaimFail::try_)?;
@@ -864,6 +869,7 @@ impl Loan<'_> {
     /// # Errors
     ///
     /// [`CommitError::Unblocked`] if a repairer took the record first.
+    #[inline]
     pub fn commit(mut self) -> Result<Sent, CommitError> {
         self.done = true;
         let claim = self.claim;
@@ -872,6 +878,7 @@ impl Loan<'_> {
     }
 
     /// The sequence number this message will have.
+    #[inline]
     pub fn seq(&self) -> u64 {
         self.claim.seq
     }
@@ -879,6 +886,7 @@ impl Loan<'_> {
 
 impl Deref for Loan<'_> {
     type Target = [u8];
+    #[inline]
     fn deref(&self) -> &[u8] {
         let p = &self.publisher.shared;
         let ptr = p.seg.data_ptr(self.claim.payload_offset(&p.params));
@@ -893,6 +901,7 @@ impl Deref for Loan<'_> {
 }
 
 impl DerefMut for Loan<'_> {
+    #[inline]
     fn deref_mut(&mut self) -> &mut [u8] {
         let p = &self.publisher.shared;
         let ptr = p.seg.data_ptr(self.claim.payload_offset(&p.params));
@@ -902,6 +911,7 @@ impl DerefMut for Loan<'_> {
 }
 
 impl Drop for Loan<'_> {
+    #[inline]
     fn drop(&mut self) {
         if self.done {
             return;
