@@ -17,7 +17,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use crate::reactor::Seat;
-use crate::wait::{Spot, UNFENCED_SLICE};
+use crate::wait::{Spinner, Spot, UNFENCED_SLICE};
 use crate::{
     Message, Publisher, RecvError, Sample, SendError, Sent, Subscriber, TryRecvError, TrySendError,
 };
@@ -99,13 +99,11 @@ impl Drop for Parking {
 /// repair is about to replace).
 const ROUNDS_PER_POLL: usize = 4;
 
-/// `SpinThenBlock`: polls that find nothing and hand the thread back to the executor (after a
-/// short spin, doubling from one pause to 2^(n-1)) before the handle parks. Under a stream
-/// the next message comes within these few microseconds, and a parked receiver would cost
-/// the producer a wake system call per message.
-const SPIN_POLLS: u32 = 8;
-
-/// Spins for poll `n` of a wait (see [`SPIN_POLLS`]).
+/// `Spin`: the pause of poll `n` of a wait that found nothing, doubling from one to 1,024
+/// pauses, after which the handle hands the thread back to the executor. (`SpinThenBlock`
+/// spins with a [`Spinner`] the same way before it parks, about 60 µs in all: under a stream
+/// the next message comes within that, and a parked receiver would cost the producer a wake
+/// system call per message.)
 fn spin(n: u32) {
     for _ in 0..1u32 << n.min(10) {
         std::hint::spin_loop();
@@ -137,8 +135,10 @@ fn spin(n: u32) {
 pub struct AsyncSubscriber {
     inner: Subscriber,
     park: Parking,
-    /// Polls of the current wait that found nothing (see [`SPIN_POLLS`]).
+    /// Polls of the current wait that found nothing (`Spin`, see [`spin`]).
     idle_polls: u32,
+    /// The spin of the current wait (`SpinThenBlock`).
+    spinner: Spinner,
 }
 
 impl std::fmt::Debug for AsyncSubscriber {
@@ -171,6 +171,7 @@ impl Subscriber {
             inner: self,
             park,
             idle_polls: 0,
+            spinner: Spinner::default(),
         })
     }
 }
@@ -219,6 +220,7 @@ impl AsyncSubscriber {
         if self.inner.probe() {
             self.park.cancel();
             self.idle_polls = 0;
+            self.spinner.reset();
             return Poll::Ready(true);
         }
         let mut slice = self.inner.sleep_slice();
@@ -230,21 +232,26 @@ impl AsyncSubscriber {
             }
             slice = slice.min(left);
         }
-        let spinning = match self.inner.wait_strategy() {
-            WaitStrategy::Spin => true,
-            WaitStrategy::SpinThenBlock => self.idle_polls < SPIN_POLLS,
-            WaitStrategy::Block => false,
-        };
-        if spinning && !self.park.parked {
-            spin(self.idle_polls);
-            self.idle_polls = self.idle_polls.saturating_add(1);
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
+        if !self.park.parked {
+            let spun = match self.inner.wait_strategy() {
+                WaitStrategy::Spin => {
+                    spin(self.idle_polls);
+                    self.idle_polls = self.idle_polls.saturating_add(1);
+                    true
+                }
+                WaitStrategy::SpinThenBlock => self.spinner.spin(),
+                WaitStrategy::Block => false,
+            };
+            if spun {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
         }
         for round in 0..ROUNDS_PER_POLL {
             if round > 0 && self.inner.probe() {
                 self.park.cancel();
                 self.idle_polls = 0;
+                self.spinner.reset();
                 return Poll::Ready(true);
             }
             let inner = &self.inner;
@@ -447,8 +454,10 @@ impl AsyncPublisher {
     ///
     /// As [`Publisher::send`].
     pub async fn send(&mut self, data: &[u8]) -> Result<Sent, SendError> {
+        // The first attempt reads no mark: the mark's loads (every subscriber's position, the
+        // head) touch lines the subscribers write, a cache miss per message under a stream.
+        let mut mark = None;
         loop {
-            let mark = self.inner.space_mark();
             match self.inner.try_send(data) {
                 Ok(s) => {
                     self.park.cancel();
@@ -461,7 +470,19 @@ impl AsyncPublisher {
                     }
                 }
             }
-            SpaceFuture { publ: self, mark }.await;
+            // Full. Only an attempt made after the mark was read may decide to wait for it:
+            // progress between that attempt and the wait then shows as a change.
+            match mark {
+                None => mark = Some(self.inner.space_mark()),
+                Some(mark_read) => {
+                    SpaceFuture {
+                        publ: self,
+                        mark: mark_read,
+                    }
+                    .await;
+                    mark = Some(self.inner.space_mark());
+                }
+            }
         }
     }
 
