@@ -305,9 +305,10 @@ pub struct BenchArgs {
     /// Message sizes, 16 bytes to 1 GiB [default: 64,1KiB,16KiB,256KiB,1MiB].
     #[arg(long, value_name = "SIZE,...", value_delimiter = ',', value_parser = parse_message_size)]
     pub sizes: Vec<usize>,
-    /// Transports [default: all]: shmbus-spin, shmbus-block, shmbus-loan, shmbus-shared,
-    /// shmbus-async, shmbus-async-park, pipe, pipe-batched, unix-stream, unix-seqpacket, tcp,
-    /// unix-stream-tokio.
+    /// Transports [default: all]: shmbus-spin, shmbus-default, shmbus-block, shmbus-loan,
+    /// shmbus-shared, shmbus-async, shmbus-async-park, pipe, pipe-batched, unix-stream,
+    /// unix-seqpacket, tcp, unix-stream-tokio; the calibration rings ring-spsc and ring-mpmc;
+    /// iceoryx2 when built with `--features iceoryx2`.
     #[arg(long, value_name = "NAME,...", value_delimiter = ',', value_parser = parse_transport)]
     pub transports: Vec<&'static dyn bus_bench::Transport>,
     /// Skip the fan-out runs.

@@ -45,11 +45,11 @@ pub enum shmbus_status {
     // ---- publishing and receiving ----
     /// No room in the ring now (try_send / try_loan). [TrySendError::Full]
     SHMBUS_FULL = 10,
-    /// The timeout passed: no room (send) or no message (recv). [*TimeoutError::Timeout]
+    /// The timeout passed: no room (send) or no message (recv). [SendTimeoutError::Timeout, RecvTimeoutError::Timeout]
     SHMBUS_TIMEOUT = 11,
     /// No message now (try_recv). [TryRecvError::Empty]
     SHMBUS_EMPTY = 12,
-    /// The message is longer than the bus's max message. [MessageTooLarge]
+    /// The message is longer than the bus's max message. [LoanError::MessageTooLarge]
     SHMBUS_MESSAGE_TOO_LARGE = 13,
     /// Lossy mode: this subscriber was lapped and `msg->lost` messages were lost before the
     /// next one. Not fatal: receive again. [RecvError::Lost]
@@ -58,13 +58,13 @@ pub enum shmbus_status {
     /// [RecvError::Corrupt]
     SHMBUS_CORRUPT = 15,
     /// The ring's positions in the bus header are impossible (another process wrote
-    /// garbage). Re-create the bus. [RingCorrupt, OpenErrorKind::RingStateCorrupt]
+    /// garbage). Re-create the bus. [LoanError::RingCorrupt, OpenErrorKind::RingStateCorrupt]
     SHMBUS_RING_CORRUPT = 16,
     /// One-producer bus: another producer moved the tail; this process lost its producer
-    /// slot. [ProducerConflict]
+    /// slot. [LoanError::ProducerConflict]
     SHMBUS_PRODUCER_CONFLICT = 17,
     /// The record was turned into padding by another process that judged this publisher
-    /// dead; the message was not delivered. [Unblocked]
+    /// dead; the message was not delivered. [CommitError::Unblocked]
     SHMBUS_UNBLOCKED = 18,
 
     // ---- joining ----

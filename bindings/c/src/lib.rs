@@ -12,7 +12,7 @@
 //! * Results go through out-pointers, which are written only as each function documents.
 //! * Handles are opaque pointers made by one function and released by its `_free`; a `_free`
 //!   of NULL does nothing.
-//! * No Rust panic unwinds into C: every body runs under `catch_unwind` ([`ffi`]) and a panic
+//! * No Rust panic unwinds into C: every body runs under `catch_unwind` (the private `ffi` module) and a panic
 //!   becomes `SHMBUS_PANIC`.
 //!
 //! # Header
