@@ -171,7 +171,7 @@ impl Subscriber {
             inner: self,
             park,
             idle_polls: 0,
-            spinner: Spinner::default(),
+            spinner: Spinner::long(),
         })
     }
 }
@@ -208,6 +208,15 @@ impl AsyncSubscriber {
         &mut self.inner
     }
 
+    /// Ends a wait, whichever way it ended (a message or an error handed out, a deadline, a
+    /// cancelled future): no announcement lingers, and the next wait starts with the whole
+    /// spin budget.
+    fn rest(&mut self) {
+        self.park.cancel();
+        self.idle_polls = 0;
+        self.spinner.reset();
+    }
+
     /// Polls until something can be received; `Ready` can be spurious. Waits as the
     /// subscriber's [`WaitStrategy`](crate::WaitStrategy) says: `Spin` never parks (it
     /// re-polls through the executor, which keeps its other tasks running), `SpinThenBlock`
@@ -218,16 +227,14 @@ impl AsyncSubscriber {
     fn poll_ready(&mut self, cx: &mut Context<'_>, deadline: Option<Instant>) -> Poll<bool> {
         use crate::WaitStrategy;
         if self.inner.probe() {
-            self.park.cancel();
-            self.idle_polls = 0;
-            self.spinner.reset();
+            self.rest();
             return Poll::Ready(true);
         }
         let mut slice = self.inner.sleep_slice();
         if let Some(d) = deadline {
             let left = d.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                self.park.cancel();
+                self.rest();
                 return Poll::Ready(false);
             }
             slice = slice.min(left);
@@ -249,9 +256,7 @@ impl AsyncSubscriber {
         }
         for round in 0..ROUNDS_PER_POLL {
             if round > 0 && self.inner.probe() {
-                self.park.cancel();
-                self.idle_polls = 0;
-                self.spinner.reset();
+                self.rest();
                 return Poll::Ready(true);
             }
             let inner = &self.inner;
@@ -284,12 +289,12 @@ impl AsyncSubscriber {
         loop {
             match self.inner.try_recv(buf) {
                 Ok(m) => {
-                    self.park.cancel();
+                    self.rest();
                     return Ok(m);
                 }
                 Err(e) => {
                     if let Some(e) = e.into_recv() {
-                        self.park.cancel();
+                        self.rest();
                         return Err(e);
                     }
                 }
@@ -315,12 +320,12 @@ impl AsyncSubscriber {
         loop {
             match self.inner.try_recv(buf) {
                 Ok(m) => {
-                    self.park.cancel();
+                    self.rest();
                     return Ok(m);
                 }
                 Err(e) => {
                     if let Some(e) = e.into_recv() {
-                        self.park.cancel();
+                        self.rest();
                         return Err(e.into());
                     }
                 }
@@ -338,10 +343,19 @@ impl AsyncSubscriber {
     ///
     /// As [`Subscriber::recv`].
     pub async fn recv_ref(&mut self) -> Result<Sample<'_>, RecvError> {
-        while !self.inner.next_ready()? {
-            self.ready(None).await;
+        loop {
+            match self.inner.next_ready() {
+                Ok(true) => break,
+                Ok(false) => {
+                    self.ready(None).await;
+                }
+                Err(e) => {
+                    self.rest();
+                    return Err(e);
+                }
+            }
         }
-        self.park.cancel();
+        self.rest();
         // Returns at once: `next_ready` found a committed record at our position, and only
         // this handle moves the position (a lossy lap since then is reported as a loss).
         self.inner.recv_ref()
@@ -365,7 +379,7 @@ impl Future for ReadyFuture<'_> {
 impl Drop for ReadyFuture<'_> {
     fn drop(&mut self) {
         // Dropped while parked (a `select!` took another branch): no announcement lingers.
-        self.sub.park.cancel();
+        self.sub.rest();
     }
 }
 
@@ -378,7 +392,7 @@ impl futures_core::Stream for AsyncSubscriber {
             let mut data = Vec::new();
             match this.inner.try_recv(&mut data) {
                 Ok(m) => {
-                    this.park.cancel();
+                    this.rest();
                     return Poll::Ready(Some(Ok(OwnedMessage {
                         seq: m.seq,
                         position: m.position,
@@ -387,7 +401,7 @@ impl futures_core::Stream for AsyncSubscriber {
                 }
                 Err(e) => {
                     if let Some(e) = e.into_recv() {
-                        this.park.cancel();
+                        this.rest();
                         return Poll::Ready(Some(Err(e)));
                     }
                 }

@@ -502,7 +502,7 @@ impl Publisher {
         let offset = self.slot_offset;
         let claiming = seg.prod_slot(offset).claiming();
         let subs = Subscribers(seg);
-        let mut spinner = Spinner::default();
+        let mut spinner = Spinner::short();
         loop {
             let mark = SpaceMark::read(seg);
             match ring::try_claim(seg, &subs, params, &mut self.cursor, claiming, len) {

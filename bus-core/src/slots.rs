@@ -147,6 +147,7 @@ impl<'a> ProdSlot<'a> {
             self.u64(PROD_ABANDONED).load(Ordering::Relaxed),
         )
     }
+    #[inline]
     pub(crate) fn set_sent_relaxed(&self, sent: u64, bytes: u64) {
         self.u64(PROD_SENT).store(sent, Ordering::Relaxed);
         self.u64(PROD_BYTES).store(bytes, Ordering::Relaxed);

@@ -582,6 +582,12 @@ impl Subscriber {
                 for _ in 0..pause {
                     std::hint::spin_loop();
                 }
+                if self.strategy == WaitStrategy::SpinThenBlock && waited > wait::YIELD_AFTER_PAUSES
+                {
+                    // Past a short spin, leave the CPU to whoever needs it after each poll
+                    // (see `YIELD_AFTER_PAUSES`): the producer may be waiting for this one.
+                    std::thread::yield_now();
+                }
                 continue;
             }
             if let Some(Unblock::Implausible(why)) = self.check_stuck() {

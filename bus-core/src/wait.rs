@@ -42,49 +42,92 @@ use rustix::thread::{futex, membarrier, MembarrierCommand};
 
 use crate::sync::{compiler_fence, fence, AtomicBool, AtomicU32, Ordering};
 
-/// Pauses a [`WaitStrategy::SpinThenBlock`] wait spends before it sleeps: about 60 µs on
-/// the x86 hosts measured (a `pause` is 10-40 cycles there). Under a continuous stream the
-/// next message comes well within this, so the receiver rarely sleeps and the producer rarely
-/// pays a futex wake; a wait that outlasts it was idle, and 60 µs of one core is cheap beside
-/// the futex round trip it would otherwise save a latency-sensitive caller. (crossbeam's
+/// Pauses a [`WaitStrategy::SpinThenBlock`] subscriber spends before it sleeps: 40-80 µs
+/// on the x86 hosts measured (a `pause` took 10-20 ns there; on CPUs where it takes ~140
+/// cycles, several times that). Under a continuous stream the next message comes well within
+/// this, so the receiver rarely sleeps and the producer rarely pays a futex wake. (crossbeam's
 /// `Backoff`, used before, gave up after ~130 pauses and four `sched_yield`s, about 3 µs: a
 /// blocking subscriber then slept between most messages of a stream and ran at a third of
 /// the busy-polling rate.)
 pub(crate) const SPIN_THEN_BLOCK_PAUSES: u32 = 4096;
 
-/// Most pauses between two polls of one spin: long enough that polling does not flood the
-/// cache line a producer is writing, short enough to see a message within a microsecond.
+/// Pauses after which a spinning waiter also yields the CPU after every poll: when more
+/// processes than CPUs run, the one it waits for may need this very CPU (a subscriber spinning
+/// 60 µs on the only CPU of its producer cut a 64 B stream to a third). On an idle CPU a
+/// `sched_yield` returns in about a microsecond.
+pub(crate) const YIELD_AFTER_PAUSES: u32 = 128;
+
+/// Most pauses between two polls of a [`Spinner`]: long enough that polling does not flood
+/// the cache line a producer is writing, short enough to see a message within a microsecond.
 const MAX_PAUSES_PER_POLL: u32 = 64;
 
-/// The bounded spin of a [`WaitStrategy::SpinThenBlock`] wait: pauses that double from one to
-/// [`MAX_PAUSES_PER_POLL`] between polls, [`SPIN_THEN_BLOCK_PAUSES`] in all.
-#[derive(Debug, Clone, Copy, Default)]
+/// The bounded spin of a wait before it sleeps: pauses that double from one to
+/// [`MAX_PAUSES_PER_POLL`] between polls, then the CPU yielded after each poll.
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Spinner {
     spent: u32,
     next: u32,
+    yields: u32,
+    budget: u32,
+    yields_after_budget: u32,
 }
 
 impl Spinner {
-    /// Spins once (the caller polls again after it) and returns `true`, or returns `false`
-    /// without spinning once the budget is spent: time to sleep.
+    /// A subscriber's spin: [`SPIN_THEN_BLOCK_PAUSES`], yielding after each poll past
+    /// [`YIELD_AFTER_PAUSES`].
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) const fn long() -> Spinner {
+        Spinner::new(SPIN_THEN_BLOCK_PAUSES, 0)
+    }
+
+    /// A producer's wait for space (crossbeam's `Backoff`): 127 pauses, then four yields.
+    /// A full ring empties only when its subscribers run; under a stream they publish
+    /// their positions in steps of an eighth of the ring, so a long spin here buys nothing
+    /// and takes the CPU from them when CPUs are short (3 publishers and a subscriber on 2
+    /// CPUs ran at 0.6x with the long spin).
+    pub(crate) const fn short() -> Spinner {
+        Spinner::new(YIELD_AFTER_PAUSES - 1, 4)
+    }
+
+    const fn new(budget: u32, yields_after_budget: u32) -> Spinner {
+        Spinner {
+            spent: 0,
+            next: 1,
+            yields: yields_after_budget,
+            budget,
+            yields_after_budget,
+        }
+    }
+
+    /// Spins (or yields) once, after which the caller polls again, and returns `true`; or
+    /// returns `false` at once when the budget is spent: time to sleep.
     #[inline]
     pub(crate) fn spin(&mut self) -> bool {
-        if self.spent >= SPIN_THEN_BLOCK_PAUSES {
-            return false;
+        if self.spent >= self.budget {
+            if self.yields == 0 {
+                return false;
+            }
+            self.yields -= 1;
+            std::thread::yield_now();
+            return true;
         }
-        let n = self.next.clamp(1, MAX_PAUSES_PER_POLL);
+        let n = self.next.min(MAX_PAUSES_PER_POLL);
         for _ in 0..n {
             std::hint::spin_loop();
         }
         self.spent += n;
         self.next = n * 2;
+        if self.spent > YIELD_AFTER_PAUSES {
+            std::thread::yield_now();
+        }
         true
     }
 
     /// Starts a new wait with the whole budget.
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
     #[inline]
     pub(crate) fn reset(&mut self) {
-        *self = Self::default();
+        *self = Spinner::new(self.budget, self.yields_after_budget);
     }
 }
 

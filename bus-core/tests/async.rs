@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bus_core::{Bus, BusOptions, Mode, RecvError, Start, WaitSet};
+use bus_core::{Bus, BusOptions, Mode, RecvError, Start, WaitSet, WaitStrategy};
 use futures_util::StreamExt;
 
 fn bus(dir: &tempfile::TempDir, name: &str, capacity: u64, mode: Mode) -> Bus {
@@ -533,4 +533,81 @@ fn an_async_receive_with_a_timeout_needs_no_runtime_timer() {
         assert_eq!((m.seq, &buf[..]), (0, &b"x"[..]));
     });
     assert_eq!(bus.stats().readers_waiting, 0);
+}
+
+/// Sends dropped at random poll counts (a `select!` against a future ready on its nth poll)
+/// on a full reliable 4 KiB ring, each retried until it completes: the reader (which naps at
+/// random, so the ring fills) sees every index exactly once and in order, and no publisher is
+/// left counted as waiting.
+#[test]
+fn sends_dropped_at_random_await_points_publish_each_message_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = bus(&dir, "c.bus", 4096, Mode::Reliable);
+    let mut sub = bus.subscribe(Start::Latest).unwrap();
+    sub.set_wait_strategy(WaitStrategy::SpinThenBlock);
+    let mut publ = bus.publisher().unwrap().into_async().unwrap();
+    const N: u64 = 200_000;
+    let reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let mut x = 0x1234_5678u64;
+        for i in 0..N {
+            let m = sub
+                .recv_timeout(&mut buf, Duration::from_secs(60))
+                .expect("reader timed out: publisher stuck?");
+            assert_eq!(
+                u64::from_le_bytes(buf[..8].try_into().unwrap()),
+                i,
+                "seq {}",
+                m.seq
+            );
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if x % 128 == 0 {
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        }
+    });
+    let rt = current_thread();
+    let (cancels, slow) = rt.block_on(async {
+        let mut cancels = 0u64;
+        let mut slow = 0u64;
+        let mut x = 0x9E37_79B9u64;
+        for i in 0..N {
+            loop {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let t0 = Instant::now();
+                let bytes = i.to_le_bytes();
+                let r = if x % 3 == 0 {
+                    Ok(publ.send(&i.to_le_bytes()).await)
+                } else {
+                    tokio::select! {
+                        biased;
+                        r = publ.send(&bytes) => Ok(r),
+                        _ = AfterPolls((x % 6) as u32 + 1) => Err(()),
+                    }
+                };
+                if t0.elapsed() > Duration::from_millis(8) {
+                    slow += 1;
+                }
+                match r {
+                    Ok(r) => {
+                        r.unwrap();
+                        break;
+                    }
+                    Err(_) => cancels += 1,
+                }
+            }
+        }
+        (cancels, slow)
+    });
+    reader.join().unwrap();
+    println!("cancels={cancels} sends_over_8ms={slow}");
+    assert!(
+        cancels > 0,
+        "no send was ever cancelled: the test tested nothing"
+    );
+    assert_eq!(bus.stats().producers_waiting, 0);
 }
