@@ -35,7 +35,7 @@ use bus_core::{Bus, RecvError, Start, SubscribeError};
 use bytes::Bytes;
 use tokio::sync::watch;
 
-use crate::nats::{HEARTBEAT, HOST, INDEX, MSG_ID, ORIGIN, PREV, SEQ};
+use crate::nats::{Origin as OriginHeader, MSG_ID, ORIGIN};
 use crate::state::{self, ExportState};
 use crate::stats::LinkStats;
 use crate::Marks;
@@ -63,7 +63,7 @@ struct InFlight {
     next_position: u64,
     /// `None` for a message not exported (imported by this bridge): it only moves the
     /// position when it reaches the front. Otherwise the sequence of the message exported
-    /// before it (`Shmbus-Prev`) and the payload: what a retry needs to publish it again.
+    /// before it (`prev=` in its origin header) and the payload: what a retry needs to publish it again.
     publish: Option<(Option<u64>, Bytes)>,
     /// The acknowledgement; `None` until (re-)published.
     ack: Option<AckFuture>,
@@ -71,6 +71,7 @@ struct InFlight {
 
 /// What a reliable export's headers carry besides its sequence.
 struct Origin {
+    bus: u64,
     /// [`crate::id::hex`] of the bus id.
     hex: String,
     host: String,
@@ -80,13 +81,15 @@ struct Origin {
 impl Origin {
     fn headers(&self, seq: u64, prev: Option<u64>) -> HeaderMap {
         let mut headers = HeaderMap::new();
-        headers.insert(MSG_ID, format!("{}-{seq}", self.hex).as_str());
-        headers.insert(ORIGIN, self.hex.as_str());
-        headers.insert(HOST, self.host.as_str());
-        headers.insert(SEQ, seq.to_string().as_str());
-        if let Some(p) = prev {
-            headers.insert(PREV, p.to_string().as_str());
-        }
+        headers.insert(MSG_ID, format!("{}-{seq}", self.hex));
+        let origin = OriginHeader {
+            bus: self.bus,
+            seq: Some(seq),
+            prev,
+            index: None,
+            host: &self.host,
+        };
+        headers.insert(ORIGIN, origin.format());
         headers
     }
 
@@ -196,6 +199,7 @@ pub async fn reliable(
 
     let mut prev = last_published;
     let origin = Origin {
+        bus: link.bus_id,
         hex: hex.clone(),
         host: link.host.clone(),
         subject: Subject::from(link.subject.as_str()),
@@ -357,7 +361,6 @@ pub async fn lossy(
     ready: tokio::sync::mpsc::Sender<()>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let hex = crate::id::hex(link.bus_id);
     let instance = format!(
         "{:x}",
         std::time::SystemTime::now()
@@ -376,11 +379,17 @@ pub async fn lossy(
     let mut buf = Vec::new();
     let mut heartbeat = tokio::time::interval(Duration::from_millis(500));
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let base = |index: u64| {
+    // One header a message (see `nats::Origin`); a heartbeat's has no `seq`.
+    let header = |seq: Option<u64>, index: u64| {
         let mut h = HeaderMap::new();
-        h.insert(ORIGIN, hex.as_str());
-        h.insert(HOST, link.host.as_str());
-        h.insert(INDEX, format!("{instance}:{index}").as_str());
+        let origin = OriginHeader {
+            bus: link.bus_id,
+            seq,
+            prev: None,
+            index: Some((&instance, index)),
+            host: &link.host,
+        };
+        h.insert(ORIGIN, origin.format());
         h
     };
     loop {
@@ -407,8 +416,7 @@ pub async fn lossy(
                         continue;
                     }
                 }
-                let mut h = base(index);
-                h.insert(SEQ, m.seq.to_string().as_str());
+                let h = header(Some(m.seq), index);
                 index += 1;
                 let len = buf.len() as u64;
                 match client
@@ -423,14 +431,12 @@ pub async fn lossy(
                 }
             }
             _ = heartbeat.tick() => {
-                let mut h = base(index);
-                h.insert(HEARTBEAT, "1");
+                let h = header(None, index);
                 let _ = client.publish_with_headers(link.subject.clone(), h, Bytes::new()).await;
             }
         }
     }
-    let mut h = base(index);
-    h.insert(HEARTBEAT, "1");
+    let h = header(None, index);
     let _ = client
         .publish_with_headers(link.subject.clone(), h, Bytes::new())
         .await;

@@ -9,12 +9,12 @@
 //! bus by its local sequence number), and a redelivery of one of them is acknowledged without
 //! being published twice.
 //!
-//! Each origin's messages are committed in its order: a message whose `Shmbus-Prev` is not
+//! Each origin's messages are committed in its order: a message whose `prev=` is not
 //! yet committed (a failover put it in the stream before its predecessor, which the
 //! exporter sends again) waits, unacknowledged, until the predecessor comes.
 //!
 //! Lossy bus ← a core NATS subscription, at most once; gaps in each origin's
-//! `Shmbus-Index` are counted as losses.
+//! `index=` are counted as losses.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -29,8 +29,7 @@ use bus_core::{
 use futures_util::StreamExt;
 use tokio::sync::watch;
 
-use crate::id::parse_hex;
-use crate::nats::{header, header_u64, HEARTBEAT, INDEX, ORIGIN, PREV, SEQ};
+use crate::nats::Origin;
 use crate::state::{self, Entry, ImportState, Journal, JOURNAL_ENTRIES};
 use crate::stats::LinkStats;
 use crate::Marks;
@@ -246,16 +245,21 @@ impl Reliable {
             .info()
             .map_err(|e| anyhow::anyhow!("{e}"))?
             .stream_sequence;
-        let h = msg.headers.as_ref();
-        let origin = header(h, ORIGIN).and_then(parse_hex).unwrap_or(0);
+        let from = Origin::of(msg.headers.as_ref());
+        let origin = from.map_or(0, |o| o.bus);
         if origin == self.link.bus_id {
             // Our own bus's message, come back (two-way bridging on one subject).
             LinkStats::add(&self.link.stats.looped, 1);
             self.done(msg, stream_seq).await;
             return Ok(());
         }
-        let (origin, seq, prev) = match header_u64(h, SEQ) {
-            Some(seq) if origin != 0 => (origin, seq, header_u64(h, PREV)),
+        let (origin, seq, prev) = match from {
+            Some(Origin {
+                bus,
+                seq: Some(seq),
+                prev,
+                ..
+            }) => (bus, seq, prev),
             _ => (0, stream_seq, None),
         };
         let key = state::origin_key(origin);
@@ -522,7 +526,7 @@ pub async fn lossy(
     }
     let _ = ready.send(()).await;
     // Per origin bus and exporter run: the index expected next.
-    let mut expected: HashMap<(u64, String), u64> = HashMap::new();
+    let mut expected: HashMap<u64, HashMap<String, u64>> = HashMap::new();
     loop {
         let msg = tokio::select! {
             biased;
@@ -532,18 +536,23 @@ pub async fn lossy(
                 None => break,
             },
         };
-        let h = msg.headers.as_ref();
-        let origin = header(h, ORIGIN).and_then(parse_hex).unwrap_or(0);
+        let from = Origin::of(msg.headers.as_ref());
+        let origin = from.map_or(0, |o| o.bus);
+        // A heartbeat carries the exporter's index and no message.
+        let heartbeat = from.is_some_and(|o| o.seq.is_none());
         if origin == link.bus_id {
-            if header(h, HEARTBEAT).is_none() {
+            if !heartbeat {
                 LinkStats::add(&link.stats.looped, 1);
             }
             continue;
         }
-        let heartbeat = header(h, HEARTBEAT).is_some();
-        if let Some((instance, n)) = header(h, INDEX).and_then(|v| v.split_once(':')) {
-            if let Ok(n) = n.parse::<u64>() {
-                let exp = expected.entry((origin, instance.to_string())).or_insert(0);
+        if let Some((instance, n)) = from.and_then(|o| o.index) {
+            // Looked up by `&str`: a String is made only for a new exporter run.
+            let runs = expected.entry(origin).or_default();
+            if !runs.contains_key(instance) {
+                runs.insert(instance.to_string(), 0);
+            }
+            if let Some(exp) = runs.get_mut(instance) {
                 if n > *exp {
                     LinkStats::add(&link.stats.dropped, n - *exp);
                     *exp = n;

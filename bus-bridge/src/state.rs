@@ -2,8 +2,8 @@
 //!
 //! * **Export** (`out-SUBJECT.state`): the position up to which every message of the bus
 //!   has been acknowledged by JetStream, and the sequence of the last one published (the
-//!   `Shmbus-Prev` chain). One small JSON file, replaced atomically: written to a temporary
-//!   file, fsynced, renamed over the old one, and the directory fsynced.
+//!   `prev=` chain of the origin header). One small JSON file, replaced atomically: written
+//!   to a temporary file, fsynced, renamed over the old one, and the directory fsynced.
 //! * **Import** (`in-SUBJECT.journal` and `in-SUBJECT.state`): one 64-byte entry per message
 //!   committed to the bus, written (pwrite, in place, in a ring of [`JOURNAL_ENTRIES`]) while
 //!   the message's loan is claimed and *before* it is committed, so that after a crash the
