@@ -961,10 +961,10 @@ pub struct ShmAsync {
 }
 
 impl ShmAsync {
-    /// The default: a few polls through the executor, then park with the waiter thread.
+    /// The default: polls through the executor for 40-80 µs, then park with the waiter thread.
     pub const SPIN_THEN_PARK: ShmAsync = ShmAsync {
         name: "shmbus-async",
-        about: "shmbus on an exclusive bus through AsyncPublisher/AsyncSubscriber (default SpinThenBlock: a few polls, then park), tokio current-thread at both ends",
+        about: "shmbus on an exclusive bus through AsyncPublisher/AsyncSubscriber (default SpinThenBlock: polls for 40-80 µs, then parks), tokio current-thread at both ends",
         strategy: WaitStrategy::SpinThenBlock,
     };
     /// Parks at once: every wait goes through the waiter thread (the cost of the hop).

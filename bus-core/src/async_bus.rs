@@ -220,7 +220,7 @@ impl AsyncSubscriber {
     /// Polls until something can be received; `Ready` can be spurious. Waits as the
     /// subscriber's [`WaitStrategy`](crate::WaitStrategy) says: `Spin` never parks (it
     /// re-polls through the executor, which keeps its other tasks running), `SpinThenBlock`
-    /// parks after a few polls, `Block` at once.
+    /// parks after a spin of 4,096 pauses in all (see [`Spinner`]), `Block` at once.
     ///
     /// With a `deadline`, `Ready(false)` says it passed with nothing to receive (the waiter
     /// thread wakes the task at the deadline, so no runtime timer is needed).
