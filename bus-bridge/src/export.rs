@@ -361,12 +361,10 @@ pub async fn lossy(
     ready: tokio::sync::mpsc::Sender<()>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let instance = format!(
-        "{:x}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64)
-    );
+    // This run of the exporter: a new index sequence starts at 0 with it.
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
     let mut sub = link
         .bus
         .subscribe(Start::Latest)
@@ -386,7 +384,7 @@ pub async fn lossy(
             bus: link.bus_id,
             seq,
             prev: None,
-            index: Some((&instance, index)),
+            index: Some((run, index)),
             host: &link.host,
         };
         h.insert(ORIGIN, origin.format());

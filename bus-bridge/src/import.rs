@@ -246,9 +246,9 @@ impl Reliable {
             .map_err(|e| anyhow::anyhow!("{e}"))?
             .stream_sequence;
         let from = Origin::of(msg.headers.as_ref());
-        let origin = from.map_or(0, |o| o.bus);
-        if origin == self.link.bus_id {
-            // Our own bus's message, come back (two-way bridging on one subject).
+        // Our own bus's message, come back (two-way bridging on one subject), is never
+        // imported, even if the rest of its header does not parse.
+        if Origin::bus_of(msg.headers.as_ref()) == Some(self.link.bus_id) {
             LinkStats::add(&self.link.stats.looped, 1);
             self.done(msg, stream_seq).await;
             return Ok(());
@@ -525,8 +525,9 @@ pub async fn lossy(
         marks.set_loaded();
     }
     let _ = ready.send(()).await;
-    // Per origin bus and exporter run: the index expected next.
-    let mut expected: HashMap<u64, HashMap<String, u64>> = HashMap::new();
+    // Per (origin bus, exporter run): the index expected next. One entry per exporter start
+    // (a few per day); a publisher forging runs could grow it, by 24 bytes an entry.
+    let mut expected: HashMap<(u64, u64), u64> = HashMap::new();
     loop {
         let msg = tokio::select! {
             biased;
@@ -539,27 +540,23 @@ pub async fn lossy(
         let from = Origin::of(msg.headers.as_ref());
         let origin = from.map_or(0, |o| o.bus);
         // A heartbeat carries the exporter's index and no message.
-        let heartbeat = from.is_some_and(|o| o.seq.is_none());
-        if origin == link.bus_id {
+        let heartbeat = from.is_some_and(|o| o.is_heartbeat()) && msg.payload.is_empty();
+        // Our own bus's message come back is never imported, even if the rest of its header
+        // does not parse.
+        if Origin::bus_of(msg.headers.as_ref()) == Some(link.bus_id) {
             if !heartbeat {
                 LinkStats::add(&link.stats.looped, 1);
             }
             continue;
         }
-        if let Some((instance, n)) = from.and_then(|o| o.index) {
-            // Looked up by `&str`: a String is made only for a new exporter run.
-            let runs = expected.entry(origin).or_default();
-            if !runs.contains_key(instance) {
-                runs.insert(instance.to_string(), 0);
+        if let Some((run, n)) = from.and_then(|o| o.index) {
+            let exp = expected.entry((origin, run)).or_insert(0);
+            if n > *exp {
+                LinkStats::add(&link.stats.dropped, n - *exp);
+                *exp = n;
             }
-            if let Some(exp) = runs.get_mut(instance) {
-                if n > *exp {
-                    LinkStats::add(&link.stats.dropped, n - *exp);
-                    *exp = n;
-                }
-                if !heartbeat && n == *exp {
-                    *exp = n + 1;
-                }
+            if !heartbeat && n == *exp {
+                *exp = n.saturating_add(1);
             }
         }
         if heartbeat {

@@ -19,31 +19,45 @@ pub const MSG_ID: HeaderName = HeaderName::from_static("Nats-Msg-Id");
 /// Where a bridged message comes from, in one header (see [`Origin`]).
 pub const ORIGIN: HeaderName = HeaderName::from_static("Shmbus-Origin");
 
+/// The headers of bridges before the one-header format, read (never written) so that a
+/// bridge upgraded while older ones still run, or with their messages still in a stream,
+/// neither loops them back nor imports them twice (see [`Origin::of`]).
+mod legacy {
+    use async_nats::header::HeaderName;
+    pub const HOST: HeaderName = HeaderName::from_static("Shmbus-Host");
+    pub const SEQ: HeaderName = HeaderName::from_static("Shmbus-Seq");
+    pub const PREV: HeaderName = HeaderName::from_static("Shmbus-Prev");
+    pub const INDEX: HeaderName = HeaderName::from_static("Shmbus-Index");
+    pub const HEARTBEAT: HeaderName = HeaderName::from_static("Shmbus-Heartbeat");
+}
+
 /// What the `Shmbus-Origin` header of a bridged message says, as
-/// `bus=HEX [seq=N] [prev=N] [index=INSTANCE:N] host=NAME`:
-/// * `bus`: the bus the message was first published on ([`crate::id::hex`] of its bus id);
+/// `bus=HEX [seq=N] [prev=N] [index=RUN:N] host=NAME`:
+/// * `bus`: the bus the message was first published on ([`crate::id::hex`] of its bus id,
+///   never zero);
 /// * `seq`: its sequence number there (absent on a lossy heartbeat, which is never published
 ///   to a bus);
 /// * `prev`, reliable exports: the sequence of the message exported before it from the same
 ///   bus, so that an importer commits an origin's messages in its order even if a failover
 ///   reordered them in the stream;
-/// * `index`, lossy exports: the exporter's run and how many bus messages it had accounted
-///   for (sent or lost) before this one; a gap at the far side is a loss;
-/// * `host`: the bridge that exported it (`--name`), last, so that it may hold spaces.
+/// * `index`, lossy exports: the exporter's run (hexadecimal) and how many bus messages it had
+///   accounted for (sent or lost) before this one; a gap at the far side is a loss;
+/// * `host`: the bridge that exported it (`--name`), last, so that fields added later go
+///   before it.
 ///
 /// One header rather than one each: async-nats keeps headers in a map with a vector and a
-/// string per header, built for every message on both sides, and four of them cost the lossy
-/// bridge three quarters of its throughput.
+/// string per header, built for every message on both sides, and five of them cost the lossy
+/// bridge half its throughput.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Origin<'a> {
-    /// The origin bus's id.
+    /// The origin bus's id (never 0: 0 stands for "not from a bridge").
     pub bus: u64,
     /// The message's sequence on it; `None` on a heartbeat.
     pub seq: Option<u64>,
     /// Reliable: the sequence exported before it from the same bus.
     pub prev: Option<u64>,
     /// Lossy: `(exporter run, messages accounted for before this one)`.
-    pub index: Option<(&'a str, u64)>,
+    pub index: Option<(u64, u64)>,
     /// The exporting bridge's name.
     pub host: &'a str,
 }
@@ -53,22 +67,23 @@ impl<'a> Origin<'a> {
     pub fn format(&self) -> String {
         use std::fmt::Write;
         let mut v = String::with_capacity(64 + self.host.len());
-        let _ = write!(v, "bus={:016x}", self.bus); // crate::id::hex, without its String
+        // `crate::id::hex`, without its String.
+        let _ = write!(v, "bus={:016x}", self.bus);
         if let Some(seq) = self.seq {
             let _ = write!(v, " seq={seq}");
         }
         if let Some(prev) = self.prev {
             let _ = write!(v, " prev={prev}");
         }
-        if let Some((instance, n)) = self.index {
-            let _ = write!(v, " index={instance}:{n}");
+        if let Some((run, n)) = self.index {
+            let _ = write!(v, " index={run:x}:{n}");
         }
         let _ = write!(v, " host={}", self.host);
         v
     }
 
-    /// Reads a header value; `None` if it is not one this bridge wrote (no `bus`, a field
-    /// that does not parse).
+    /// Reads a header value; `None` if it is not one this bridge wrote (no `bus`, a zero
+    /// `bus`, a field that does not parse).
     pub fn parse(v: &'a str) -> Option<Origin<'a>> {
         let mut o = Origin {
             bus: 0,
@@ -88,12 +103,12 @@ impl<'a> Origin<'a> {
             rest = after;
             let (key, value) = field.split_once('=')?;
             match key {
-                "bus" => bus = Some(crate::id::parse_hex(value)?),
-                "seq" => o.seq = Some(value.parse().ok()?),
-                "prev" => o.prev = Some(value.parse().ok()?),
+                "bus" => bus = Some(nonzero_hex(value)?),
+                "seq" => o.seq = Some(number(value)?),
+                "prev" => o.prev = Some(number(value)?),
                 "index" => {
-                    let (instance, n) = value.split_once(':')?;
-                    o.index = Some((instance, n.parse().ok()?));
+                    let (run, n) = value.split_once(':')?;
+                    o.index = Some((u64::from_str_radix(digits(run, 16)?, 16).ok()?, number(n)?));
                 }
                 // A field of a later version: skipped.
                 _ => {}
@@ -103,10 +118,73 @@ impl<'a> Origin<'a> {
         Some(o)
     }
 
-    /// The `Shmbus-Origin` header of `h`, if it has one this bridge can read.
+    /// The origin of a message with headers `h`, if a bridge exported it: this format's one
+    /// header, or the five headers of bridges before it (`Shmbus-Origin` holding the bare
+    /// bus id, `Shmbus-Seq`, `-Prev`, `-Index`, `-Heartbeat`, `-Host`).
     pub fn of(h: Option<&'a HeaderMap>) -> Option<Origin<'a>> {
-        Origin::parse(h?.get(ORIGIN)?.as_str())
+        let h = h?;
+        let v = h.get(ORIGIN)?.as_str();
+        if let Some(o) = Origin::parse(v) {
+            return Some(o);
+        }
+        // The earlier format: `Shmbus-Origin` was the bare id.
+        let bus = nonzero_hex(v)?;
+        let get = |name| h.get(name).map(|v| v.as_str());
+        let heartbeat = get(legacy::HEARTBEAT).is_some();
+        let seq = match get(legacy::SEQ) {
+            Some(s) => Some(number(s)?),
+            None if heartbeat => None,
+            None => return None,
+        };
+        let index = match get(legacy::INDEX) {
+            Some(i) => {
+                let (run, n) = i.split_once(':')?;
+                Some((u64::from_str_radix(digits(run, 16)?, 16).ok()?, number(n)?))
+            }
+            None => None,
+        };
+        Some(Origin {
+            bus,
+            seq: if heartbeat { None } else { seq },
+            prev: get(legacy::PREV).map(number).unwrap_or(None),
+            index,
+            host: get(legacy::HOST).unwrap_or(""),
+        })
     }
+
+    /// Just the `bus` of a `Shmbus-Origin` header that may not parse as a whole (a field of a
+    /// later version in a form this one does not know): enough to tell a message of our own
+    /// bus come back, which must never be imported again whatever else its header says.
+    pub fn bus_of(h: Option<&HeaderMap>) -> Option<u64> {
+        let v = h?.get(ORIGIN)?.as_str();
+        let rest = v.strip_prefix("bus=").unwrap_or(v);
+        nonzero_hex(rest.get(..16)?)
+    }
+
+    /// Whether this is a lossy exporter's heartbeat: no message, only its next index.
+    pub fn is_heartbeat(&self) -> bool {
+        self.seq.is_none() && self.index.is_some()
+    }
+}
+
+/// `s` if it is 1 to 20 digits of `radix` (no sign, no spaces: `str::parse` would take `+5`).
+fn digits(s: &str, radix: u32) -> Option<&str> {
+    (!s.is_empty() && s.len() <= 20 && s.chars().all(|c| c.is_digit(radix))).then_some(s)
+}
+
+/// A decimal u64, digits only.
+fn number(s: &str) -> Option<u64> {
+    digits(s, 10)?.parse().ok()
+}
+
+/// A bus id as written by [`crate::id::hex`]: 16 hexadecimal digits, not zero.
+fn nonzero_hex(s: &str) -> Option<u64> {
+    if s.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(digits(s, 16)?, 16)
+        .ok()
+        .filter(|&b| b != 0)
 }
 
 /// How long JetStream keeps message ids to drop duplicates, for a stream this bridge creates
@@ -356,13 +434,13 @@ mod tests {
                 seq: Some(42),
                 prev: Some(41),
                 index: None,
-                host: "host a with spaces",
+                host: "host-a",
             },
             Origin {
                 bus: u64::MAX,
                 seq: Some(u64::MAX),
                 prev: None,
-                index: Some(("18f3a", 7)),
+                index: Some((0x18f3a, 7)),
                 host: "b",
             },
             // A heartbeat: no sequence.
@@ -370,7 +448,7 @@ mod tests {
                 bus: 1,
                 seq: None,
                 prev: None,
-                index: Some(("x", 0)),
+                index: Some((u64::MAX, 0)),
                 host: "",
             },
         ];
@@ -411,5 +489,71 @@ mod tests {
         // A field of a later version is skipped.
         let o = Origin::parse("bus=0000000000000001 seq=5 zone=eu host=h").unwrap();
         assert_eq!((o.bus, o.seq, o.host), (1, Some(5), "h"));
+    }
+
+    #[test]
+    fn the_five_headers_of_earlier_bridges_still_read_as_an_origin() {
+        use super::{legacy, ORIGIN};
+        use async_nats::HeaderMap;
+        let old = |pairs: &[(async_nats::header::HeaderName, &str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(k.clone(), *v);
+            }
+            h
+        };
+        let reliable = old(&[
+            (ORIGIN, "00000000000000ab"),
+            (legacy::HOST, "a"),
+            (legacy::SEQ, "7"),
+            (legacy::PREV, "6"),
+        ]);
+        assert_eq!(
+            Origin::of(Some(&reliable)),
+            Some(Origin {
+                bus: 0xab,
+                seq: Some(7),
+                prev: Some(6),
+                index: None,
+                host: "a"
+            })
+        );
+        let heartbeat = old(&[
+            (ORIGIN, "00000000000000ab"),
+            (legacy::HOST, "a"),
+            (legacy::INDEX, "18f3a:12"),
+            (legacy::HEARTBEAT, "1"),
+        ]);
+        let o = Origin::of(Some(&heartbeat)).unwrap();
+        assert!(o.is_heartbeat(), "{o:?}");
+        assert_eq!(o.index, Some((0x18f3a, 12)));
+        // An old message without its sequence is not an origin (it is imported as a plain
+        // message), but its bus is still known, so it is never looped back.
+        let no_seq = old(&[(ORIGIN, "00000000000000ab")]);
+        assert_eq!(Origin::of(Some(&no_seq)), None);
+        assert_eq!(Origin::bus_of(Some(&no_seq)), Some(0xab));
+        assert_eq!(Origin::of(None), None);
+        assert_eq!(Origin::of(Some(&HeaderMap::new())), None);
+    }
+
+    #[test]
+    fn the_bus_of_a_header_that_does_not_parse_is_still_known() {
+        use super::ORIGIN;
+        use async_nats::HeaderMap;
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(ORIGIN, v);
+            h
+        };
+        // A later version's field in a form this one does not know.
+        let h = with("bus=00000000000000ab seq=1 weird host=a");
+        assert_eq!(Origin::of(Some(&h)), None);
+        assert_eq!(Origin::bus_of(Some(&h)), Some(0xab));
+        assert_eq!(
+            Origin::bus_of(Some(&with("bus=0000000000000000 seq=1 host=a"))),
+            None
+        );
+        assert_eq!(Origin::bus_of(Some(&with("bus=12"))), None);
+        assert_eq!(Origin::bus_of(Some(&with(""))), None);
     }
 }
