@@ -63,7 +63,8 @@ struct InFlight {
     next_position: u64,
     /// `None` for a message not exported (imported by this bridge): it only moves the
     /// position when it reaches the front. Otherwise the sequence of the message exported
-    /// before it (`prev=` in its origin header) and the payload: what a retry needs to publish it again.
+    /// before it (`prev=` in its origin header) and the payload: what a retry needs to
+    /// publish it again.
     publish: Option<(Option<u64>, Bytes)>,
     /// The acknowledgement; `None` until (re-)published.
     ack: Option<AckFuture>,
@@ -72,8 +73,6 @@ struct InFlight {
 /// What a reliable export's headers carry besides its sequence.
 struct Origin {
     bus: u64,
-    /// [`crate::id::hex`] of the bus id.
-    hex: String,
     host: String,
     subject: Subject,
 }
@@ -81,7 +80,8 @@ struct Origin {
 impl Origin {
     fn headers(&self, seq: u64, prev: Option<u64>) -> HeaderMap {
         let mut headers = HeaderMap::new();
-        headers.insert(MSG_ID, format!("{}-{seq}", self.hex));
+        // `<crate::id::hex of the bus>-<seq>`.
+        headers.insert(MSG_ID, format!("{:016x}-{seq}", self.bus));
         let origin = OriginHeader {
             bus: self.bus,
             seq: Some(seq),
@@ -200,7 +200,6 @@ pub async fn reliable(
     let mut prev = last_published;
     let origin = Origin {
         bus: link.bus_id,
-        hex: hex.clone(),
         host: link.host.clone(),
         subject: Subject::from(link.subject.as_str()),
     };

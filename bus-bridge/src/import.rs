@@ -248,7 +248,7 @@ impl Reliable {
         let from = Origin::of(msg.headers.as_ref());
         // Our own bus's message, come back (two-way bridging on one subject), is never
         // imported, even if the rest of its header does not parse.
-        if Origin::bus_of(msg.headers.as_ref()) == Some(self.link.bus_id) {
+        if Origin::bus_or_unparsed(from, msg.headers.as_ref()) == Some(self.link.bus_id) {
             LinkStats::add(&self.link.stats.looped, 1);
             self.done(msg, stream_seq).await;
             return Ok(());
@@ -543,7 +543,7 @@ pub async fn lossy(
         let heartbeat = from.is_some_and(|o| o.is_heartbeat()) && msg.payload.is_empty();
         // Our own bus's message come back is never imported, even if the rest of its header
         // does not parse.
-        if Origin::bus_of(msg.headers.as_ref()) == Some(link.bus_id) {
+        if Origin::bus_or_unparsed(from, msg.headers.as_ref()) == Some(link.bus_id) {
             if !heartbeat {
                 LinkStats::add(&link.stats.looped, 1);
             }

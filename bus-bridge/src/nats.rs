@@ -106,10 +106,7 @@ impl<'a> Origin<'a> {
                 "bus" => bus = Some(nonzero_hex(value)?),
                 "seq" => o.seq = Some(number(value)?),
                 "prev" => o.prev = Some(number(value)?),
-                "index" => {
-                    let (run, n) = value.split_once(':')?;
-                    o.index = Some((u64::from_str_radix(digits(run, 16)?, 16).ok()?, number(n)?));
-                }
+                "index" => o.index = Some(run_index(value)?),
                 // A field of a later version: skipped.
                 _ => {}
             }
@@ -137,16 +134,13 @@ impl<'a> Origin<'a> {
             None => return None,
         };
         let index = match get(legacy::INDEX) {
-            Some(i) => {
-                let (run, n) = i.split_once(':')?;
-                Some((u64::from_str_radix(digits(run, 16)?, 16).ok()?, number(n)?))
-            }
+            Some(i) => Some(run_index(i)?),
             None => None,
         };
         Some(Origin {
             bus,
             seq: if heartbeat { None } else { seq },
-            prev: get(legacy::PREV).map(number).unwrap_or(None),
+            prev: get(legacy::PREV).and_then(number),
             index,
             host: get(legacy::HOST).unwrap_or(""),
         })
@@ -161,6 +155,15 @@ impl<'a> Origin<'a> {
         nonzero_hex(rest.get(..16)?)
     }
 
+    /// The bus of a message with headers `h` whose origin `of` gave `from`: the whole
+    /// header's, or just its `bus` when the rest did not parse ([`Origin::bus_of`]).
+    pub fn bus_or_unparsed(from: Option<Origin<'_>>, h: Option<&HeaderMap>) -> Option<u64> {
+        match from {
+            Some(o) => Some(o.bus),
+            None => Origin::bus_of(h),
+        }
+    }
+
     /// Whether this is a lossy exporter's heartbeat: no message, only its next index.
     pub fn is_heartbeat(&self) -> bool {
         self.seq.is_none() && self.index.is_some()
@@ -170,6 +173,12 @@ impl<'a> Origin<'a> {
 /// `s` if it is 1 to 20 digits of `radix` (no sign, no spaces: `str::parse` would take `+5`).
 fn digits(s: &str, radix: u32) -> Option<&str> {
     (!s.is_empty() && s.len() <= 20 && s.chars().all(|c| c.is_digit(radix))).then_some(s)
+}
+
+/// `RUN:N`, a lossy exporter's run (hexadecimal) and index (decimal).
+fn run_index(v: &str) -> Option<(u64, u64)> {
+    let (run, n) = v.split_once(':')?;
+    Some((u64::from_str_radix(digits(run, 16)?, 16).ok()?, number(n)?))
 }
 
 /// A decimal u64, digits only.

@@ -308,8 +308,8 @@ pub(crate) fn unpack_word0(w: u64) -> (u64, u64) {
 }
 
 /// The 64-bit secret of a bus, drawn from the operating system at creation and kept at
-/// header offset 112 (`RECORD_KEY_OFFSET`); it keys every record's check (module doc). Its `Debug` output does
-/// not show it.
+/// header offset 112 (`RECORD_KEY_OFFSET`); it keys every record's check (module doc). Its
+/// `Debug` output does not show it.
 #[derive(Clone, Copy, PartialEq, Eq, Default)]
 pub struct RecordKey(pub u64);
 

@@ -566,7 +566,7 @@ impl Subscriber {
             }
             let spin = match self.strategy {
                 WaitStrategy::Spin => true,
-                // Spins as `Spin` does, about 60 µs in all, then sleeps: under a stream the
+                // Spins as `Spin` does, 4,096 pauses (40-80 µs here), then sleeps: under a stream the
                 // next message comes within that, and the adapted pause keeps the reader off
                 // the lines the producer is writing just as it does for `Spin`.
                 WaitStrategy::SpinThenBlock => waited < wait::SPIN_THEN_BLOCK_PAUSES,
