@@ -31,7 +31,7 @@ use anyhow::Context;
 use async_nats::jetstream::context::{PublishAckFuture, PublishError};
 use async_nats::jetstream::publish::PublishAck;
 use async_nats::{HeaderMap, Subject};
-use bus_core::{Bus, RecvError, Start, SubscribeError};
+use bus_core::{Bus, RecvError, Start, SubscribeError, TryRecvError};
 use bytes::Bytes;
 use tokio::sync::watch;
 
@@ -349,6 +349,9 @@ pub async fn reliable(
     Ok(())
 }
 
+/// Most messages a lossy link forwards between two looks at its stop signal and heartbeat.
+const DRAIN: u32 = 64;
+
 /// The lossy exporter: core NATS, at most once, every loss counted.
 ///
 /// # Errors
@@ -390,46 +393,68 @@ pub async fn lossy(
         h
     };
     loop {
-        tokio::select! {
+        let first = tokio::select! {
             biased;
             _ = stop.changed() => break,
-            r = sub.recv(&mut buf) => {
-                let m = match r {
-                    Ok(m) => m,
-                    Err(RecvError::Lost(n)) => {
-                        LinkStats::add(&link.stats.dropped, n);
-                        index += n;
-                        continue;
-                    }
-                    Err(e) => {
-                        return Err(e).with_context(|| format!("{}: cannot read the bus", link.stats.label))
-                    }
-                };
-                if let Some(marks) = &link.marks {
-                    let mine = marks.contains(m.seq);
-                    marks.prune_below(m.seq);
-                    if mine {
-                        LinkStats::add(&link.stats.looped, 1);
-                        continue;
-                    }
-                }
-                let h = header(Some(m.seq), index);
-                index += 1;
-                let len = buf.len() as u64;
-                match client
-                    .publish_with_headers(link.subject.clone(), h, Bytes::copy_from_slice(&buf))
-                    .await
-                {
-                    Ok(()) => {
-                        LinkStats::add(&link.stats.forwarded, 1);
-                        LinkStats::add(&link.stats.bytes, len);
-                    }
-                    Err(_) => LinkStats::add(&link.stats.dropped, 1),
-                }
-            }
+            r = sub.recv(&mut buf) => r,
             _ = heartbeat.tick() => {
                 let h = header(None, index);
                 let _ = client.publish_with_headers(link.subject.clone(), h, Bytes::new()).await;
+                continue;
+            }
+        };
+        // Then whatever else is already on the bus, without a `select!` a message (its
+        // futures, the stop signal's registration, the timer's check): up to `DRAIN` before
+        // the stop signal and the heartbeat are looked at again.
+        let mut next = Some(first);
+        let mut drained = 0;
+        while let Some(r) = next.take() {
+            let m = match r {
+                Ok(m) => Some(m),
+                Err(RecvError::Lost(n)) => {
+                    LinkStats::add(&link.stats.dropped, n);
+                    index += n;
+                    None
+                }
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("{}: cannot read the bus", link.stats.label))
+                }
+            };
+            if let Some(m) = m {
+                let looped = link.marks.as_ref().is_some_and(|marks| {
+                    let mine = marks.contains(m.seq);
+                    marks.prune_below(m.seq);
+                    mine
+                });
+                if looped {
+                    LinkStats::add(&link.stats.looped, 1);
+                } else {
+                    let h = header(Some(m.seq), index);
+                    index += 1;
+                    let len = buf.len() as u64;
+                    match client
+                        .publish_with_headers(link.subject.clone(), h, Bytes::copy_from_slice(&buf))
+                        .await
+                    {
+                        Ok(()) => {
+                            LinkStats::add(&link.stats.forwarded, 1);
+                            LinkStats::add(&link.stats.bytes, len);
+                        }
+                        Err(_) => LinkStats::add(&link.stats.dropped, 1),
+                    }
+                }
+            }
+            drained += 1;
+            if drained < DRAIN {
+                next = match sub.get_mut().try_recv(&mut buf) {
+                    Ok(m) => Some(Ok(m)),
+                    Err(TryRecvError::Empty) => None,
+                    Err(TryRecvError::Lost(n)) => Some(Err(RecvError::Lost(n))),
+                    Err(TryRecvError::Corrupt { position, problem }) => {
+                        Some(Err(RecvError::Corrupt { position, problem }))
+                    }
+                };
             }
         }
     }

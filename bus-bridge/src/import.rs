@@ -26,7 +26,7 @@ use async_nats::jetstream;
 use bus_core::{
     Bus, CommitError, Publisher, RecvTimeoutError, Start, SubscribeError, TryLoanError,
 };
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use tokio::sync::watch;
 
 use crate::nats::Origin;
@@ -503,6 +503,9 @@ pub async fn reliable(
     Ok(())
 }
 
+/// Most messages a lossy link imports between two looks at its stop signal.
+const DRAIN: u32 = 64;
+
 /// The lossy importer: a core NATS subscription, gaps counted as losses.
 ///
 /// # Errors
@@ -529,7 +532,7 @@ pub async fn lossy(
     // (a few per day); a publisher forging runs could grow it, by 24 bytes an entry.
     let mut expected: HashMap<(u64, u64), u64> = HashMap::new();
     loop {
-        let msg = tokio::select! {
+        let mut msg = tokio::select! {
             biased;
             _ = stop.changed() => break,
             m = sub.next() => match m {
@@ -537,39 +540,55 @@ pub async fn lossy(
                 None => break,
             },
         };
-        let from = Origin::of(msg.headers.as_ref());
-        let origin = from.map_or(0, |o| o.bus);
-        // A heartbeat carries the exporter's index and no message.
-        let heartbeat = from.is_some_and(|o| o.is_heartbeat()) && msg.payload.is_empty();
-        // Our own bus's message come back is never imported, even if the rest of its header
-        // does not parse.
-        if Origin::bus_or_unparsed(from, msg.headers.as_ref()) == Some(link.bus_id) {
-            if !heartbeat {
-                LinkStats::add(&link.stats.looped, 1);
+        // This message, then whatever else the client has already read, without a `select!`
+        // a message: up to `DRAIN` before the stop signal is looked at again.
+        let mut drained = 0;
+        loop {
+            'one: {
+                let from = Origin::of(msg.headers.as_ref());
+                let origin = from.map_or(0, |o| o.bus);
+                // A heartbeat carries the exporter's index and no message.
+                let heartbeat = from.is_some_and(|o| o.is_heartbeat()) && msg.payload.is_empty();
+                // Our own bus's message come back is never imported, even if the rest of its
+                // header does not parse.
+                if Origin::bus_or_unparsed(from, msg.headers.as_ref()) == Some(link.bus_id) {
+                    if !heartbeat {
+                        LinkStats::add(&link.stats.looped, 1);
+                    }
+                    break 'one;
+                }
+                if let Some((run, n)) = from.and_then(|o| o.index) {
+                    let exp = expected.entry((origin, run)).or_insert(0);
+                    if n > *exp {
+                        LinkStats::add(&link.stats.dropped, n - *exp);
+                        *exp = n;
+                    }
+                    if !heartbeat && n == *exp {
+                        *exp = n.saturating_add(1);
+                    }
+                }
+                if heartbeat {
+                    break 'one;
+                }
+                match commit(&mut publ, &msg.payload, link.marks.as_deref(), &stop, None).await {
+                    Ok(Some(_)) => {
+                        LinkStats::add(&link.stats.forwarded, 1);
+                        LinkStats::add(&link.stats.bytes, msg.payload.len() as u64);
+                    }
+                    Ok(None) => LinkStats::add(&link.stats.dropped, 1),
+                    Err(_) if *stop.borrow() => return Ok(()),
+                    Err(e) => return Err(e),
+                }
             }
-            continue;
-        }
-        if let Some((run, n)) = from.and_then(|o| o.index) {
-            let exp = expected.entry((origin, run)).or_insert(0);
-            if n > *exp {
-                LinkStats::add(&link.stats.dropped, n - *exp);
-                *exp = n;
+            drained += 1;
+            if drained >= DRAIN {
+                break;
             }
-            if !heartbeat && n == *exp {
-                *exp = n.saturating_add(1);
-            }
-        }
-        if heartbeat {
-            continue;
-        }
-        match commit(&mut publ, &msg.payload, link.marks.as_deref(), &stop, None).await {
-            Ok(Some(_)) => {
-                LinkStats::add(&link.stats.forwarded, 1);
-                LinkStats::add(&link.stats.bytes, msg.payload.len() as u64);
-            }
-            Ok(None) => LinkStats::add(&link.stats.dropped, 1),
-            Err(_) if *stop.borrow() => break,
-            Err(e) => return Err(e),
+            msg = match sub.next().now_or_never() {
+                Some(Some(m)) => m,
+                Some(None) => return Ok(()),
+                None => break,
+            };
         }
     }
     Ok(())
