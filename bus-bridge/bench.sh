@@ -2,7 +2,8 @@
 # The bridge's benchmark, in one run through one nats-server on loopback:
 #   bridged throughput (publisher -> bus A -> bridge -> NATS -> bridge -> bus B -> subscriber)
 #   at 64 B and 1 KiB, lossy (core NATS) and reliable (JetStream), against a plain async-nats
-#   publisher and subscriber; end-to-end latency at a low rate against a plain round trip.
+#   publisher and subscriber (built with the default allocator, and with the bridge's);
+#   end-to-end latency at a low rate against a plain round trip.
 # Usage: bus-bridge/bench.sh   (builds the release binaries; prints a Markdown table)
 set -eu
 cd "$(dirname "$0")/.."
@@ -46,11 +47,13 @@ bridged() {
 
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); $(nats-server --version)"
 echo
-echo "| path | size | msgs/s | vs plain (reliable: without / with message ids) |"
+echo "| path | size | msgs/s | vs plain (lossy: default / bridge's allocator; reliable: without / with message ids) |"
 echo "|---|---|---|---|"
 for size in 64 1024; do
     plain=$($T/nats-plain throughput "$URL" 500000 $size)
     core=$(field "$plain" msgs_per_s) core_received=$(field "$plain" received)
+    plain_mi=$($T/nats-plain-mimalloc throughput "$URL" 500000 $size)
+    core_mi=$(field "$plain_mi" msgs_per_s) core_mi_received=$(field "$plain_mi" received)
     js=$($T/nats-plain jetstream "$URL" 200000 $size | sed 's/.*msgs_per_s=//')
     e2e=$($T/nats-plain jetstream-e2e "$URL" 200000 $size | sed 's/.*msgs_per_s=//')
     e2eid=$($T/nats-plain jetstream-e2e-id "$URL" 200000 $size | sed 's/.*msgs_per_s=//')
@@ -59,7 +62,8 @@ for size in 64 1024; do
     set -- $(bridged reliable $size 200000 0)
     rel=$1
     echo "| plain core NATS (async-nats pub -> sub), $core_received of 500000 received | $size B | $core | 1.00 |"
-    echo "| bridged lossy bus (core NATS), $lossy_delivered of 500000 delivered | $size B | $lossy | $(awk "BEGIN{printf \"%.2f\", $lossy/$core}") |"
+    echo "| plain core NATS, the bridge's allocator (mimalloc), $core_mi_received of 500000 received | $size B | $core_mi | |"
+    echo "| bridged lossy bus (core NATS), $lossy_delivered of 500000 delivered | $size B | $lossy | $(awk "BEGIN{printf \"%.2f / %.2f\", $lossy/$core, $lossy/$core_mi}") |"
     echo "| plain JetStream publish only, 256 acks in flight | $size B | $js | |"
     echo "| plain JetStream publisher + durable pull consumer (AckAll every 256) | $size B | $e2e | 1.00 |"
     echo "| the same with a Nats-Msg-Id per message (JetStream de-duplicates) | $size B | $e2eid | 1.00 |"

@@ -50,6 +50,11 @@ use crate::flags::{Cli, Command, CreateOpts, ModeArg, ShareOpts};
 /// Exit status of `sub` when its `--timeout` ran out.
 pub const EXIT_TIMEOUT: u8 = 124;
 
+/// The bridge's allocator for the whole tool (`shmbus bridge` is its busiest allocating user;
+/// the bus's publish and receive paths allocate nothing, so they do not see it).
+#[global_allocator]
+static ALLOC: bus_bridge::Allocator = bus_bridge::Allocator;
+
 fn main() -> ExitCode {
     // `bench` and `demo` re-execute this binary for their processes. (args_os: an argument
     // that is not UTF-8 must reach clap, not panic here.)

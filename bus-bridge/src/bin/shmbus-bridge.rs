@@ -4,6 +4,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+#[global_allocator]
+static ALLOC: bus_bridge::Allocator = bus_bridge::Allocator;
+
 /// Carry local shmbus buses to and from a NATS server.
 #[derive(Debug, Parser)]
 #[command(name = "shmbus-bridge", version, max_term_width = 100)]

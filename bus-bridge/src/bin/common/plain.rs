@@ -1,4 +1,7 @@
-//! The baseline of the bridge's benchmark: a plain async-nats publisher and subscriber.
+//! The baseline of the bridge's benchmark: a plain async-nats publisher and subscriber, built
+//! twice: `nats-plain` with the default allocator (a plain client as written), and
+//! `nats-plain-mimalloc` with the bridge's (`bus_bridge::Allocator`), so that the ratio of the
+//! bridge to the plain client can be read with and without the allocator's share.
 //!
 //! ```text
 //! nats-plain throughput URL COUNT SIZE   core NATS, one client publishing, one subscribing
@@ -15,7 +18,7 @@ use std::time::Instant;
 use futures_util::StreamExt;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let (what, url, count) = (&args[1], &args[2], args[3].parse::<u64>()?);
     let size: usize = args.get(4).map_or(Ok(64), |s| s.parse())?;
