@@ -179,6 +179,7 @@ impl<'a> Origin<'a> {
 
 /// `s` if it is 1 to 20 digits of `radix` (no sign, no spaces: `str::parse` would take `+5`).
 fn digits(s: &str, radix: u32) -> Option<&str> {
+    debug_assert!(radix == 10 || radix == 16);
     let ok = |b: &u8| match radix {
         16 => b.is_ascii_hexdigit(),
         _ => b.is_ascii_digit(),
@@ -188,7 +189,9 @@ fn digits(s: &str, radix: u32) -> Option<&str> {
 
 /// Appends `n` in lowercase hexadecimal, at least `width` digits (zero-padded).
 fn push_hex(v: &mut String, n: u64, width: usize) {
-    let digits = ((64 - n.leading_zeros() as usize).div_ceil(4)).max(width).min(16);
+    let digits = ((64 - n.leading_zeros() as usize).div_ceil(4))
+        .max(width)
+        .min(16);
     for i in (0..digits).rev() {
         let d = ((n >> (4 * i)) & 0xf) as u8;
         v.push(char::from(if d < 10 { b'0' + d } else { b'a' + d - 10 }));
@@ -243,6 +246,10 @@ pub const ACK_WAIT: Duration = Duration::from_secs(10);
 
 /// Connects, failing after `timeout` with an error naming the server.
 ///
+/// The client does not check publish subjects (see below): a caller that publishes through
+/// it uses subjects checked as [`crate::BridgeArgs`] checks them (no white space, no control
+/// characters), or a subject like `"a b"` goes out as subject `a` with reply `b`.
+///
 /// # Errors
 ///
 /// The server cannot be reached in time.
@@ -260,9 +267,12 @@ pub async fn connect(
         // Servers in the order given: the first is this bridge's node, the others where it
         // fails over to.
         .retain_servers_order()
-        // Every subject this client publishes to is a link's, checked once by `args` (and
-        // the API subjects async-nats builds from a checked stream name), so the client need
-        // not scan it again for every message.
+        // Every subject this client publishes or requests on is checked once before it is
+        // used: a link's by `args::check_subject`; the JetStream API subjects async-nats
+        // builds from the stream name (`args::valid_token`), the durable consumer name
+        // (`id::sanitize`: letters, digits, '-', '_') and an `--in` filter (`check_subject`);
+        // acknowledgement subjects come from the server, inboxes from the client. So the
+        // client need not scan the subject again for every message.
         .skip_subject_validation(true)
         .reconnect_delay_callback(|attempts| {
             Duration::from_millis((50u64 << attempts.min(5)).min(1000))
