@@ -234,6 +234,9 @@ impl Shmbus {
     }
 }
 
+/// Aligned to two cache lines so that where the allocator puts it (glibc and mimalloc differ)
+/// cannot change which lines its hot fields share: it moved `ring-mpmc` by 6 %.
+#[repr(align(128))]
 struct ShmTx {
     publ: Publisher,
     loan: bool,
@@ -255,6 +258,9 @@ impl Tx for ShmTx {
     }
 }
 
+/// Aligned to two cache lines so that where the allocator puts it (glibc and mimalloc differ)
+/// cannot change which lines its hot fields share: it moved `ring-mpmc` by 6 %.
+#[repr(align(128))]
 struct ShmRx {
     sub: Subscriber,
 }
