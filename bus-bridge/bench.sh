@@ -54,6 +54,12 @@ for size in 64 1024; do
     core=$(field "$plain" msgs_per_s) core_received=$(field "$plain" received)
     plain_mi=$($T/nats-plain-mimalloc throughput "$URL" 500000 $size)
     core_mi=$(field "$plain_mi" msgs_per_s) core_mi_received=$(field "$plain_mi" received)
+    # The same client, every message carrying the one origin header a lossy bridge writes
+    # (built and read as the bridges do): what the header alone costs a NATS client.
+    plain_o=$($T/nats-plain throughput-origin "$URL" 500000 $size)
+    core_o=$(field "$plain_o" msgs_per_s) core_o_received=$(field "$plain_o" received)
+    plain_omi=$($T/nats-plain-mimalloc throughput-origin "$URL" 500000 $size)
+    core_omi=$(field "$plain_omi" msgs_per_s) core_omi_received=$(field "$plain_omi" received)
     js=$($T/nats-plain jetstream "$URL" 200000 $size | sed 's/.*msgs_per_s=//')
     e2e=$($T/nats-plain jetstream-e2e "$URL" 200000 $size | sed 's/.*msgs_per_s=//')
     e2eid=$($T/nats-plain jetstream-e2e-id "$URL" 200000 $size | sed 's/.*msgs_per_s=//')
@@ -63,7 +69,9 @@ for size in 64 1024; do
     rel=$1
     echo "| plain core NATS (async-nats pub -> sub), $core_received of 500000 received | $size B | $core | 1.00 |"
     echo "| plain core NATS, the bridge's allocator (mimalloc), $core_mi_received of 500000 received | $size B | $core_mi | |"
-    echo "| bridged lossy bus (core NATS), $lossy_delivered of 500000 delivered | $size B | $lossy | $(awk "BEGIN{printf \"%.2f / %.2f\", $lossy/$core, $lossy/$core_mi}") |"
+    echo "| plain core NATS with the bridge's origin header, $core_o_received of 500000 received | $size B | $core_o | |"
+    echo "| plain core NATS with the origin header, the bridge's allocator, $core_omi_received of 500000 received | $size B | $core_omi | |"
+    echo "| bridged lossy bus (core NATS), $lossy_delivered of 500000 delivered | $size B | $lossy | $(awk "BEGIN{printf \"%.2f / %.2f; with the header: %.2f / %.2f\", $lossy/$core, $lossy/$core_mi, $lossy/$core_o, $lossy/$core_omi}") |"
     echo "| plain JetStream publish only, 256 acks in flight | $size B | $js | |"
     echo "| plain JetStream publisher + durable pull consumer (AckAll every 256) | $size B | $e2e | 1.00 |"
     echo "| the same with a Nats-Msg-Id per message (JetStream de-duplicates) | $size B | $e2eid | 1.00 |"

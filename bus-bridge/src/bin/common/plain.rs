@@ -5,6 +5,10 @@
 //!
 //! ```text
 //! nats-plain throughput URL COUNT SIZE   core NATS, one client publishing, one subscribing
+//! nats-plain throughput-origin URL COUNT SIZE  the same, every message carrying the one
+//!                                          `Shmbus-Origin` header a lossy bridge writes,
+//!                                          formatted and parsed as the bridges do: the
+//!                                          client's share of the header's cost
 //! nats-plain jetstream URL COUNT SIZE    JetStream publishes with 256 acks in flight
 //! nats-plain jetstream-e2e[-id] URL COUNT SIZE  the same publisher and, at the same time, a durable
 //!                                          pull consumer acknowledging every 256th (AckAll):
@@ -15,18 +19,25 @@
 
 use std::time::Instant;
 
+use bus_bridge::nats::{Origin, ORIGIN};
 use futures_util::StreamExt;
+
+const USAGE: &str = "usage: nats-plain throughput|throughput-origin|jetstream|jetstream-e2e|jetstream-e2e-id|rtt URL COUNT [SIZE]";
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
+    if args.len() < 4 {
+        return Err(USAGE.into());
+    }
     let (what, url, count) = (&args[1], &args[2], args[3].parse::<u64>()?);
     let size: usize = args.get(4).map_or(Ok(64), |s| s.parse())?;
     let payload = bytes::Bytes::from(vec![7u8; size]);
     let p = async_nats::connect(url.as_str()).await?;
     let s = async_nats::connect(url.as_str()).await?;
     match what.as_str() {
-        "throughput" => {
+        "throughput" | "throughput-origin" => {
+            let origin = what == "throughput-origin";
             let mut sub = s.subscribe("plain.bench").await?;
             s.flush().await?;
             let t = Instant::now();
@@ -36,26 +47,46 @@ pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let mut n = 0u64;
                 let mut last = Instant::now();
                 while n < count {
-                    if tokio::time::timeout(std::time::Duration::from_secs(3), sub.next())
-                        .await
-                        .ok()
-                        .flatten()
-                        .is_none()
-                    {
+                    let Some(m) =
+                        tokio::time::timeout(std::time::Duration::from_secs(3), sub.next())
+                            .await
+                            .ok()
+                            .flatten()
+                    else {
                         break;
+                    };
+                    // What an importer reads of every message before it publishes it.
+                    if origin && Origin::of(m.headers.as_ref()).is_none() {
+                        return Err("a message without its origin header".to_string());
                     }
                     n += 1;
                     last = Instant::now();
                 }
-                (n, last)
+                Ok((n, last))
             });
-            for _ in 0..count {
-                p.publish("plain.bench", payload.clone()).await?;
+            // Like a lossy exporter's: bus id, sequence, run and index, host name.
+            let run = 0x1234_5678_9abc_def0;
+            for i in 0..count {
+                if origin {
+                    let mut h = async_nats::HeaderMap::new();
+                    let o = Origin {
+                        bus: 0x0123_4567_89ab_cdef,
+                        seq: Some(i),
+                        prev: None,
+                        index: Some((run, i)),
+                        host: "plain",
+                    };
+                    h.insert(ORIGIN, o.format());
+                    p.publish_with_headers("plain.bench", h, payload.clone())
+                        .await?;
+                } else {
+                    p.publish("plain.bench", payload.clone()).await?;
+                }
             }
             p.flush().await?;
-            let (n, last) = reader.await?;
+            let (n, last) = reader.await??;
             let secs = last.duration_since(t).as_secs_f64();
-            println!("core received={n} msgs_per_s={:.0}", n as f64 / secs);
+            println!("{what} received={n} msgs_per_s={:.0}", n as f64 / secs);
         }
         "jetstream" => {
             let js = async_nats::jetstream::new(p.clone());
@@ -154,10 +185,7 @@ pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             let n = reader.await??;
             let secs = t.elapsed().as_secs_f64();
-            println!(
-                "{what} received={n} msgs_per_s={:.0}",
-                n as f64 / secs
-            );
+            println!("{what} received={n} msgs_per_s={:.0}", n as f64 / secs);
         }
         "rtt" => {
             let mut sub = s.subscribe("plain.rtt").await?;
@@ -183,7 +211,7 @@ pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 lat[lat.len() * 99 / 100] / 1000
             );
         }
-        _ => eprintln!("usage: nats-plain throughput|jetstream|jetstream-e2e|jetstream-e2e-id|rtt URL COUNT [SIZE]"),
+        _ => return Err(USAGE.into()),
     }
     Ok(())
 }
