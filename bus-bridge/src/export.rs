@@ -412,8 +412,18 @@ pub async fn lossy(
             let m = match r {
                 Ok(m) => Some(m),
                 Err(RecvError::Lost(n)) => {
-                    LinkStats::add(&link.stats.dropped, n);
-                    index += n;
+                    // The lost sequences are the `n` just before the next one; those this
+                    // bridge imported were never to be exported (looped), and the far side
+                    // must not count them lost either: only the rest move the index.
+                    let next = sub.get_ref().next_seq();
+                    let mine = link.marks.as_ref().map_or(0, |marks| {
+                        let mine = marks.count_in(next.saturating_sub(n), next);
+                        marks.prune_below(next);
+                        mine
+                    });
+                    LinkStats::add(&link.stats.looped, mine);
+                    LinkStats::add(&link.stats.dropped, n - mine);
+                    index += n - mine;
                     None
                 }
                 Err(e) => {

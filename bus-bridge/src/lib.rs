@@ -83,6 +83,13 @@ impl Marks {
     pub fn contains(&self, seq: u64) -> bool {
         self.set.lock().unwrap().contains(&seq)
     }
+    /// How many of the sequences `lo..hi` are marked.
+    pub fn count_in(&self, lo: u64, hi: u64) -> u64 {
+        if lo >= hi {
+            return 0;
+        }
+        self.set.lock().unwrap().range(lo..hi).count() as u64
+    }
     /// Forgets the sequences below `seq` (the exporter has passed them for good).
     pub fn prune_below(&self, seq: u64) {
         let mut set = self.set.lock().unwrap();
