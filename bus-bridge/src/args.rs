@@ -110,9 +110,9 @@ impl BridgeArgs {
         if self.stats_interval < Duration::from_millis(100) {
             bail!("--stats-interval: at least 100ms");
         }
-        if !valid_token(&self.stream) {
+        if !valid_token(&self.stream) || self.stream.len() > MAX_NAME {
             bail!(
-                "--stream {:?}: a stream name is letters, digits, '-' and '_'",
+                "--stream {:?}: a stream name is 1 to {MAX_NAME} letters, digits, '-' and '_'",
                 self.stream
             );
         }
@@ -153,8 +153,11 @@ impl BridgeArgs {
             Some(n) => n.clone(),
             None => crate::id::host_name(),
         };
-        if name.is_empty() || name.contains(char::is_whitespace) {
-            bail!("--name {name:?}: give a name without spaces");
+        if name.is_empty()
+            || name.len() > MAX_NAME
+            || name.contains(|c: char| c.is_whitespace() || c.is_control())
+        {
+            bail!("--name {name:?}: give a name of 1 to {MAX_NAME} bytes without spaces or control characters");
         }
         Ok(Plan {
             urls,
@@ -179,9 +182,25 @@ fn valid_token(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// Longest subject a link takes, in bytes. NATS has no limit of its own but the server's
+/// control line (4 KiB by default), which a subject must share with the protocol's other
+/// fields, and JetStream's consumer-creation subject with the stream and consumer names: a
+/// longer subject would have the server close the connection at every publish instead of
+/// failing once, with a message, here.
+pub const MAX_SUBJECT: usize = 1024;
+
+/// Longest `--name` and `--stream`, in bytes (they go into consumer names and headers).
+pub const MAX_NAME: usize = 128;
+
 /// A NATS subject: dot-separated non-empty tokens without spaces; wildcards only where a
 /// subscription may use them.
 fn check_subject(subject: &str, wildcards: bool) -> anyhow::Result<()> {
+    if subject.len() > MAX_SUBJECT {
+        bail!(
+            "a subject of {} bytes: at most {MAX_SUBJECT}",
+            subject.len()
+        );
+    }
     let tokens: Vec<&str> = subject.split('.').collect();
     for (i, t) in tokens.iter().enumerate() {
         if t.is_empty() || t.contains(|c: char| c.is_whitespace() || c.is_control()) {
@@ -242,5 +261,9 @@ mod tests {
         assert!(check_subject("a..b", true).is_err());
         assert!(check_subject("a.>.b", true).is_err());
         assert!(check_subject("a b", true).is_err());
+        let long = |n: usize| vec!["t"; n.div_ceil(2)].join(".")[..n].to_string();
+        assert!(check_subject(&long(MAX_SUBJECT - 1), false).is_ok());
+        assert!(check_subject(&long(MAX_SUBJECT + 1), false).is_err());
+        assert!(check_subject(&long(MAX_SUBJECT + 1), true).is_err());
     }
 }

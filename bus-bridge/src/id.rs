@@ -73,6 +73,22 @@ pub fn parse_hex(s: &str) -> Option<u64> {
     u64::from_str_radix(s, 16).ok()
 }
 
+/// Longest consumer name [`consumer_name`] gives.
+pub const MAX_CONSUMER_NAME: usize = 128;
+
+/// The durable consumer name for `parts` (bridge name, bus, subject): [`sanitize`]d, and
+/// when that is longer than [`MAX_CONSUMER_NAME`], its first bytes and a hash of the whole,
+/// so that it stays unique and stable across restarts. (Names that fit are unchanged from
+/// earlier versions, so existing consumers are found again.)
+pub fn consumer_name(full: &str) -> String {
+    let name = sanitize(full);
+    if name.len() <= MAX_CONSUMER_NAME {
+        return name;
+    }
+    let keep = MAX_CONSUMER_NAME - 17;
+    format!("{}-{}", &name[..keep], hex(fnv1a(&[full.as_bytes()])))
+}
+
 /// A name safe in a consumer name or a file name: other bytes become '_'.
 pub fn sanitize(s: &str) -> String {
     s.chars()
@@ -84,4 +100,28 @@ pub fn sanitize(s: &str) -> String {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consumer_names_are_bounded_unique_and_stable() {
+        // Short names are what earlier versions made (their consumers are found again).
+        assert_eq!(consumer_name("shmbus-h-bus-a.b"), "shmbus-h-bus-a_b");
+        let long = |subject: &str| consumer_name(&format!("shmbus-h-bus-{subject}"));
+        let a = long(&"a.".repeat(300));
+        let b = long(&format!("{}b", "a.".repeat(300)));
+        assert_eq!(a.len(), MAX_CONSUMER_NAME);
+        assert_eq!(b.len(), MAX_CONSUMER_NAME);
+        assert_ne!(a, b, "names differing only past the cut stay distinct");
+        assert_eq!(a, long(&"a.".repeat(300)), "stable");
+        assert!(a
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
+        // Non-ASCII input: sanitized to one byte a character, so the cut is on a boundary.
+        let c = long(&"é".repeat(300));
+        assert_eq!(c.len(), MAX_CONSUMER_NAME);
+    }
 }

@@ -248,7 +248,7 @@ impl Reliable {
         let from = Origin::of(msg.headers.as_ref());
         // Our own bus's message, come back (two-way bridging on one subject), is never
         // imported, even if the rest of its header does not parse.
-        if Origin::bus_or_unparsed(from, msg.headers.as_ref()) == Some(self.link.bus_id) {
+        if Origin::names(from, msg.headers.as_ref(), self.link.bus_id) {
             LinkStats::add(&self.link.stats.looped, 1);
             self.done(msg, stream_seq).await;
             return Ok(());
@@ -537,7 +537,7 @@ pub async fn lossy(
             _ = stop.changed() => break,
             m = sub.next() => match m {
                 Some(m) => m,
-                None => break,
+                None => return Err(subscription_ended(&link.stats.label)),
             },
         };
         // This message, then whatever else the client has already read, without a `select!`
@@ -551,7 +551,7 @@ pub async fn lossy(
                 let heartbeat = from.is_some_and(|o| o.is_heartbeat()) && msg.payload.is_empty();
                 // Our own bus's message come back is never imported, even if the rest of its
                 // header does not parse.
-                if Origin::bus_or_unparsed(from, msg.headers.as_ref()) == Some(link.bus_id) {
+                if Origin::names(from, msg.headers.as_ref(), link.bus_id) {
                     if !heartbeat {
                         LinkStats::add(&link.stats.looped, 1);
                     }
@@ -586,10 +586,16 @@ pub async fn lossy(
             }
             msg = match sub.next().now_or_never() {
                 Some(Some(m)) => m,
-                Some(None) => return Ok(()),
+                Some(None) => return Err(subscription_ended(&link.stats.label)),
                 None => break,
             };
         }
     }
     Ok(())
+}
+
+/// A core NATS subscription ends only when the client unsubscribes it or closes: nothing a
+/// running bridge does, so a link must not go quietly while the bridge keeps running.
+fn subscription_ended(label: &str) -> anyhow::Error {
+    anyhow::anyhow!("{label}: the NATS subscription ended (the client closed it)")
 }

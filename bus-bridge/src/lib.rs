@@ -234,7 +234,10 @@ async fn run_async(args: &BridgeArgs, plan: args::Plan) -> anyhow::Result<ExitCo
                 bus: o.bus.clone(),
                 bus_id: o.id,
                 subject: link.subject.clone(),
-                durable: id::sanitize(&format!("shmbus-{}-{stem}-{}", plan.name, link.subject)),
+                durable: id::consumer_name(&format!(
+                    "shmbus-{}-{stem}-{}",
+                    plan.name, link.subject
+                )),
                 state_dir: o.dir.clone(),
                 stats,
                 marks: m,
@@ -279,7 +282,9 @@ async fn run_async(args: &BridgeArgs, plan: args::Plan) -> anyhow::Result<ExitCo
             _ = tick.tick() => printer.print("stats", &all_stats),
             done = tasks.join_next() => match done {
                 None => break,
-                Some(Ok(Ok(()))) => {}
+                // Links run until the stop signal: one that returns before it would leave
+                // the bridge running without it.
+                Some(Ok(Ok(()))) => { failure = Some(anyhow!("a link stopped on its own")); break; }
                 Some(Ok(Err(e))) => { failure = Some(e); break; }
                 Some(Err(e)) => { failure = Some(anyhow!("a link panicked: {e}")); break; }
             }

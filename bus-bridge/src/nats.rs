@@ -109,13 +109,17 @@ impl<'a> Origin<'a> {
             let (field, after) = rest.split_once(' ')?;
             rest = after;
             let (key, value) = field.split_once('=')?;
-            match key {
-                "bus" => bus = Some(nonzero_hex(value)?),
-                "seq" => o.seq = Some(number(value)?),
-                "prev" => o.prev = Some(number(value)?),
-                "index" => o.index = Some(run_index(value)?),
+            // A field given twice is not something a bridge wrote (which `bus` would count?).
+            let twice = match key {
+                "bus" => bus.replace(nonzero_hex(value)?).is_some(),
+                "seq" => o.seq.replace(number(value)?).is_some(),
+                "prev" => o.prev.replace(number(value)?).is_some(),
+                "index" => o.index.replace(run_index(value)?).is_some(),
                 // A field of a later version: skipped.
-                _ => {}
+                _ => false,
+            };
+            if twice {
+                return None;
             }
         }
         o.bus = bus?;
@@ -125,9 +129,14 @@ impl<'a> Origin<'a> {
     /// The origin of a message with headers `h`, if a bridge exported it: this format's one
     /// header, or the five headers of bridges before it (`Shmbus-Origin` holding the bare
     /// bus id, `Shmbus-Seq`, `-Prev`, `-Index`, `-Heartbeat`, `-Host`).
+    /// A message with more than one `Shmbus-Origin` value has none (no bridge writes two).
     pub fn of(h: Option<&'a HeaderMap>) -> Option<Origin<'a>> {
         let h = h?;
-        let v = h.get(ORIGIN)?.as_str();
+        let mut values = h.get_all(ORIGIN);
+        let v = values.next()?.as_str();
+        if values.next().is_some() {
+            return None;
+        }
         if let Some(o) = Origin::parse(v) {
             return Some(o);
         }
@@ -153,22 +162,24 @@ impl<'a> Origin<'a> {
         })
     }
 
-    /// Just the `bus` of a `Shmbus-Origin` header that may not parse as a whole (a field of a
-    /// later version in a form this one does not know): enough to tell a message of our own
-    /// bus come back, which must never be imported again whatever else its header says.
-    pub fn bus_of(h: Option<&HeaderMap>) -> Option<u64> {
-        let v = h?.get(ORIGIN)?.as_str();
-        let rest = v.strip_prefix("bus=").unwrap_or(v);
-        nonzero_hex(rest.get(..16)?)
-    }
-
-    /// The bus of a message with headers `h` whose origin `of` gave `from`: the whole
-    /// header's, or just its `bus` when the rest did not parse ([`Origin::bus_of`]).
-    pub fn bus_or_unparsed(from: Option<Origin<'_>>, h: Option<&HeaderMap>) -> Option<u64> {
-        match from {
-            Some(o) => Some(o.bus),
-            None => Origin::bus_of(h),
+    /// Whether a message whose origin [`Origin::of`] gave `from` names `bus` as its origin
+    /// anywhere: the whole header's `bus`, or, when that did not parse, any `bus=` field of any
+    /// `Shmbus-Origin` value, or a value that is the bare id (the earlier format). A message of
+    /// our own bus come back must never be imported again, whatever else its header says (a
+    /// field of a later version in a form this one does not know, a second value).
+    pub fn names(from: Option<Origin<'_>>, h: Option<&HeaderMap>, bus: u64) -> bool {
+        if let Some(o) = from {
+            return o.bus == bus;
         }
+        let Some(h) = h else { return false };
+        // An id is its 16 digits: whatever follows them in a damaged field does not hide it.
+        let is_ours = |id: &str| id.get(..16).and_then(nonzero_hex) == Some(bus);
+        h.get_all(ORIGIN).any(|v| {
+            let v = v.as_str();
+            is_ours(v)
+                || v.split(' ')
+                    .any(|field| field.strip_prefix("bus=").is_some_and(is_ours))
+        })
     }
 
     /// Whether this is a lossy exporter's heartbeat: no message, only its next index.
@@ -624,29 +635,68 @@ mod tests {
         // message), but its bus is still known, so it is never looped back.
         let no_seq = old(&[(ORIGIN, "00000000000000ab")]);
         assert_eq!(Origin::of(Some(&no_seq)), None);
-        assert_eq!(Origin::bus_of(Some(&no_seq)), Some(0xab));
+        assert!(Origin::names(None, Some(&no_seq), 0xab));
         assert_eq!(Origin::of(None), None);
         assert_eq!(Origin::of(Some(&HeaderMap::new())), None);
     }
 
     #[test]
-    fn the_bus_of_a_header_that_does_not_parse_is_still_known() {
+    fn a_header_that_does_not_parse_still_names_its_bus() {
         use super::ORIGIN;
         use async_nats::HeaderMap;
-        let with = |v: &str| {
+        let with = |values: &[&str]| {
             let mut h = HeaderMap::new();
-            h.insert(ORIGIN, v);
+            for v in values {
+                h.append(ORIGIN, *v);
+            }
             h
         };
+        let ours = 0xab;
+        let names = |values: &[&str]| {
+            let h = with(values);
+            Origin::names(Origin::of(Some(&h)), Some(&h), ours)
+        };
         // A later version's field in a form this one does not know.
-        let h = with("bus=00000000000000ab seq=1 weird host=a");
+        let h = with(&["bus=00000000000000ab seq=1 weird host=a"]);
         assert_eq!(Origin::of(Some(&h)), None);
-        assert_eq!(Origin::bus_of(Some(&h)), Some(0xab));
-        assert_eq!(
-            Origin::bus_of(Some(&with("bus=0000000000000000 seq=1 host=a"))),
-            None
-        );
-        assert_eq!(Origin::bus_of(Some(&with("bus=12"))), None);
-        assert_eq!(Origin::bus_of(Some(&with(""))), None);
+        assert!(names(&["bus=00000000000000ab seq=1 weird host=a"]));
+        // Our id anywhere a `bus` can be, in headers no bridge writes.
+        for forged in [
+            &["bus=00000000000000ab bus=00000000000000cd seq=1 host=h"][..],
+            &["bus=00000000000000cd bus=00000000000000ab seq=1 host=h"],
+            &["zone=eu bus=00000000000000ab seq=x host=h"],
+            &["bus=00000000000000abjunk seq=1 host=h"],
+            &["00000000000000ab"],
+            &[
+                "bus=00000000000000cd seq=1 host=h",
+                "bus=00000000000000ab seq=1 host=h",
+            ],
+            &[
+                "bus=00000000000000ab seq=1 host=h",
+                "bus=00000000000000cd seq=1 host=h",
+            ],
+        ] {
+            assert!(names(forged), "{forged:?}");
+        }
+        // Any field given twice, or two values: not an origin at all.
+        for twice in [
+            &["bus=00000000000000cd bus=00000000000000ef seq=1 host=h"][..],
+            &["bus=00000000000000cd seq=1 seq=2 host=h"],
+            &["bus=00000000000000cd seq=1 prev=1 prev=2 host=h"],
+            &["bus=00000000000000cd seq=1 index=1:2 index=1:3 host=h"],
+            &[
+                "bus=00000000000000cd seq=1 host=h",
+                "bus=00000000000000cd seq=2 host=h",
+            ],
+        ] {
+            assert_eq!(Origin::of(Some(&with(twice))), None, "{twice:?}");
+        }
+        // Another bus's, and nothing at all, are not ours.
+        assert!(!names(&["bus=00000000000000cd seq=1 host=h"]));
+        assert!(!names(&["bus=0000000000000000 seq=1 host=a"]));
+        assert!(!names(&["bus=12"]));
+        assert!(!names(&[""]));
+        assert!(!names(&[]));
+        assert!(!Origin::names(None, None, ours));
     }
 }

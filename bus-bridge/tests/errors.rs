@@ -71,7 +71,56 @@ fn bad_arguments() {
             "--stream",
         ),
     ];
-    for (args, want) in cases {
+    // Names and subjects too long for the server's control line, or with bytes a header
+    // cannot carry.
+    let long_subject = format!("bus={}", vec!["x"; 600].join("."));
+    let long_in = format!("{}=bus", vec!["x"; 600].join("."));
+    let long_name = "n".repeat(129);
+    let long_stream = "S".repeat(129);
+    let more: &[(&[&str], &str)] = &[
+        (
+            &["--nats", "nats://127.0.0.1:1", "--out", &long_subject],
+            "a subject of 1199 bytes: at most 1024",
+        ),
+        (
+            &["--nats", "nats://127.0.0.1:1", "--in", &long_in],
+            "a subject of 1199 bytes: at most 1024",
+        ),
+        (
+            &[
+                "--nats",
+                "nats://127.0.0.1:1",
+                "--out",
+                "bus=a",
+                "--name",
+                &long_name,
+            ],
+            "--name",
+        ),
+        (
+            &[
+                "--nats",
+                "nats://127.0.0.1:1",
+                "--out",
+                "bus=a",
+                "--name",
+                "a\x7fb",
+            ],
+            "control characters",
+        ),
+        (
+            &[
+                "--nats",
+                "nats://127.0.0.1:1",
+                "--out",
+                "bus=a",
+                "--stream",
+                &long_stream,
+            ],
+            "1 to 128 letters",
+        ),
+    ];
+    for (args, want) in cases.iter().chain(more) {
         let (code, err) = run(&strings(args));
         assert_eq!(code, 1, "{args:?}: {err}");
         assert!(err.contains(want), "{args:?}: {err:?} should say {want:?}");
