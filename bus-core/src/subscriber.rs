@@ -283,6 +283,11 @@ impl Subscriber {
         if picked.0 > MAX_POSITION || picked.1 >= crate::layout::SEQ_MASK {
             return Err(SubscribeError::RingCorrupt { position: picked.0 });
         }
+        // Every start is at or below the tail, which only grows: read after the pick, a tail
+        // below it means the head (`Oldest`) was written past the tail by another process.
+        if picked.0 > ring::latest(&shared.seg).0 {
+            return Err(SubscribeError::RingCorrupt { position: picked.0 });
+        }
         Ok(picked)
     }
 
@@ -347,12 +352,19 @@ impl Subscriber {
             if head.0 <= sub.reader.pos {
                 return Ok(sub);
             }
+            // Head never passes the tail (a producer moves it only to make room for a claim
+            // that then moves the tail past it), and both only grow: read after it, a tail
+            // below it is another process's garbage, and picking again would find the same
+            // tail below the same head forever.
+            let tail = ring::latest(&sub.shared.seg);
+            if head.0 > tail.0 {
+                return Err(SubscribeError::RingCorrupt { position: head.0 });
+            }
             if let Start::Position(p) = start {
-                let next = ring::latest(&sub.shared.seg).0;
                 return Err(SubscribeError::PositionNotRetained {
                     requested: p,
                     oldest: head.0,
-                    next,
+                    next: tail.0,
                 });
             }
             let (pos, seq) = Self::pick(&sub.shared, start)?;

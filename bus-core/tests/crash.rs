@@ -544,3 +544,52 @@ fn a_reliable_reader_the_ring_moved_past_is_told_not_left_waiting() {
         other => panic!("expected Overrun, got {other:?}"),
     }
 }
+
+/// Review of round 2: a head written past the tail by another process after the bus was
+/// opened. Joining at `Latest` re-picked the tail, found the head past it, and picked the
+/// same tail again forever (100 % CPU, deaf to signals in the bindings); every start must
+/// be a typed error instead. The joins run on a thread with a deadline, so a regression
+/// fails here rather than hanging the suite.
+#[test]
+fn a_head_written_past_the_tail_is_a_typed_error_for_every_start() {
+    use bus_core::SubscribeError;
+    use std::os::unix::fs::FileExt;
+    for mode in [Mode::Reliable, Mode::Lossy] {
+        for producers in [1, 64] {
+            let dir = tempfile::tempdir().unwrap();
+            let (bus, p) = bus_with_producers(&dir, mode, 20, producers);
+            let mut publ = bus.publisher().unwrap();
+            for _ in 0..10 {
+                publ.send(b"before").unwrap();
+            }
+            let tail = bus.stats().tail_position;
+            let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+            // Line 2 of the header page: head's position; just past the tail (still a
+            // plausible position), and far past it.
+            for head in [tail + 16, tail + 3 * bus.config().capacity, u64::MAX >> 3] {
+                f.write_all_at(&head.to_le_bytes(), 2 * bus_core::layout::LINE as u64)
+                    .unwrap();
+                for start in [Start::Latest, Start::Oldest, Start::Position(0)] {
+                    let bus = bus.clone();
+                    let (tx, rx) = std::sync::mpsc::channel();
+                    std::thread::spawn(move || {
+                        let _ = tx.send(bus.subscribe(start).map(|_| ()));
+                    });
+                    let r = rx
+                        .recv_timeout(Duration::from_secs(10))
+                        .unwrap_or_else(|_| {
+                            panic!("{mode:?}, {producers} producers, head {head}: {start:?} hangs")
+                        });
+                    assert!(
+                        matches!(
+                            r,
+                            Err(SubscribeError::RingCorrupt { .. }
+                                | SubscribeError::PositionNotRetained { .. })
+                        ),
+                        "{mode:?}, {producers} producers, head {head}, {start:?}: {r:?}"
+                    );
+                }
+            }
+        }
+    }
+}
