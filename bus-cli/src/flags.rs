@@ -529,9 +529,9 @@ fn parse_watch_interval(s: &str) -> Result<Duration, String> {
 fn parse_octal(s: &str) -> Result<u32, String> {
     let digits = s.trim_start_matches("0o");
     match u32::from_str_radix(digits, 8) {
-        Ok(m) if m <= 0o7777 => Ok(m),
+        Ok(m) if m <= 0o777 => Ok(m),
         _ => Err(format!(
-            "{s:?} is not an octal file mode (examples: 600, 0640)"
+            "{s:?} is not an octal file mode of permission bits, at most 777 (examples: 600, 0640)"
         )),
     }
 }
@@ -573,6 +573,10 @@ mod tests {
         assert_eq!(parse_octal("0o600"), Ok(0o600));
         assert!(parse_octal("9").is_err());
         assert!(parse_octal("17777").is_err());
+        // Permission bits only: no set-user-id, set-group-id or sticky bit on a bus file.
+        assert!(parse_octal("4600").is_err());
+        assert!(parse_octal("1777").is_err());
+        assert_eq!(parse_octal("777"), Ok(0o777));
         assert_eq!(parse_from("oldest"), Ok(From::Oldest));
         assert_eq!(parse_from("4096"), Ok(From::Position(4096)));
         assert!(parse_from("yesterday").is_err());

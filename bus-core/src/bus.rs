@@ -92,7 +92,8 @@ impl BusOptions {
         self.max_producers = n;
         self
     }
-    /// Permission bits of the file (default 0600; the umask applies).
+    /// Permission bits of the file (default 0600; the umask applies): at most 0o777, or
+    /// creating the bus fails with `InvalidOptions`.
     pub fn file_mode(mut self, mode: u32) -> Self {
         self.file_mode = mode;
         self
@@ -126,6 +127,7 @@ impl BusOptions {
     ///
     /// The first parameter out of range.
     pub fn check(&self) -> Result<(), crate::ConfigError> {
+        crate::layout::check_file_mode(self.file_mode)?;
         self.config().check()
     }
 

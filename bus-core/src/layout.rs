@@ -548,6 +548,21 @@ pub enum ConfigError {
         /// The value given.
         position: u64,
     },
+    /// A bus file's mode is permission bits only (at most 0o777): no set-user-id,
+    /// set-group-id or sticky bit on a data file, and nothing silently masked off.
+    #[error("file mode {mode:#o} is not permission bits (at most 0o777)")]
+    FileModeOutOfRange {
+        /// The value given.
+        mode: u32,
+    },
+}
+
+/// Checks a bus file's mode ([`ConfigError::FileModeOutOfRange`]).
+pub fn check_file_mode(mode: u32) -> Result<(), ConfigError> {
+    if mode & !0o777 != 0 {
+        return Err(ConfigError::FileModeOutOfRange { mode });
+    }
+    Ok(())
 }
 
 /// Largest max-message for a capacity: a record of that size fits in half the ring.

@@ -501,6 +501,7 @@ pub(crate) fn create(
     file_mode: u32,
 ) -> Result<Segment, OpenErrorKind> {
     config.check().map_err(OpenErrorKind::InvalidOptions)?;
+    crate::layout::check_file_mode(file_mode).map_err(OpenErrorKind::InvalidOptions)?;
     if !Pair::is_lock_free() {
         return Err(OpenErrorKind::Unsupported128BitAtomics);
     }
@@ -523,7 +524,7 @@ pub(crate) fn create(
         },
         e => OpenErrorKind::io("open directory", e.into()),
     })?;
-    let mode = rustix::fs::Mode::from_raw_mode(file_mode & 0o7777);
+    let mode = rustix::fs::Mode::from_raw_mode(file_mode);
     let tmp = rustix::fs::openat(
         &dirfd,
         ".",

@@ -52,6 +52,37 @@ fn files_are_created_0600_and_honour_the_umask_and_file_mode() {
     assert_eq!(mode & 0o600, 0o600);
 }
 
+/// Review of round 2: modes were masked with 0o7777, so set-user-id, set-group-id and
+/// sticky bits reached a data file, and larger values were silently cut.
+#[test]
+fn a_file_mode_beyond_the_permission_bits_is_refused() {
+    let d = dir();
+    for mode in [0o7777, 0o4600, 0o2660, 0o1666, 0o1000, 1 << 31, u32::MAX] {
+        let p = d.path().join(format!("m{mode:o}.bus"));
+        let options = small(Mode::Reliable).file_mode(mode);
+        assert_eq!(
+            options.check(),
+            Err(bus_core::ConfigError::FileModeOutOfRange { mode })
+        );
+        let e = Bus::create(&p, &options).unwrap_err();
+        assert!(
+            matches!(
+                e.kind,
+                OpenErrorKind::InvalidOptions(bus_core::ConfigError::FileModeOutOfRange { .. })
+            ),
+            "{mode:o}: {e}"
+        );
+        assert!(e.to_string().contains("file mode"), "{e}");
+        assert!(!p.exists(), "{mode:o}: nothing is created");
+    }
+    let p = d.path().join("all.bus");
+    Bus::create(&p, &small(Mode::Reliable).file_mode(0o777)).unwrap();
+    assert_eq!(
+        std::fs::metadata(&p).unwrap().permissions().mode() & !0o777,
+        0o100000
+    );
+}
+
 #[test]
 fn racing_creators_end_on_one_file() {
     let d = dir();

@@ -185,7 +185,8 @@ typedef struct shmbus_options {
   uint32_t max_subscribers;
   // Producer slots (default 64); 1 makes a faster one-producer bus.
   uint32_t max_producers;
-  // Permission bits of the file (default 0600; the umask applies).
+  // Permission bits of the file (default 0600; the umask applies); at most 0777, or
+  // creating the bus fails with `SHMBUS_INVALID_OPTIONS`.
   uint32_t file_mode;
   // Nonzero: leave the file sparse instead of reserving its blocks (default 0).
   uint32_t sparse;

@@ -75,10 +75,32 @@ inline void check(shmbus_status status) {
     }
 }
 
+// A duration as the C API's nanoseconds: negative and zero are 0 (do not wait), anything
+// from UINT64_MAX ns (about 584 years) up, seconds::max() included, is UINT64_MAX. Converted
+// through long double, which holds every 64-bit count exactly: a duration_cast to
+// nanoseconds would overflow (undefined behaviour) for long integer durations. A NaN
+// duration is an error (SHMBUS_INVALID_ARGUMENT), as in the Python binding.
 template <class Rep, class Period>
 std::uint64_t nanos(std::chrono::duration<Rep, Period> d) {
-    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
-    return ns <= 0 ? 0 : static_cast<std::uint64_t>(ns);
+    const long double ns = std::chrono::duration<long double, std::nano>(d).count();
+    if (ns != ns) {
+        throw Error(SHMBUS_INVALID_ARGUMENT, "a timeout of NaN");
+    }
+    if (ns <= 0) {
+        return 0;
+    }
+    if (ns >= 18446744073709551615.0L) {
+        return UINT64_MAX;
+    }
+    return static_cast<std::uint64_t>(ns);
+}
+
+// A path as the C API takes it: a NUL inside would silently cut it short.
+inline const char *c_path(const std::string &path) {
+    if (path.find('\0') != std::string::npos) {
+        throw Error(SHMBUS_INVALID_ARGUMENT, "a path with a NUL byte inside");
+    }
+    return path.c_str();
 }
 
 struct FreeBus {
@@ -367,19 +389,19 @@ public:
     // Creates a new bus file (its directory must exist).
     static Bus create(const std::string &path, const Options &options = Options()) {
         shmbus_bus *h = nullptr;
-        detail::check(shmbus_bus_create(path.c_str(), options.raw(), &h));
+        detail::check(shmbus_bus_create(detail::c_path(path), options.raw(), &h));
         return Bus(h);
     }
     // Opens an existing bus file.
     static Bus open(const std::string &path) {
         shmbus_bus *h = nullptr;
-        detail::check(shmbus_bus_open(path.c_str(), &h));
+        detail::check(shmbus_bus_open(detail::c_path(path), &h));
         return Bus(h);
     }
     // Opens the bus, creating it with `options` if there is none.
     static Bus open_or_create(const std::string &path, const Options &options = Options()) {
         shmbus_bus *h = nullptr;
-        detail::check(shmbus_bus_open_or_create(path.c_str(), options.raw(), &h));
+        detail::check(shmbus_bus_open_or_create(detail::c_path(path), options.raw(), &h));
         return Bus(h);
     }
 

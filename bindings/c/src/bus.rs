@@ -46,7 +46,8 @@ pub struct shmbus_options {
     pub max_subscribers: u32,
     /// Producer slots (default 64); 1 makes a faster one-producer bus.
     pub max_producers: u32,
-    /// Permission bits of the file (default 0600; the umask applies).
+    /// Permission bits of the file (default 0600; the umask applies); at most 0777, or
+    /// creating the bus fails with `SHMBUS_INVALID_OPTIONS`.
     pub file_mode: u32,
     /// Nonzero: leave the file sparse instead of reserving its blocks (default 0).
     pub sparse: u32,

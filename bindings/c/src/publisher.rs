@@ -93,7 +93,16 @@ unsafe fn c_bytes<'a>(data: *const c_void, len: usize) -> Result<&'a [u8], Failu
         return Ok(&[]);
     }
     required(data, "data")?;
-    // SAFETY: not NULL, and valid for `len` bytes (caller's contract).
+    // No object is larger than isize::MAX bytes (`from_raw_parts`'s own precondition); a
+    // length beyond it is a caller's mistake (a negative length cast, say), not a message.
+    if len > isize::MAX as usize {
+        return Err(Failure::new(
+            shmbus_status::SHMBUS_MESSAGE_TOO_LARGE,
+            format!("a message of {len} bytes: no buffer can be that large"),
+        ));
+    }
+    // SAFETY: not NULL, at most isize::MAX bytes (checked), and valid for `len` bytes
+    // (caller's contract).
     Ok(unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len) })
 }
 

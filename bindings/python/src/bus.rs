@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bus_core::{BusOptions, Mode, OpenOptions, Start, WaitStrategy};
-use pyo3::exceptions::{PyOSError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
@@ -113,6 +113,18 @@ pub struct Bus {
     inner: bus_core::Bus,
 }
 
+/// A path as the system takes it: a NUL byte inside would end it early (Python's own `os`
+/// functions say "embedded null byte" too).
+pub(crate) fn path_arg(path: PathBuf) -> PyResult<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    if path.as_os_str().as_bytes().contains(&0) {
+        return Err(PyValueError::new_err(format!(
+            "embedded null byte in the path {path:?}"
+        )));
+    }
+    Ok(path)
+}
+
 #[pymethods]
 impl Bus {
     /// Creates a new bus file at `path` (its directory must exist). Fails with `OpenError`
@@ -144,6 +156,7 @@ impl Bus {
             sparse,
             unblock_timeout,
         )?;
+        let path = path_arg(path)?;
         py.detach(|| bus_core::Bus::create(&path, &o))
             .map(|inner| Bus { inner })
             .map_err(|e| open_err(py, &e))
@@ -162,6 +175,7 @@ impl Bus {
         let o = OpenOptions::new()
             .follow_symlinks(follow_symlinks)
             .allow_other_owner(allow_other_owner);
+        let path = path_arg(path)?;
         py.detach(|| bus_core::Bus::open_with(&path, &o))
             .map(|inner| Bus { inner })
             .map_err(|e| open_err(py, &e))
@@ -196,6 +210,7 @@ impl Bus {
             sparse,
             unblock_timeout,
         )?;
+        let path = path_arg(path)?;
         py.detach(|| bus_core::Bus::open_or_create(&path, &o))
             .map(|inner| Bus { inner })
             .map_err(|e| open_err(py, &e))
@@ -226,9 +241,39 @@ impl Bus {
         };
         let strategy = wait_arg(wait)?;
         let bus = self.inner.clone();
-        let mut sub = py
-            .detach(move || bus.subscribe(start))
-            .map_err(|e| subscribe_err(py, e))?;
+        let mut sub = if let Start::Position(_) = start {
+            // A position a producer is still writing makes the core wait (up to twice the
+            // bus's unblock timeout, which may be an hour): on a thread of its own, so that
+            // this one answers Ctrl-C every `SLICE` as the other blocking calls do. If
+            // interrupted, the thread's subscriber, when it comes, is dropped (its slot
+            // freed).
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::Builder::new()
+                .name("shmbus-subscribe".into())
+                .spawn(move || {
+                    let _ = tx.send(bus.subscribe(start));
+                })
+                .map_err(|e| PyOSError::new_err(format!("cannot start a thread: {e}")))?;
+            let mut rx = rx;
+            loop {
+                // (The receiver goes to the detached closure and back: it is not `Sync`.)
+                let (back, got) = py.detach(move || {
+                    let got = rx.recv_timeout(crate::publisher::SLICE);
+                    (rx, got)
+                });
+                rx = back;
+                match got {
+                    Ok(r) => break r,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => py.check_signals()?,
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                        return Err(PyRuntimeError::new_err("the subscribing thread failed"))
+                    }
+                }
+            }
+        } else {
+            py.detach(move || bus.subscribe(start))
+        }
+        .map_err(|e| subscribe_err(py, e))?;
         sub.set_wait_strategy(strategy);
         Ok(Subscriber::new(sub))
     }

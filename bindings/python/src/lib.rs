@@ -32,8 +32,8 @@ fn default_dir() -> std::path::PathBuf {
 /// Resolves a bus name or path: a string with a slash is a path used as given; a bare name
 /// NAME is default_dir()/NAME.bus.
 #[pyfunction]
-fn resolve(name_or_path: &str) -> std::path::PathBuf {
-    bus_core::resolve(name_or_path)
+fn resolve(name_or_path: &str) -> PyResult<std::path::PathBuf> {
+    bus::path_arg(bus_core::resolve(name_or_path))
 }
 
 #[pymodule]

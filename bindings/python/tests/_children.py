@@ -71,6 +71,23 @@ def blocked_send(path, ready, out):
         out.put(("interrupted", time.monotonic()))
 
 
+def blocked_subscribe(path, ready, out):
+    """Holds a loan (claimed, never committed) and subscribes at its position: the join
+    waits for the record's producer (up to twice the unblock timeout); Ctrl-C must end it."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    bus = shmbus.Bus.open(path)
+    pub = bus.publisher()
+    pub.send(b"before")
+    position = bus.stats()["tail_position"]
+    loan = pub.loan(8)  # noqa: F841 (held, uncommitted, while the subscribe waits)
+    ready.set()
+    try:
+        bus.subscribe(start=position)
+        out.put(("subscribed", time.monotonic()))
+    except KeyboardInterrupt:
+        out.put(("interrupted", time.monotonic()))
+
+
 def publish_paced(path, count, pause, ready):
     """Publishes `count` counters, sleeping `pause` seconds between them (receivers wait)."""
     bus = shmbus.Bus.open(path)

@@ -82,6 +82,46 @@ def test_subscribe_position_errors(bus):
     assert e.value.requested == 16
 
 
+def test_a_path_with_a_nul_byte_is_a_value_error(tmp_path):
+    cut = tmp_path / "cut.bus"
+    with_nul = str(cut) + "\0.ignored"
+    for call in (
+        lambda: shmbus.Bus.create(with_nul, capacity=1 << 16),
+        lambda: shmbus.Bus.open(with_nul),
+        lambda: shmbus.Bus.open_or_create(with_nul, capacity=1 << 16),
+        lambda: shmbus.resolve("a\0b"),
+    ):
+        with pytest.raises(ValueError, match="null byte"):
+            call()
+    assert not cut.exists()
+
+
+def test_a_file_mode_beyond_the_permission_bits_is_refused(tmp_path):
+    for mode in (0o7777, 0o4600, 0o1666, 1 << 31):
+        p = tmp_path / f"m{mode:o}.bus"
+        with pytest.raises(shmbus.OpenError) as e:
+            shmbus.Bus.create(p, capacity=1 << 16, file_mode=mode)
+        assert e.value.kind == "invalid_options"
+        assert "file mode" in str(e.value)
+        assert not p.exists()
+
+
+def test_a_head_written_past_the_tail_is_ring_corrupt_not_a_hang(path):
+    bus = shmbus.Bus.create(path, capacity=1 << 16)
+    pub = bus.publisher()
+    for _ in range(10):
+        pub.send(b"x" * 24)
+    tail = bus.stats()["tail_position"]
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.pwrite(fd, struct.pack("<Q", tail + 16), TAIL_OFFSET + 128)  # head: the next line
+    finally:
+        os.close(fd)
+    for start in ("latest", "oldest"):
+        with pytest.raises(shmbus.RingCorrupt):
+            bus.subscribe(start)
+
+
 def test_lost_once_per_gap_then_goes_on(path):
     bus = shmbus.Bus.create(path, capacity=1 << 12, mode="lossy", max_message=64)
     sub = bus.subscribe()

@@ -124,6 +124,14 @@ def test_sigint_interrupts_a_blocked_recv(path):
     assert delay < 0.1, f"KeyboardInterrupt came {delay * 1000:.0f} ms after SIGINT"
 
 
+def test_sigint_interrupts_a_subscribe_at_a_position_still_being_written(path):
+    # The join would wait up to twice this for the loan's producer.
+    shmbus.Bus.create(path, capacity=1 << 16, unblock_timeout=60.0)
+    what, delay = _interrupt(path, _children.blocked_subscribe)
+    assert what == "interrupted"
+    assert delay < 0.1, f"KeyboardInterrupt came {delay * 1000:.0f} ms after SIGINT"
+
+
 def test_sigint_interrupts_a_blocked_send(path):
     bus = shmbus.Bus.create(path, capacity=1 << 12, max_message=256)
     holder = bus.subscribe()  # never reads: the child's send blocks on the full ring

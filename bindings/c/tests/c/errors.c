@@ -8,6 +8,8 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -195,6 +197,10 @@ static void too_large(void) {
     CHECK(strstr(shmbus_last_error_message(), "1025") != NULL);
     EXPECT(SHMBUS_MESSAGE_TOO_LARGE, shmbus_publisher_try_send(pub, big, 1025, NULL));
     EXPECT(SHMBUS_MESSAGE_TOO_LARGE, shmbus_publisher_send_timeout(pub, big, 1025, 0, NULL));
+    /* A length no buffer can have (a negative length cast): refused before it is used. */
+    EXPECT(SHMBUS_MESSAGE_TOO_LARGE, shmbus_publisher_send(pub, big, SIZE_MAX, &seq));
+    CHECK(strstr(shmbus_last_error_message(), "no buffer") != NULL);
+    EXPECT(SHMBUS_MESSAGE_TOO_LARGE, shmbus_publisher_try_send(pub, big, (size_t)PTRDIFF_MAX + 1, NULL));
     uint8_t *data = (uint8_t *)big;
     EXPECT(SHMBUS_MESSAGE_TOO_LARGE, shmbus_publisher_loan(pub, 1025, &data));
     CHECK(data == NULL);

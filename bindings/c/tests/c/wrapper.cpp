@@ -4,6 +4,7 @@
 // count and goes on, an uncommitted Loan is abandoned, handles move.
 #include <chrono>
 #include <cstdio>
+#include <limits>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -55,6 +56,37 @@ int main(int argc, char **argv) {
     }
     CHECK(status_of([&] { shmbus::Bus::create(dir + "/bad.bus", shmbus::Options().capacity(3)); }) ==
           SHMBUS_INVALID_OPTIONS);
+
+    // Timeouts: saturated, never wrapped (a duration_cast of seconds::max() to nanoseconds
+    // overflows: it came out as 0, "do not wait", for "wait forever").
+    {
+        using shmbus::detail::nanos;
+        CHECK(nanos(1ms) == 1000000u);
+        CHECK(nanos(0ns) == 0u);
+        CHECK(nanos(-5s) == 0u);
+        CHECK(nanos(std::chrono::seconds::min()) == 0u);
+        CHECK(nanos(std::chrono::seconds::max()) == UINT64_MAX);
+        CHECK(nanos(std::chrono::nanoseconds::max()) ==
+              static_cast<std::uint64_t>(std::chrono::nanoseconds::max().count()));
+        CHECK(nanos(std::chrono::hours(24 * 365 * 1000)) == UINT64_MAX);
+        CHECK(nanos(std::chrono::duration<double>(1e30)) == UINT64_MAX);
+        CHECK(nanos(std::chrono::duration<double>(-1e30)) == 0u);
+        CHECK(nanos(std::chrono::duration<double, std::milli>(1.5)) == 1500000u);
+        CHECK(status_of([&] {
+                  nanos(std::chrono::duration<double>(std::numeric_limits<double>::quiet_NaN()));
+              }) == SHMBUS_INVALID_ARGUMENT);
+    }
+    // A path with a NUL inside is refused, not cut short at the NUL.
+    {
+        std::string cut = dir + "/cut.bus";
+        std::string with_nul = cut + std::string(1, '\0') + ".ignored";
+        CHECK(status_of([&] { shmbus::Bus::create(with_nul, shmbus::Options().capacity(4096)); }) ==
+              SHMBUS_INVALID_ARGUMENT);
+        CHECK(status_of([&] { shmbus::Bus::open(with_nul); }) == SHMBUS_INVALID_ARGUMENT);
+        CHECK(status_of([&] { shmbus::Bus::open_or_create(with_nul, shmbus::Options()); }) ==
+              SHMBUS_INVALID_ARGUMENT);
+        CHECK(std::fopen(cut.c_str(), "r") == nullptr);
+    }
 
     {
         shmbus::Bus bus = shmbus::Bus::create(
