@@ -26,6 +26,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+// `shmbus_bus_open_with` flag: open a bus through a symbolic link (refused by default, so
+// that a link planted in a shared directory cannot redirect a process to another file).
+#define SHMBUS_OPEN_FOLLOW_SYMLINKS 1
+
+// `shmbus_bus_open_with` flag: open a bus file owned by another user (refused by default;
+// for a bus shared on purpose, created with a wider `file_mode`).
+#define SHMBUS_OPEN_ALLOW_OTHER_OWNER 2
+
 // What a libshmbus call did. Every function returns one; `SHMBUS_OK` (0) is success, and
 // on anything else `shmbus_last_error_message()` describes the error.
 //
@@ -277,6 +285,22 @@ enum shmbus_status shmbus_bus_create(const char *path,
 // `path` is a NUL-terminated string; `out` is valid for a write.
 enum shmbus_status shmbus_bus_open(const char *path,
                                    struct shmbus_bus **out);
+
+// `shmbus_bus_open` with `flags`: 0, or `SHMBUS_OPEN_FOLLOW_SYMLINKS` and
+// `SHMBUS_OPEN_ALLOW_OTHER_OWNER` or'ed together.
+//
+// On success `*out` is a new handle to free with `shmbus_bus_free`; on failure `*out` is
+// NULL.
+//
+// Errors: those of `shmbus_bus_open`; `SHMBUS_INVALID_ARGUMENT` for a flag this library does
+// not know.
+//
+// # Safety
+//
+// As `shmbus_bus_open`.
+enum shmbus_status shmbus_bus_open_with(const char *path,
+                                        uint32_t flags,
+                                        struct shmbus_bus **out);
 
 // Opens the bus at `path`, creating it with `options` (NULL for the defaults) if there is
 // none. Safe against concurrent callers: they all end up on the same file. An existing bus

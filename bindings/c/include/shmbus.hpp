@@ -398,6 +398,13 @@ public:
         detail::check(shmbus_bus_open(detail::c_path(path), &h));
         return Bus(h);
     }
+    // Opens an existing bus with `flags`: SHMBUS_OPEN_FOLLOW_SYMLINKS and/or
+    // SHMBUS_OPEN_ALLOW_OTHER_OWNER (see shmbus_bus_open_with).
+    static Bus open_with(const std::string &path, std::uint32_t flags) {
+        shmbus_bus *h = nullptr;
+        detail::check(shmbus_bus_open_with(detail::c_path(path), flags, &h));
+        return Bus(h);
+    }
     // Opens the bus, creating it with `options` if there is none.
     static Bus open_or_create(const std::string &path, const Options &options = Options()) {
         shmbus_bus *h = nullptr;

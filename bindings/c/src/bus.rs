@@ -253,6 +253,51 @@ pub unsafe extern "C" fn shmbus_bus_open(
     })
 }
 
+/// `shmbus_bus_open_with` flag: open a bus through a symbolic link (refused by default, so
+/// that a link planted in a shared directory cannot redirect a process to another file).
+pub const SHMBUS_OPEN_FOLLOW_SYMLINKS: u32 = 1;
+/// `shmbus_bus_open_with` flag: open a bus file owned by another user (refused by default;
+/// for a bus shared on purpose, created with a wider `file_mode`).
+pub const SHMBUS_OPEN_ALLOW_OTHER_OWNER: u32 = 2;
+
+/// `shmbus_bus_open` with `flags`: 0, or `SHMBUS_OPEN_FOLLOW_SYMLINKS` and
+/// `SHMBUS_OPEN_ALLOW_OTHER_OWNER` or'ed together.
+///
+/// On success `*out` is a new handle to free with `shmbus_bus_free`; on failure `*out` is
+/// NULL.
+///
+/// Errors: those of `shmbus_bus_open`; `SHMBUS_INVALID_ARGUMENT` for a flag this library does
+/// not know.
+///
+/// # Safety
+///
+/// As `shmbus_bus_open`.
+#[no_mangle]
+pub unsafe extern "C" fn shmbus_bus_open_with(
+    path: *const c_char,
+    flags: u32,
+    out: *mut *mut shmbus_bus,
+) -> shmbus_status {
+    ffi(|| {
+        // SAFETY: the caller's contract, passed on.
+        unsafe {
+            clear_out(out)?;
+            let path = c_path(path)?;
+            let known = SHMBUS_OPEN_FOLLOW_SYMLINKS | SHMBUS_OPEN_ALLOW_OTHER_OWNER;
+            if flags & !known != 0 {
+                return Err(Failure::invalid(format!(
+                    "unknown open flags {:#x}",
+                    flags & !known
+                )));
+            }
+            let options = bus_core::OpenOptions::new()
+                .follow_symlinks(flags & SHMBUS_OPEN_FOLLOW_SYMLINKS != 0)
+                .allow_other_owner(flags & SHMBUS_OPEN_ALLOW_OTHER_OWNER != 0);
+            give_bus(out, Bus::open_with(path, &options))
+        }
+    })
+}
+
 /// Opens the bus at `path`, creating it with `options` (NULL for the defaults) if there is
 /// none. Safe against concurrent callers: they all end up on the same file. An existing bus
 /// keeps its own parameters.

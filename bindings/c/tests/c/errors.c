@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "shmbus.h"
 
@@ -184,6 +185,36 @@ static void open_errors(void) {
     EXPECT(SHMBUS_OK, shmbus_bus_flush(b));
     shmbus_bus_free(a);
     shmbus_bus_free(b);
+
+    /* A link to a bus, and a bus of another user: refused by shmbus_bus_open, opened with
+     * the flag that says so. */
+    char target[4096];
+    snprintf(target, sizeof target, "%s", path_of("twice.bus"));
+    const char *link = path_of("link.bus");
+    CHECK(symlink(target, link) == 0);
+    EXPECT(SHMBUS_SYMBOLIC_LINK, shmbus_bus_open(link, &bus));
+    EXPECT(SHMBUS_SYMBOLIC_LINK, shmbus_bus_open_with(link, SHMBUS_OPEN_ALLOW_OTHER_OWNER, &bus));
+    EXPECT(SHMBUS_OK, shmbus_bus_open_with(link, SHMBUS_OPEN_FOLLOW_SYMLINKS, &bus));
+    shmbus_bus_free(bus);
+    bus = NULL;
+    EXPECT(SHMBUS_INVALID_ARGUMENT, shmbus_bus_open_with(target, 4, &bus));
+    CHECK(strstr(shmbus_last_error_message(), "0x4") != NULL);
+    CHECK(bus == NULL);
+    EXPECT(SHMBUS_OK, shmbus_bus_open_with(target, 0, &bus));
+    shmbus_bus_free(bus);
+    /* The tests run as root (here and in CI): give the file to nobody. */
+    if (chown(target, 65534, 65534) == 0) {
+        EXPECT(SHMBUS_OWNED_BY_OTHER_USER, shmbus_bus_open(target, &bus));
+        EXPECT(SHMBUS_OWNED_BY_OTHER_USER, shmbus_bus_open_with(target, 0, &bus));
+        EXPECT(SHMBUS_OK, shmbus_bus_open_with(target, SHMBUS_OPEN_ALLOW_OTHER_OWNER, &bus));
+        shmbus_bus_free(bus);
+        EXPECT(SHMBUS_OK,
+               shmbus_bus_open_with(link, SHMBUS_OPEN_FOLLOW_SYMLINKS | SHMBUS_OPEN_ALLOW_OTHER_OWNER,
+                                    &bus));
+        shmbus_bus_free(bus);
+    } else {
+        printf("note: not root, the other-owner case of shmbus_bus_open_with is not checked\n");
+    }
 }
 
 static void too_large(void) {

@@ -86,6 +86,9 @@ int main(int argc, char **argv) {
         CHECK(status_of([&] { shmbus::Bus::open_or_create(with_nul, shmbus::Options()); }) ==
               SHMBUS_INVALID_ARGUMENT);
         CHECK(std::fopen(cut.c_str(), "r") == nullptr);
+        CHECK(status_of([&] { shmbus::Bus::open_with(with_nul, SHMBUS_OPEN_FOLLOW_SYMLINKS); }) ==
+              SHMBUS_INVALID_ARGUMENT);
+        CHECK(status_of([&] { shmbus::Bus::open_with(dir + "/missing.bus", 0); }) == SHMBUS_NOT_FOUND);
     }
 
     {
