@@ -432,6 +432,21 @@ fn open_kind_name(kind: &OpenErrorKind) -> (&'static str, Option<i32>) {
     }
 }
 
+/// For kind "invalid_header": which of the C API's three header statuses it is, so that
+/// "not a bus at all" and "a bus of another format version" can be told apart without
+/// parsing the message.
+fn header_problem(kind: &OpenErrorKind) -> Option<&'static str> {
+    use bus_core::HeaderError as H;
+    match kind {
+        OpenErrorKind::Header(h) => Some(match h {
+            H::FileTooSmall { .. } | H::BadMagic { .. } => "not_a_bus",
+            H::UnsupportedVersion { .. } => "unsupported_version",
+            _ => "bad_header",
+        }),
+        _ => None,
+    }
+}
+
 pub fn open_err(py: Python<'_>, e: &RsOpenError) -> PyErr {
     let (kind, errno) = open_kind_name(&e.kind);
     exc!(
@@ -442,5 +457,6 @@ pub fn open_err(py: Python<'_>, e: &RsOpenError) -> PyErr {
         kind = kind,
         reason = e.kind.to_string(),
         errno = errno,
+        header_problem = header_problem(&e.kind),
     )
 }

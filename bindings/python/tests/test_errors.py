@@ -62,6 +62,19 @@ def test_open_errors(tmp_path):
     with pytest.raises(shmbus.OpenError) as e:
         shmbus.Bus.open(junk)
     assert e.value.kind == "invalid_header"
+    assert e.value.header_problem == "not_a_bus"
+    # A bus of another format version (the u32 after the 8-byte magic), and a damaged one.
+    for offset, value, problem in ((8, 999, "unsupported_version"), (24, 0xDEAD, "bad_header")):
+        other = tmp_path / f"{problem}.bus"
+        shmbus.Bus.create(other, capacity=1 << 16)
+        fd = os.open(other, os.O_RDWR)
+        try:
+            os.pwrite(fd, struct.pack("<I", value), offset)
+        finally:
+            os.close(fd)
+        with pytest.raises(shmbus.OpenError) as e:
+            shmbus.Bus.open(other)
+        assert (e.value.kind, e.value.header_problem) == ("invalid_header", problem), e.value
     link = tmp_path / "link.bus"
     link.symlink_to(p)
     with pytest.raises(shmbus.OpenError) as e:

@@ -211,6 +211,8 @@ class OpenError(Error):
     kind: str
     reason: str
     errno: Optional[int]
+    # With kind "invalid_header": "not_a_bus", "unsupported_version" or "bad_header".
+    header_problem: Optional[str]
 
 class Busy(Error): ...
 class Closed(Error): ...
