@@ -107,8 +107,13 @@ impl BridgeArgs {
                 bail!("--replicas {r}: JetStream allows 1 to 5");
             }
         }
-        if self.stats_interval < Duration::from_millis(100) {
-            bail!("--stats-interval: at least 100ms");
+        // (A duration added to the clock must not overflow it: 500000000000y parses.)
+        const DAY: Duration = Duration::from_secs(24 * 3600);
+        if self.stats_interval < Duration::from_millis(100) || self.stats_interval > DAY {
+            bail!("--stats-interval: from 100ms to 1 day");
+        }
+        if self.connect_timeout > DAY {
+            bail!("--connect-timeout: at most 1 day");
         }
         if !valid_token(&self.stream) || self.stream.len() > MAX_NAME {
             bail!(

@@ -119,6 +119,28 @@ fn bad_arguments() {
             ],
             "1 to 128 letters",
         ),
+        (
+            &[
+                "--nats",
+                "nats://127.0.0.1:1",
+                "--out",
+                "bus=a",
+                "--stats-interval",
+                "500000000000y",
+            ],
+            "from 100ms to 1 day",
+        ),
+        (
+            &[
+                "--nats",
+                "nats://127.0.0.1:1",
+                "--out",
+                "bus=a",
+                "--connect-timeout",
+                "500000000000y",
+            ],
+            "at most 1 day",
+        ),
     ];
     for (args, want) in cases.iter().chain(more) {
         let (code, err) = run(&strings(args));

@@ -508,9 +508,20 @@ fn parse_transport(s: &str) -> Result<&'static dyn bus_bench::Transport, String>
     })
 }
 
+/// Longest duration any flag takes: a century. Longer ones are surely a typo, and adding one
+/// to the clock overflows it (a timeout of 500000000000y was a panic).
+/// (A year as humantime counts it, 365.25 days.)
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 31_557_600);
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s)
-        .map_err(|e| format!("{e} (a duration is a number with a unit: 500ms, 2s, 1m)"))
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{e} (a duration is a number with a unit: 500ms, 2s, 1m)"))?;
+    if d > MAX_DURATION {
+        return Err(format!(
+            "{s:?} is longer than 100 years (to wait without end, leave the option out)"
+        ));
+    }
+    Ok(d)
 }
 
 /// Shortest `stat --watch` interval: a refresh loop faster than this only burns a core.
@@ -569,6 +580,19 @@ mod tests {
         assert_eq!(size_arg(1000), "1000");
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert!(parse_duration("soon").is_err());
+        // Accepted by humantime, and each overflowed the clock when added to it.
+        for huge in [
+            "500000000000y",
+            "9223372036854775807s",
+            "18446744073709551615s",
+            "101y",
+        ] {
+            assert!(
+                parse_duration(huge).unwrap_err().contains("100 years"),
+                "{huge}"
+            );
+        }
+        assert_eq!(parse_duration("100y"), Ok(MAX_DURATION));
         assert_eq!(parse_octal("640"), Ok(0o640));
         assert_eq!(parse_octal("0o600"), Ok(0o600));
         assert!(parse_octal("9").is_err());

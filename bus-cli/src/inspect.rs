@@ -570,6 +570,7 @@ pub fn stat(args: &StatArgs) -> anyhow::Result<ExitCode> {
         let Some(every) = args.watch else {
             return Ok(ExitCode::SUCCESS);
         };
+        // (`every` is at most a century: `flags::MAX_DURATION`.)
         let until = Instant::now() + every;
         while Instant::now() < until {
             if stop.load(Ordering::Relaxed) {

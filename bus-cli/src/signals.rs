@@ -6,9 +6,12 @@ use std::sync::Arc;
 /// Exit status of a process ended by a second interrupt (128 + SIGINT, as shells report it).
 const EXIT_INTERRUPTED: i32 = 130;
 
-/// Installs the handlers of SIGINT and SIGTERM: the first signal sets the returned flag (the
-/// command then finishes cleanly, leaving its slot); a second one ends the process at once
-/// (say, while a write to a stalled pipe does not return).
+/// Installs the handlers of SIGINT and SIGTERM: either sets the returned flag (the command
+/// then finishes cleanly, leaving its slot); a SIGINT after that ends the process at once
+/// (Ctrl-C pressed again, say while a write to a stalled pipe does not return). A second
+/// SIGTERM does not: `timeout` and process managers send SIGTERM to a process and to its
+/// group, so one stop request can arrive twice within a microsecond, and exiting on the
+/// second left the slot behind (they follow up with SIGKILL if the stop takes too long).
 ///
 /// Call it before taking any resource a signal could strand (a bus slot, a child process).
 /// Both signals are blocked while the two handlers of each are installed: one arriving
@@ -28,8 +31,13 @@ pub fn install() -> std::io::Result<Arc<AtomicBool>> {
         libc::pthread_sigmask(libc::SIG_BLOCK, set.as_ptr(), old.as_mut_ptr());
     }
     let registered = (|| {
+        // The conditional exit first: it looks at the flag as the earlier signal left it.
+        signal_hook::flag::register_conditional_shutdown(
+            libc::SIGINT,
+            EXIT_INTERRUPTED,
+            stop.clone(),
+        )?;
         for sig in [libc::SIGINT, libc::SIGTERM] {
-            signal_hook::flag::register_conditional_shutdown(sig, EXIT_INTERRUPTED, stop.clone())?;
             signal_hook::flag::register(sig, stop.clone())?;
         }
         Ok(())

@@ -757,3 +757,57 @@ fn sub_timeout_bounds_a_run_that_never_goes_quiet() {
     assert_eq!(status.code(), Some(124));
     procs.signal(publ, libc::SIGKILL);
 }
+
+/// Review of round 2: `timeout` (and process managers) send SIGTERM to a process and to its
+/// group, so one stop request can arrive twice at once; exiting at the second one left the
+/// subscriber's slot dead on the bus. Only a second SIGINT (Ctrl-C again) exits at once.
+#[test]
+fn two_sigterms_at_once_still_leave_the_slot_cleanly_and_a_second_ctrl_c_exits_at_once() {
+    let env = Env::new();
+    env.ok(&["create", "t", "--capacity", "64KiB"]);
+    let mut procs = Procs::new(Duration::from_secs(120));
+    for round in 0..5 {
+        let sub = env.spawn(&mut procs, "sub", &["sub", "t"]);
+        wait_subscribers(&env, "t", 1);
+        procs.signal(sub, libc::SIGTERM);
+        procs.signal(sub, libc::SIGTERM);
+        let (status, _) = procs.wait(sub);
+        assert_eq!(status.code(), Some(0), "round {round}: {status:?}");
+        let bus = env.bus("t");
+        let st = bus.stats();
+        assert!(
+            st.subscribers.is_empty(),
+            "round {round}: a slot was left behind: {:?}",
+            st.subscribers
+        );
+    }
+    // Ctrl-C twice: the second one ends it at once, with 130.
+    let sub = env.spawn(&mut procs, "sub", &["sub", "t"]);
+    wait_subscribers(&env, "t", 1);
+    procs.signal(sub, libc::SIGSTOP);
+    procs.signal(sub, libc::SIGINT);
+    procs.signal(sub, libc::SIGINT);
+    procs.signal(sub, libc::SIGCONT);
+    let (status, _) = procs.wait(sub);
+    assert!(
+        status.code() == Some(130) || status.code() == Some(0),
+        "{status:?}"
+    );
+}
+
+/// Review of round 2: durations humantime accepts but the clock cannot hold were a panic
+/// (exit 101) once added to it.
+#[test]
+fn durations_beyond_a_century_are_usage_errors_not_panics() {
+    let env = Env::new();
+    env.ok(&["create", "d", "--capacity", "64KiB"]);
+    for args in [
+        &["sub", "d", "--timeout", "500000000000y", "--count", "0"][..],
+        &["sub", "d", "--timeout", "18446744073709551615s"],
+        &["stat", "d", "--watch", "500000000000y"],
+        &["pub", "d", "x", "--timeout", "9223372036854775807s"],
+    ] {
+        let o = env.run(args, b"");
+        assert_fails(&o, 2, "longer than 100 years");
+    }
+}

@@ -133,8 +133,10 @@ fn spin(n: u32) {
 /// It is also a [`futures_core::Stream`] of [`OwnedMessage`]s (it never ends; losses and
 /// corrupt records come as `Err` items, after which it goes on).
 pub struct AsyncSubscriber {
-    inner: Subscriber,
+    /// Declared (so dropped) before `inner`: a parking still outstanding is withdrawn while
+    /// the subscriber's slot is still its own, not after the slot was freed for another.
     park: Parking,
+    inner: Subscriber,
     /// Polls of the current wait that found nothing (`Spin`, see [`spin`]).
     idle_polls: u32,
     /// The spin of the current wait (`SpinThenBlock`).
@@ -418,8 +420,9 @@ impl futures_core::Stream for AsyncSubscriber {
 /// A [`Publisher`] whose sends wait for room without blocking a thread. Made by
 /// [`Publisher::into_async`].
 pub struct AsyncPublisher {
-    inner: Publisher,
+    /// Dropped before `inner`, as in [`AsyncSubscriber`].
     park: Parking,
+    inner: Publisher,
 }
 
 impl std::fmt::Debug for AsyncPublisher {

@@ -138,9 +138,11 @@ impl Reactor {
             }
             st.sleeping = true;
             drop(st);
-            // Wake outside the lock: a waker may run its task inline and park again.
+            // Wake outside the lock: a waker may run its task inline and park again. A waker
+            // is an executor's code: one that panics must not end this thread, or every handle
+            // parked here (and every later one seated here) would never be woken again.
             for w in fire.drain(..) {
-                w.wake();
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.wake()));
             }
             let timeout = next.map(|n| n.saturating_duration_since(Instant::now()));
             let mut list: Vec<(&AtomicU32, u32, bool)> = Vec::with_capacity(words.len() + 1);
@@ -171,9 +173,35 @@ struct Shard {
     sides: HashMap<(usize, bool), usize>,
 }
 
-fn shards() -> &'static Mutex<Vec<Shard>> {
-    static SHARDS: OnceLock<Mutex<Vec<Shard>>> = OnceLock::new();
-    SHARDS.get_or_init(|| Mutex::new(Vec::new()))
+/// The waiter threads of this process, and which process that is: a child made by `fork`
+/// inherits the list but not the threads, so a handle it makes must not be seated with one
+/// of them (it would never be woken).
+struct Shards {
+    pid: u32,
+    list: Vec<Shard>,
+}
+
+/// The waiter threads, started afresh in a process that is not the one that started them.
+fn shards() -> MutexGuard<'static, Shards> {
+    static SHARDS: OnceLock<Mutex<Shards>> = OnceLock::new();
+    let mut shards = SHARDS
+        .get_or_init(|| {
+            Mutex::new(Shards {
+                pid: std::process::id(),
+                list: Vec::new(),
+            })
+        })
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let pid = std::process::id();
+    if shards.pid != pid {
+        // Forgotten, not dropped: their states hold the parent's wakers, which are not this
+        // process's to run or free. The parent's handles the child still holds keep their
+        // (dead) reactors through their own `Arc`s; handles do not cross a `fork`.
+        std::mem::forget(std::mem::take(&mut shards.list));
+        shards.pid = pid;
+    }
+    shards
 }
 
 impl Seat {
@@ -184,7 +212,8 @@ impl Seat {
         // ORDERING: Relaxed: a unique number, nothing else.
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let key = spot.key();
-        let mut shards = shards().lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = shards();
+        let shards = &mut guard.list;
         let found = shards
             .iter()
             .position(|s| s.sides.contains_key(&key))
@@ -219,8 +248,8 @@ impl Seat {
 
 impl Drop for Seat {
     fn drop(&mut self) {
-        let mut shards = shards().lock().unwrap_or_else(|e| e.into_inner());
-        for s in shards.iter_mut() {
+        let mut shards = shards();
+        for s in shards.list.iter_mut() {
             if Arc::ptr_eq(&s.reactor, &self.reactor) {
                 if let Some(n) = s.sides.get_mut(&self.key) {
                     *n -= 1;

@@ -256,6 +256,8 @@ pub struct Subscriber {
     scratch: Vec<u8>,
     /// Since when the record at this position has been claimed but not committed.
     stuck_since: Option<(std::time::Instant, u64)>,
+    /// A problem the repairer reported to a `probe` at this position, for the next receive.
+    pending: Option<(u64, RecordProblem)>,
     empty_polls: u32,
     /// Pauses between polls while busy-polling, and messages read since the last wait (see
     /// `adapt_spin`).
@@ -338,6 +340,7 @@ impl Subscriber {
             delivered: 0,
             scratch: Vec::new(),
             stuck_since: None,
+            pending: None,
             empty_polls: 0,
             spin_pause: 1,
             batch: 0,
@@ -520,6 +523,13 @@ impl Subscriber {
     fn next_waiting(&mut self, deadline: Option<Deadline>) -> Result<(u64, u32, u64), NextFail> {
         let mut polls = 0u32;
         let mut waited = 0u32;
+        // What a `probe` (WaitSet, async handle) learned from the repairer about the record at
+        // our position, if we are still there: reported unless that record now reads.
+        let mut pending = self
+            .pending
+            .take()
+            .filter(|&(at, _)| at == self.reader.pos)
+            .map(|(_, why)| why);
         loop {
             let params = self.shared.params;
             match self.reader.poll(&self.shared.seg, &params) {
@@ -540,6 +550,9 @@ impl Subscriber {
                     // report. A live owner may still commit: keep waiting for it. (A header
                     // that does not validate sleeps like nothing at all: `is_ready` is false
                     // for it, and the commit that replaces it wakes us.)
+                    if let Some(why) = pending.take() {
+                        return Err(self.unrepairable(why).into());
+                    }
                     match self.check_stuck() {
                         Some(Unblock::Repaired { .. } | Unblock::NotStuck) => {
                             // Repaired (by us or by another repairer meanwhile), committed, or
@@ -558,7 +571,11 @@ impl Subscriber {
                     // change by waiting. Never repaired over; reported at once.
                     return Err(self.unrepairable(problem).into());
                 }
-                Polled::Empty => {}
+                Polled::Empty => {
+                    if let Some(why) = pending.take() {
+                        return Err(self.unrepairable(why).into());
+                    }
+                }
             }
             // Caught up: let producers have the space.
             if self.published != self.reader.pos {
@@ -818,7 +835,16 @@ impl Subscriber {
             self.publish();
         }
         // A repair, a commit meanwhile, or a record to report: something to look at.
-        !matches!(self.check_stuck(), None | Some(Unblock::OwnerAlive))
+        match self.check_stuck() {
+            None | Some(Unblock::OwnerAlive) => false,
+            Some(Unblock::Implausible(why)) => {
+                // The receive that follows must report it: asking again would find the
+                // stuck timer just restarted and say "nothing yet", forever.
+                self.pending = Some((self.reader.pos, why));
+                true
+            }
+            Some(_) => true,
+        }
     }
 
     /// Whether the next receive returns at once with a message: `Ok(true)` when a committed

@@ -67,6 +67,9 @@ pub struct WaitSet {
     free: Vec<u32>,
     generations: Vec<u32>,
     interrupt: Arc<AtomicU32>,
+    /// The interrupter's count as the last wait that ended on it saw it: an interrupt that
+    /// comes between two waits ends the next one instead of being lost.
+    seen: u32,
     values: Vec<u32>,
 }
 
@@ -83,7 +86,8 @@ impl std::fmt::Debug for WaitSet {
 }
 
 /// Ends a [`WaitSet::wait`] early from another thread (or the next one, if none is under
-/// way). Made by [`WaitSet::interrupter`]; cheap to clone.
+/// way: an interrupt is never lost between two waits). Made by [`WaitSet::interrupter`];
+/// cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Interrupter(Arc<AtomicU32>);
 
@@ -104,6 +108,7 @@ impl WaitSet {
             free: Vec::new(),
             generations: Vec::new(),
             interrupt: Arc::new(AtomicU32::new(0)),
+            seen: 0,
             values: Vec::new(),
         }
     }
@@ -186,22 +191,27 @@ impl WaitSet {
         mut f: impl FnMut(WaitKey, &mut Subscriber),
     ) -> usize {
         let deadline = timeout.map_or(Deadline::never(), Deadline::after);
-        // ORDERING: SeqCst: read before the look, so an interrupt after it changes the value
-        // we sleep on.
-        let interrupted = self.interrupt.load(Ordering::SeqCst);
+        // Not the count now but the one the last interrupted wait saw: an interrupt made
+        // while no wait was under way ends this one (the stop pattern "set a flag, then
+        // interrupt" must not depend on the waiter being asleep already). The futex sleep
+        // below waits on this value, so a later interrupt ends the sleep at once too.
+        let seen = self.seen;
         loop {
             let n = self.collect_ready(&mut f);
             if n > 0 {
+                // Interrupts not taken: the next wait returns at once for them.
                 return n;
             }
-            // ORDERING: as above.
-            if self.entries.iter().all(Option::is_none)
-                || deadline.passed()
-                || self.interrupt.load(Ordering::SeqCst) != interrupted
-            {
+            // ORDERING: SeqCst: pairs with the interrupter's increment.
+            let now = self.interrupt.load(Ordering::SeqCst);
+            if now != seen {
+                self.seen = now;
                 return 0;
             }
-            self.sleep(deadline, interrupted);
+            if self.entries.iter().all(Option::is_none) || deadline.passed() {
+                return 0;
+            }
+            self.sleep(deadline, seen);
         }
     }
 

@@ -611,3 +611,181 @@ fn sends_dropped_at_random_await_points_publish_each_message_exactly_once() {
     );
     assert_eq!(bus.stats().producers_waiting, 0);
 }
+
+/// Review of round 2: a bus whose unblock timeout is short, for the corrupt-record cases.
+fn bus_unblock(dir: &tempfile::TempDir, name: &str, unblock_ms: u64) -> (Bus, std::path::PathBuf) {
+    let path = dir.path().join(name);
+    let bus = Bus::create(
+        &path,
+        &BusOptions::new()
+            .capacity(64 * 1024)
+            .max_message(1024)
+            .mode(Mode::Reliable)
+            .unblock_timeout(Duration::from_millis(unblock_ms)),
+    )
+    .unwrap();
+    (bus, path)
+}
+
+/// The tail's position written three laps ahead by another process: a reliable reader the
+/// ring has (seemingly) moved past, which the blocking receive reports as `Corrupt` after the
+/// unblock timeout.
+fn scribble_tail_far(bus: &Bus, p: &std::path::Path) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(p).unwrap();
+    let far = bus.config().capacity * 3;
+    f.write_all_at(&far.to_le_bytes(), bus_core::layout::LINE as u64)
+        .unwrap();
+}
+
+/// Review of round 2: the async receive and the WaitSet asked the repairer (in `probe`),
+/// heard "implausible", and then let the receive that followed find the stuck timer fresh and
+/// say "nothing yet": the async receive waited forever and the WaitSet reported the member
+/// ready while `try_recv` said `Empty`, where the blocking receive reports `Corrupt`.
+#[test]
+fn async_receives_and_the_waitset_report_a_corrupt_record_as_the_blocking_receive_does() {
+    use bus_core::{RecvTimeoutError, TryRecvError};
+    let dir = tempfile::tempdir().unwrap();
+    let mut buf = Vec::new();
+    // Blocking, for reference.
+    let (bus, p) = bus_unblock(&dir, "sync.bus", 20);
+    let mut sub = bus.subscribe(Start::Latest).unwrap();
+    scribble_tail_far(&bus, &p);
+    let r = sub.recv_timeout(&mut buf, Duration::from_secs(10));
+    assert!(matches!(r, Err(RecvTimeoutError::Corrupt { .. })), "{r:?}");
+    // Async, with and without a timeout, under a runtime timer that only bounds the test.
+    let rt = current_thread();
+    for strategy in [WaitStrategy::Block, WaitStrategy::SpinThenBlock] {
+        let (bus, p) = bus_unblock(&dir, &format!("async-{strategy:?}.bus"), 20);
+        let mut s = bus.subscribe(Start::Latest).unwrap();
+        s.set_wait_strategy(strategy);
+        let mut sub = s.into_async().unwrap();
+        scribble_tail_far(&bus, &p);
+        let r = rt.block_on(sub.recv_timeout(&mut buf, Duration::from_secs(10)));
+        assert!(
+            matches!(r, Err(RecvTimeoutError::Corrupt { .. })),
+            "{strategy:?}: {r:?}"
+        );
+        let r = rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(10), sub.recv(&mut buf)).await
+        });
+        assert!(
+            matches!(r, Ok(Err(RecvError::Corrupt { .. }))),
+            "{strategy:?}: {r:?}"
+        );
+    }
+    // The WaitSet: ready, and then the receive says what is wrong.
+    let (bus, p) = bus_unblock(&dir, "waitset.bus", 20);
+    let mut set = WaitSet::new();
+    let k = set.add(bus.subscribe(Start::Latest).unwrap());
+    scribble_tail_far(&bus, &p);
+    let start = Instant::now();
+    let mut seen = Vec::new();
+    while start.elapsed() < Duration::from_secs(10) {
+        for key in set.wait(Some(Duration::from_millis(200))) {
+            assert_eq!(key, k);
+            seen.push(set.get_mut(key).unwrap().try_recv(&mut buf));
+        }
+        if seen
+            .iter()
+            .any(|r| matches!(r, Err(TryRecvError::Corrupt { .. })))
+        {
+            return;
+        }
+    }
+    panic!("the WaitSet never let a receive report the corrupt record: {seen:?}");
+}
+
+/// Review of round 2: an interrupt made while no wait was under way was lost (the wait took
+/// the count at its start), so "set a stop flag, then interrupt" could leave the waiter
+/// asleep for good.
+#[test]
+fn an_interrupt_between_two_waits_ends_the_next_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = bus(&dir, "i.bus", 1 << 16, Mode::Reliable);
+    let mut set = WaitSet::new();
+    set.add(bus.subscribe(Start::Latest).unwrap());
+    let interrupter = set.interrupter();
+    interrupter.interrupt();
+    let t = Instant::now();
+    assert!(set.wait(Some(Duration::from_secs(30))).is_empty());
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "the interrupt made before the wait was lost: it slept {:?}",
+        t.elapsed()
+    );
+    // Taken once: the next wait sleeps its time.
+    let t = Instant::now();
+    assert!(set.wait(Some(Duration::from_millis(50))).is_empty());
+    assert!(t.elapsed() >= Duration::from_millis(50));
+    // Two interrupts before one wait end that one wait.
+    interrupter.interrupt();
+    interrupter.interrupt();
+    assert!(set.wait(Some(Duration::from_secs(30))).is_empty());
+    let t = Instant::now();
+    assert!(set.wait(Some(Duration::from_millis(50))).is_empty());
+    assert!(t.elapsed() >= Duration::from_millis(50));
+}
+
+/// Review of round 2: a waker that panicked ended the waiter thread that ran it, and every
+/// async handle seated there afterwards was never woken again (only an outside timer
+/// re-polled it).
+#[test]
+fn a_panicking_waker_does_not_stop_the_waiter_threads() {
+    use std::future::Future;
+    use std::task::{Context, Wake, Waker};
+    struct Bomb(AtomicBool);
+    impl Wake for Bomb {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref()
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            if self.0.swap(false, Ordering::SeqCst) {
+                panic!("a waker panicked (on purpose, in a test)");
+            }
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let first = bus(&dir, "p.bus", 1 << 16, Mode::Reliable);
+    let mut s = first.subscribe(Start::Latest).unwrap();
+    s.set_wait_strategy(WaitStrategy::Block);
+    let mut sub = s.into_async().unwrap();
+    let mut buf = Vec::new();
+    {
+        let bomb = Arc::new(Bomb(AtomicBool::new(false)));
+        let waker = Waker::from(bomb.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut fut = Box::pin(sub.recv(&mut buf));
+        // Parks at once (Block); the waiter thread wakes it at the end of its slice, or at
+        // the publish below, and the waker panics there.
+        assert!(fut.as_mut().poll(&mut cx).is_pending());
+        bomb.0.store(true, Ordering::SeqCst);
+        first.publisher().unwrap().send(b"boom").unwrap();
+        let t = Instant::now();
+        while bomb.0.load(Ordering::SeqCst) && t.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(!bomb.0.load(Ordering::SeqCst), "the waker was never called");
+    }
+    // Another bus, another handle: the waiter threads must still wake it.
+    let second = bus(&dir, "q.bus", 1 << 16, Mode::Reliable);
+    let mut s = second.subscribe(Start::Latest).unwrap();
+    s.set_wait_strategy(WaitStrategy::Block);
+    let mut sub2 = s.into_async().unwrap();
+    let mut publ = second.publisher().unwrap();
+    let th = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        publ.send(b"x").unwrap();
+    });
+    let t = Instant::now();
+    let r = current_thread().block_on(async {
+        tokio::time::timeout(Duration::from_secs(20), sub2.recv(&mut buf)).await
+    });
+    th.join().unwrap();
+    assert!(matches!(r, Ok(Ok(_))), "{r:?}");
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "woken only by the runtime's timer after {:?}: the waiter thread is gone",
+        t.elapsed()
+    );
+}
