@@ -7,6 +7,8 @@
 
 use std::io::{BufRead, IsTerminal, Read};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -22,9 +24,26 @@ const TELL_AFTER: Duration = Duration::from_secs(1);
 /// input (`/dev/zero`) ends in an error, not an endless count.
 const COUNT_LIMIT: u64 = 1 << 30;
 
+/// `pub` was asked to stop (SIGINT or SIGTERM): what it published is published, and its slot
+/// is left cleanly. Not an error: `tail -f app.log | shmbus pub logs` ends this way.
+#[derive(Debug)]
+struct Stopped;
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stopped by a signal")
+    }
+}
+
+impl std::error::Error for Stopped {}
+
+/// How often a wait (for input, for room in the ring) looks at the stop flag.
+const STOP_CHECK: Duration = Duration::from_millis(100);
+
 struct Sink<'a> {
     bus: Bus,
     publ: Publisher,
+    stop: Arc<AtomicBool>,
     timeout: Option<Duration>,
     path: &'a std::path::Path,
     /// Messages published so far.
@@ -34,7 +53,15 @@ struct Sink<'a> {
 }
 
 impl Sink<'_> {
+    fn stopped(&self) -> anyhow::Result<()> {
+        if self.stop.load(Ordering::Relaxed) {
+            return Err(Stopped.into());
+        }
+        Ok(())
+    }
+
     fn send(&mut self, msg: &[u8]) -> anyhow::Result<()> {
+        self.stopped()?;
         // The common case costs one try_send: no clock read, no system call.
         match self.publ.try_send(msg) {
             Ok(_) => {
@@ -52,8 +79,9 @@ impl Sink<'_> {
         let start = Instant::now();
         let deadline = self.timeout.map(|t| start + t);
         loop {
+            self.stopped()?;
             let now = Instant::now();
-            let mut wait = Duration::from_secs(3600);
+            let mut wait = STOP_CHECK;
             if let Some(d) = deadline {
                 wait = wait.min(d.saturating_duration_since(now));
             }
@@ -175,6 +203,41 @@ fn count_rest(input: &mut impl BufRead, already: u64, line: bool) -> std::io::Re
 }
 
 pub fn run(args: &PubArgs) -> anyhow::Result<ExitCode> {
+    // Before the slot is taken: a signal must find the flag, not end the process with the slot
+    // left dead on the bus.
+    let stop = crate::signals::install()?;
+    match publish(args, stop) {
+        Err(e) if e.is::<Stopped>() => Ok(ExitCode::SUCCESS),
+        r => r,
+    }
+}
+
+/// Waits until standard input has bytes to read (or is at its end), looking at the stop flag
+/// every [`STOP_CHECK`]: a read of a quiet pipe (`tail -f`) would not return on a signal.
+fn wait_input(sink: &Sink<'_>, buffered: bool) -> anyhow::Result<()> {
+    if buffered {
+        return sink.stopped();
+    }
+    loop {
+        sink.stopped()?;
+        let mut fds = [libc::pollfd {
+            fd: libc::STDIN_FILENO,
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        // SAFETY: one valid pollfd, its length; a plain system call.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 1, STOP_CHECK.as_millis() as i32) };
+        if n > 0 {
+            // Readable, at its end, or in error: the read says which.
+            return Ok(());
+        }
+        if n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return Ok(());
+        }
+    }
+}
+
+fn publish(args: &PubArgs, stop: Arc<AtomicBool>) -> anyhow::Result<ExitCode> {
     let path = bus_path(&args.bus);
     let bus = if args.create {
         ensure_parent(&args.bus)?;
@@ -190,6 +253,7 @@ pub fn run(args: &PubArgs) -> anyhow::Result<ExitCode> {
     let mut sink = Sink {
         bus,
         publ,
+        stop,
         timeout: args.timeout,
         path: &path,
         sent: 0,
@@ -240,6 +304,7 @@ pub fn run(args: &PubArgs) -> anyhow::Result<ExitCode> {
             let mut number = 0u64;
             loop {
                 line.clear();
+                wait_input(&sink, !input.buffer().is_empty())?;
                 // At most one byte more than the largest message: an endless line is an
                 // error, not an endless allocation.
                 let n = (&mut input)
@@ -263,10 +328,21 @@ pub fn run(args: &PubArgs) -> anyhow::Result<ExitCode> {
         }
         InputFormat::Raw => {
             let mut all = Vec::new();
-            (&mut input)
-                .take(max as u64 + 1)
-                .read_to_end(&mut all)
-                .context("reading standard input")?;
+            let mut chunk = vec![0u8; 1 << 16];
+            // Up to one byte more than the largest message, a chunk at a time.
+            while all.len() <= max {
+                wait_input(&sink, !input.buffer().is_empty())?;
+                let want = (max + 1 - all.len()).min(chunk.len());
+                let got = match input.read(&mut chunk[..want]) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e).context("reading standard input"),
+                };
+                if got == 0 {
+                    break;
+                }
+                all.extend_from_slice(&chunk[..got]);
+            }
             if all.len() > max {
                 let len = count_rest(&mut input, all.len() as u64, false)
                     .context("reading standard input")?;
@@ -279,6 +355,7 @@ pub fn run(args: &PubArgs) -> anyhow::Result<ExitCode> {
             let mut number = 0u64;
             loop {
                 let mut len = [0u8; 4];
+                wait_input(&sink, !input.buffer().is_empty())?;
                 match read_full(&mut input, &mut len).context("reading standard input")? {
                     0 => break,
                     4 => {}

@@ -811,3 +811,67 @@ fn durations_beyond_a_century_are_usage_errors_not_panics() {
         assert_fails(&o, 2, "longer than 100 years");
     }
 }
+
+/// Review of round 2: `pub` had no signal handling, so the README's own `tail -f app.log |
+/// shmbus pub logs` ended by Ctrl-C left a dead producer slot (and `ls` said the bus was not
+/// ok). Stopped while waiting for input, or on a full ring, it leaves its slot and exits 0.
+#[test]
+fn pub_stopped_by_a_signal_while_waiting_leaves_its_slot() {
+    let env = Env::new();
+    env.ok(&["create", "p", "--capacity", "64KiB"]);
+    let mut procs = Procs::new(Duration::from_secs(120));
+    let bus = env.bus("p");
+    let producers = |bus: &Bus| bus.stats().producers.len();
+    for (round, sig) in [libc::SIGINT, libc::SIGTERM].into_iter().enumerate() {
+        // Waiting for input on a pipe that stays open.
+        let (reader, mut writer) = std::io::pipe().unwrap();
+        let mut cmd = env.cmd(&["pub", "p"]);
+        cmd.stdin(reader);
+        let publ = procs.spawn_command("pub", cmd);
+        writer.write_all(b"first\n").unwrap();
+        assert!(eventually(Duration::from_secs(30), || bus.stats().tail_seq
+            > round as u64));
+        assert!(
+            eventually(Duration::from_secs(30), || producers(&bus) == 1),
+            "{:?}",
+            bus.stats()
+        );
+        procs.signal(publ, sig);
+        let (status, _) = procs.wait(publ);
+        assert_eq!(status.code(), Some(0), "{sig}: {status:?}");
+        assert_eq!(
+            producers(&bus),
+            0,
+            "{sig}: the producer slot was left behind"
+        );
+        drop(writer);
+    }
+    // Waiting for room on a full ring that a stopped subscriber holds.
+    let sub = env.spawn(&mut procs, "sub", &["sub", "p"]);
+    wait_subscribers(&env, "p", 1);
+    procs.signal(sub, libc::SIGSTOP);
+    let publ = env.spawn(
+        &mut procs,
+        "pub",
+        &["pub", "p", "--count", "100000", "--size", "64"],
+    );
+    assert!(eventually(Duration::from_secs(30), || {
+        let st = bus.stats();
+        st.producers.len() == 1
+            && st
+                .subscribers
+                .first()
+                .is_some_and(|s| s.lag_bytes > 32 << 10)
+    }));
+    procs.signal(publ, libc::SIGTERM);
+    let (status, _) = procs.wait(publ);
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    assert_eq!(
+        producers(&bus),
+        0,
+        "the waiting producer's slot was left behind"
+    );
+    procs.signal(sub, libc::SIGCONT);
+    procs.signal(sub, libc::SIGTERM);
+    procs.wait(sub);
+}
