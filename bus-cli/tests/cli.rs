@@ -875,3 +875,31 @@ fn pub_stopped_by_a_signal_while_waiting_leaves_its_slot() {
     procs.signal(sub, libc::SIGTERM);
     procs.wait(sub);
 }
+
+/// Review of round 2: "all 1 subscriber slots are in use: all 1 subscriber slots are in use":
+/// an error that wraps another printed it twice, once as its own text and once as its source.
+#[test]
+fn a_wrapped_error_is_printed_once() {
+    let env = Env::new();
+    env.ok(&[
+        "create",
+        "one",
+        "--capacity",
+        "64KiB",
+        "--max-subscribers",
+        "1",
+    ]);
+    let mut procs = Procs::new(Duration::from_secs(60));
+    let sub = env.spawn(&mut procs, "sub", &["sub", "one"]);
+    wait_subscribers(&env, "one", 1);
+    let o = env.run(&["sub", "one", "--timeout", "1s"], b"");
+    assert_fails(&o, 1, "subscriber slots are in use");
+    assert_eq!(
+        stderr(&o).matches("subscriber slots are in use").count(),
+        1,
+        "{}",
+        stderr(&o)
+    );
+    procs.signal(sub, libc::SIGTERM);
+    procs.wait(sub);
+}

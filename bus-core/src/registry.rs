@@ -55,7 +55,7 @@ pub enum JoinError {
         max: u32,
     },
     /// The control lock could not be taken.
-    #[error("{0}")]
+    #[error(transparent)]
     Lock(#[from] LockError),
     /// Opening a descriptor for the liveness lock, or locking the slot, failed.
     #[error("liveness lock failed: {}", std::io::Error::from_raw_os_error(*errno))]

@@ -31,10 +31,10 @@ const LIVENESS_INTERVAL: Duration = Duration::from_millis(10);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ConnectError {
     /// No slot on one of the buses.
-    #[error("{0}")]
+    #[error(transparent)]
     Join(#[from] JoinError),
     /// Subscribing failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Subscribe(#[from] SubscribeError),
     /// A client found no live producer on the replies bus: no server is up.
     #[error("no server is publishing on the replies bus")]

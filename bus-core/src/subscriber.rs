@@ -36,7 +36,7 @@ const MAX_SPIN_PAUSE: u32 = 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SubscribeError {
     /// No slot, or the control lock failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Join(#[from] JoinError),
     /// `Start::Position` names a position no longer retained (overwritten) or not written
     /// yet. Start at `Oldest` instead.

@@ -186,7 +186,7 @@ pub enum TypedSendError<E = SendError> {
     #[error("{0}")]
     Send(E),
     /// The value could not be encoded; nothing was published.
-    #[error("{0}")]
+    #[error(transparent)]
     Codec(#[from] CodecError),
 }
 
