@@ -115,7 +115,7 @@ and they are told: they stay attached to the old, deleted file.")]
 pub struct CreateArgs {
     /// Bus name (a file NAME.bus in $SHMBUS_DIR, default /dev/shm/shmbus) or a path with a
     /// slash.
-    #[arg(value_name = "BUS")]
+    #[arg(value_name = "BUS", value_parser = parse_bus)]
     pub bus: String,
     #[command(flatten)]
     pub opts: CreateOpts,
@@ -164,7 +164,7 @@ subscriber holds it. A message larger than the bus's maximum (`shmbus stat` show
 `create --max-message`) stops `pub` with exit 1, after the messages before it.")]
 pub struct PubArgs {
     /// Bus name or path.
-    #[arg(value_name = "BUS")]
+    #[arg(value_name = "BUS", value_parser = parse_bus)]
     pub bus: String,
     /// Messages to publish, one per argument. Without any (and without --count), standard
     /// input is read.
@@ -224,7 +224,7 @@ A subscriber takes a slot of the bus while it runs (a reliable bus waits for it)
 it on exit or Ctrl-C. If the bus file is removed or replaced meanwhile, it says so on stderr.")]
 pub struct SubArgs {
     /// Bus name or path.
-    #[arg(value_name = "BUS")]
+    #[arg(value_name = "BUS", value_parser = parse_bus)]
     pub bus: String,
     /// Where to start: latest (only new messages), oldest (everything retained), or a
     /// position printed earlier (json "position").
@@ -258,7 +258,7 @@ Examples:
 it may belong to another user. It changes nothing (dead slots are shown, not evicted).")]
 pub struct StatArgs {
     /// Bus name or path.
-    #[arg(value_name = "BUS")]
+    #[arg(value_name = "BUS", value_parser = parse_bus)]
     pub bus: String,
     /// One JSON object (per refresh with --watch).
     #[arg(long)]
@@ -379,7 +379,7 @@ Examples:
   shmbus rm ticks --force           even with subscribers attached (they are told so)")]
 pub struct RmArgs {
     /// Bus name or path.
-    #[arg(value_name = "BUS")]
+    #[arg(value_name = "BUS", value_parser = parse_bus)]
     pub bus: String,
     /// Remove even with live subscribers attached, or if the file is not a valid bus. The
     /// subscribers stay attached to the deleted file, receive nothing more, and print a
@@ -537,6 +537,23 @@ fn parse_watch_interval(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// A bus name or path: not empty, not `.` or `..` (they would name the hidden files `.bus`
+/// and `..bus`), not ending in `/` (`create d/` made a file `d` no command could then open).
+fn parse_bus(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err("a bus name cannot be empty".into());
+    }
+    if s == "." || s == ".." {
+        return Err(format!("{s:?} is not a bus name"));
+    }
+    if s.ends_with('/') {
+        return Err(format!(
+            "{s:?} ends in '/': give the bus file's name or path, not a directory"
+        ));
+    }
+    Ok(s.to_string())
+}
+
 fn parse_octal(s: &str) -> Result<u32, String> {
     let digits = s.trim_start_matches("0o");
     match u32::from_str_radix(digits, 8) {
@@ -597,6 +614,12 @@ mod tests {
         assert_eq!(parse_octal("0o600"), Ok(0o600));
         assert!(parse_octal("9").is_err());
         assert!(parse_octal("17777").is_err());
+        for bad in ["", ".", "..", "d/", "/dev/shm/shmbus/"] {
+            assert!(parse_bus(bad).is_err(), "{bad:?}");
+        }
+        for good in ["ticks", "ticks.bus", "./t", "/dev/shm/x.bus", "a.b"] {
+            assert_eq!(parse_bus(good).as_deref(), Ok(good));
+        }
         // Permission bits only: no set-user-id, set-group-id or sticky bit on a bus file.
         assert!(parse_octal("4600").is_err());
         assert!(parse_octal("1777").is_err());

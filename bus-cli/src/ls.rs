@@ -7,6 +7,7 @@
 //! can report dead slots that no participant has evicted yet without evicting them itself.
 
 use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -36,20 +37,38 @@ pub fn scan_dir(dir: &Path) -> std::io::Result<Vec<Candidate>> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let file_name = entry.file_name();
+        // By bytes: a name that is not UTF-8 is still a bus to list (it was skipped, though
+        // `ls` promises a row for every file, even one it cannot open).
         let Some(stem) = file_name
-            .to_str()
-            .and_then(|n| n.strip_suffix(".bus"))
+            .as_bytes()
+            .strip_suffix(b".bus")
             .filter(|s| !s.is_empty())
         else {
             continue;
         };
         found.push(Candidate {
-            name: stem.to_string(),
+            name: printable(&String::from_utf8_lossy(stem)),
             path: entry.path(),
         });
     }
     found.sort();
     Ok(found)
+}
+
+/// A file name as a table cell: control characters (a newline, an escape sequence a hostile
+/// name could carry to the terminal) written as escapes; bytes that are not UTF-8 already
+/// replaced.
+fn printable(name: &str) -> String {
+    name.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
 }
 
 /// Opens a bus only to look at it. Files of other users are allowed (an observer such as

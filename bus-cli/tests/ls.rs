@@ -401,3 +401,28 @@ fn typed_buses_show_their_type_in_ls_and_stat() {
         "{stat}"
     );
 }
+
+/// Review of round 2: a bus whose file name is not UTF-8 was missing from `ls` (and its
+/// `--json`), and a name with a newline or an escape sequence went raw to the terminal.
+#[test]
+fn names_that_are_not_utf8_or_hold_control_characters_are_listed_escaped() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    ok_in(dir.path(), &["create", "good", "--capacity", "64KiB"]);
+    let good = dir.path().join("good.bus");
+    let latin1 = dir.path().join(std::ffi::OsStr::from_bytes(b"caf\xe9.bus"));
+    let escape = dir.path().join("evil\x1b[2J\nname.bus");
+    std::fs::copy(&good, &latin1).unwrap();
+    std::fs::copy(&good, &escape).unwrap();
+    let table = ok_in(dir.path(), &["ls"]);
+    assert!(table.contains("caf\u{fffd}"), "{table}");
+    assert!(table.contains("evil\\u{1b}[2J\\nname"), "{table}");
+    assert!(
+        !table.contains('\x1b'),
+        "a raw escape reached the terminal: {table:?}"
+    );
+    // One row a bus: the header, good, café, evil.
+    assert_eq!(table.lines().count(), 4, "{table}");
+    let rows = json_lines(&ok_in(dir.path(), &["ls", "--json"]));
+    assert_eq!(rows.len(), 3, "{rows:?}");
+}
