@@ -131,18 +131,7 @@ fn two_way_lapped_exporters_count_only_their_own_buses_messages_lost() {
         &[],
     );
     let url = server.url();
-    let args = |bus: &std::path::Path, name: &str| -> Vec<String> {
-        vec![
-            "--nats".into(),
-            url.clone(),
-            "--out".into(),
-            format!("{}=both.ways", bus.display()),
-            "--in".into(),
-            format!("both.ways={}", bus.display()),
-            "--name".into(),
-            name.into(),
-        ]
-    };
+    let args = |bus: &std::path::Path, name: &str| two_way_args(&url, bus, "both.ways", name);
     let ba = bridge(&mut procs, "bridge A", &args(&bus_a, "hostA"), true);
     let bb = bridge(&mut procs, "bridge B", &args(&bus_b, "hostB"), true);
     let n = EACH.to_string();

@@ -25,18 +25,7 @@ fn two_way_on_one_subject_without_duplicates() {
         &[],
     );
     let url = server.url();
-    let args = |bus: &std::path::Path, name: &str| -> Vec<String> {
-        vec![
-            "--nats".into(),
-            url.clone(),
-            "--out".into(),
-            format!("{}=both.ways", bus.display()),
-            "--in".into(),
-            format!("both.ways={}", bus.display()),
-            "--name".into(),
-            name.into(),
-        ]
-    };
+    let args = |bus: &std::path::Path, name: &str| two_way_args(&url, bus, "both.ways", name);
     let (args_a, args_b) = (args(&bus_a, "hostA"), args(&bus_b, "hostB"));
     let ba = bridge(&mut procs, "bridge A", &args_a, true);
     let _bb = bridge(&mut procs, "bridge B", &args_b, true);

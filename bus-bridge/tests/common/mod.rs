@@ -198,3 +198,18 @@ pub fn path_str(p: &Path) -> String {
 pub fn join(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)
 }
+
+/// The arguments of a bridge that exports `bus` to `subject` and imports `subject` into it
+/// (two-way bridging on one subject), named `name`.
+pub fn two_way_args(url: &str, bus: &Path, subject: &str, name: &str) -> Vec<String> {
+    vec![
+        "--nats".into(),
+        url.into(),
+        "--out".into(),
+        format!("{}={subject}", bus.display()),
+        "--in".into(),
+        format!("{subject}={}", bus.display()),
+        "--name".into(),
+        name.into(),
+    ]
+}
