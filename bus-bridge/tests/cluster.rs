@@ -113,7 +113,11 @@ fn a_node_dies_mid_stream_and_nothing_is_lost() {
         let mut out = out;
         match out.try_wait().unwrap() {
             None => {
-                out.kill().unwrap();
+                // SIGTERM to `timeout`, which passes it on to the bridge and waits for it: a
+                // SIGKILL would end only `timeout` and leave the bridge running forever
+                // (orphaned, retrying the cluster's dead ports after the test).
+                // SAFETY: signalling our own child, which has not been reaped yet.
+                unsafe { libc::kill(out.id() as i32, libc::SIGTERM) };
                 out.wait().unwrap();
                 started = Some(attempt);
                 break;
