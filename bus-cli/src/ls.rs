@@ -59,16 +59,15 @@ pub fn scan_dir(dir: &Path) -> std::io::Result<Vec<Candidate>> {
 /// name could carry to the terminal) written as escapes; bytes that are not UTF-8 already
 /// replaced.
 fn printable(name: &str) -> String {
-    name.chars()
-        .flat_map(|c| {
-            let escaped: Vec<char> = if c.is_control() {
-                c.escape_default().collect()
-            } else {
-                vec![c]
-            };
-            escaped
-        })
-        .collect()
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Opens a bus only to look at it. Files of other users are allowed (an observer such as

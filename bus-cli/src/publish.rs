@@ -54,6 +54,7 @@ struct Sink<'a> {
 
 impl Sink<'_> {
     fn stopped(&self) -> anyhow::Result<()> {
+        // ORDERING: Relaxed: a flag the signal handler sets; nothing is published with it.
         if self.stop.load(Ordering::Relaxed) {
             return Err(Stopped.into());
         }

@@ -243,14 +243,8 @@ pub unsafe extern "C" fn shmbus_bus_open(
     path: *const c_char,
     out: *mut *mut shmbus_bus,
 ) -> shmbus_status {
-    ffi(|| {
-        // SAFETY: the caller's contract, passed on.
-        unsafe {
-            clear_out(out)?;
-            let path = c_path(path)?;
-            give_bus(out, Bus::open(path))
-        }
-    })
+    // SAFETY: the caller's contract, passed on (the same as `shmbus_bus_open_with`'s).
+    unsafe { shmbus_bus_open_with(path, 0, out) }
 }
 
 /// `shmbus_bus_open_with` flag: open a bus through a symbolic link (refused by default, so
