@@ -168,6 +168,40 @@ fn reliable_backpressure_across_the_wrap(p: Params) {
     });
 }
 
+/// An exclusive bus's reader that has read every record so far meets a WRAP written while it
+/// polls: the WRAP never reads as ending past the tail, and the record after it is the one
+/// claimed, intact. Records: 0 bytes at 0, 16 at 16, then 16 more that do not fit before the
+/// end (WRAP at 48, record at 64).
+#[test]
+fn loom_an_exclusive_reader_meeting_a_wrap_follows_it() {
+    loom::model(|| {
+        let p = exclusive(Mode::Reliable);
+        let s = shared(0, true);
+        let s2 = s.clone();
+        let producer = thread::spawn(move || {
+            let mut c = ProducerCursor::default();
+            for (b, len) in [(0u8, 0), (1, 16), (2, 16)] {
+                send(&s2, &p, &mut c, b, len);
+            }
+        });
+        let mut rd = Reader::new(0, 0);
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            match read_one(&s, &p, &mut rd) {
+                Some(Got::Msg(q, v)) => {
+                    got.push((q, v));
+                    s.slot.pos.store(rd.pos, Ordering::SeqCst);
+                }
+                Some(Got::Lost(_)) => panic!("loss in reliable mode"),
+                None => thread::yield_now(),
+            }
+        }
+        producer.join().unwrap();
+        assert_eq!(got, vec![(0, vec![]), (1, vec![1; 16]), (2, vec![2; 16])]);
+        assert_eq!((rd.pos, rd.seq), (96, 3));
+    });
+}
+
 #[test]
 fn loom_lossy_lapping_is_counted_and_never_torn() {
     lossy_lapping_is_counted_and_never_torn(params(Mode::Lossy));
@@ -402,15 +436,28 @@ fn loom_a_repair_never_swallows_a_message_committed_during_its_scan() {
     });
 }
 
-/// Memory that looks valid (issue 8): before the producer runs, every 16-byte offset holds
-/// a header of `state` that carries the very sequence a reader will expect there. Half the
-/// models seed headers an earlier lap really wrote (the right key, the position one lap
-/// back); the other half seed headers crafted from the documented format without the key
-/// (what a relayed payload can hold), at the position itself. The reader runs beside a
+/// What the memory a model starts from holds at every 16-byte offset: a header of a given
+/// state carrying the very sequence a reader will expect there, ...
+#[derive(Clone, Copy)]
+enum Seed {
+    /// ... that an earlier lap really wrote (the right key, the position one lap back);
+    OwnLap,
+    /// ... crafted from the documented format without the key (what a relayed payload can
+    /// hold), at the position itself;
+    Unkeyed,
+    /// ... valid in every respect (the key, the position): what a crafted header passes the
+    /// keyed check with, by a 2^-32 chance. Only the protocol keeps readers from it: the
+    /// tail, and on an exclusive bus the `{ seq, EMPTY }` word0 written before the tail store
+    /// that publishes a claim (a shared bus has a window between its claim and
+    /// `stale_word0`, where only the check stands).
+    Perfect,
+}
+
+/// Memory that looks valid (issue 8), seeded as `seed` says. The reader runs beside a
 /// producer sending two 8-byte messages and must get exactly those two, intact, in order:
 /// it never takes seeded bytes for a record, whether it polls ahead of the tail or in the
 /// window between a claim and its commit.
-fn stale_headers_model(state: u64, own_lap: bool, exclusive_bus: bool) {
+fn stale_headers_model(state: u64, seed: Seed, exclusive_bus: bool) {
     use crate::layout::{header, pack_word0, pack_word1, record_check};
     loom::model(move || {
         let p = if exclusive_bus {
@@ -422,12 +469,14 @@ fn stale_headers_model(state: u64, own_lap: bool, exclusive_bus: bool) {
         let s = shared(start, true);
         // Records will be: seq 0 at +0 (8 bytes, extent 32), seq 1 at +32.
         for (off, seq) in [(0u64, 0u64), (16, 1), (32, 1), (48, 2)] {
-            let (w0, w1) = if own_lap {
-                header(p.key, start + off - CAP, seq, state, 8)
-            } else {
-                let w0 = pack_word0(seq, state);
-                let wrong = RecordKey(p.key.0 ^ 0x8000_0000_0000_0001);
-                (w0, pack_word1(8, record_check(wrong, start + off, w0, 8)))
+            let (w0, w1) = match seed {
+                Seed::OwnLap => header(p.key, start + off - CAP, seq, state, 8),
+                Seed::Unkeyed => {
+                    let w0 = pack_word0(seq, state);
+                    let wrong = RecordKey(p.key.0 ^ 0x8000_0000_0000_0001);
+                    (w0, pack_word1(8, record_check(wrong, start + off, w0, 8)))
+                }
+                Seed::Perfect => header(p.key, start + off, seq, state, 8),
             };
             s.region.word(off + 8).store(w1, Ordering::Relaxed);
             s.region.word(off).store(w0, Ordering::Relaxed);
@@ -442,7 +491,10 @@ fn stale_headers_model(state: u64, own_lap: bool, exclusive_bus: bool) {
         let mut got = Vec::new();
         while got.len() < 2 {
             match heap::read_one(&s.region, &p, &mut rd) {
-                Ok(Some(Got::Msg(q, v))) => got.push((q, v)),
+                Ok(Some(Got::Msg(q, v))) => {
+                    got.push((q, v));
+                    s.slot.pos.store(rd.pos, Ordering::SeqCst);
+                }
                 Ok(Some(Got::Lost(n))) => panic!("lost {n} in reliable mode"),
                 // Stale bytes with our sequence in the claim window: the subscriber waits
                 // (until the unblock timeout) exactly as for a record not yet written.
@@ -457,8 +509,8 @@ fn stale_headers_model(state: u64, own_lap: bool, exclusive_bus: bool) {
 }
 
 /// The models of `stale_headers_model` for every state a header can carry, on a shared and
-/// on an exclusive bus.
-fn stale_headers_in_every_state(own_lap: bool) {
+/// on an exclusive bus (`Perfect` seeds on an exclusive bus only).
+fn stale_headers_in_every_state(seed: Seed) {
     use crate::layout::{STATE_ABANDONED, STATE_DATA, STATE_FILL, STATE_GAP, STATE_WRAP};
     for state in [
         STATE_DATA,
@@ -467,19 +519,26 @@ fn stale_headers_in_every_state(own_lap: bool) {
         STATE_GAP,
         STATE_FILL,
     ] {
-        stale_headers_model(state, own_lap, false);
-        stale_headers_model(state, own_lap, true);
+        if !matches!(seed, Seed::Perfect) {
+            stale_headers_model(state, seed, false);
+        }
+        stale_headers_model(state, seed, true);
     }
 }
 
 #[test]
 fn loom_stale_headers_of_an_earlier_lap_are_never_records() {
-    stale_headers_in_every_state(true);
+    stale_headers_in_every_state(Seed::OwnLap);
 }
 
 #[test]
 fn loom_headers_crafted_without_the_key_are_never_records() {
-    stale_headers_in_every_state(false);
+    stale_headers_in_every_state(Seed::Unkeyed);
+}
+
+#[test]
+fn loom_an_exclusive_bus_reads_only_headers_written_in_this_lap() {
+    stale_headers_in_every_state(Seed::Perfect);
 }
 
 /// A repair's FILL and GAP writes race a producer whose claim needs `head` moved past the
