@@ -5,6 +5,9 @@
 //! at the other end of a pipe sees each message as soon as nothing else is pending, and a
 //! busy stream is written in large blocks.
 //!
+//! While the bus is quiet it looks every 50 ms whether whoever reads its output has gone
+//! (`shmbus sub bus | head -3` ends with `head`, not at the next message).
+//!
 //! Started at `latest` on a bus that already holds messages, it says once on stderr that
 //! `--from oldest` would show them: at once on a terminal, else after a second of nothing.
 
@@ -170,6 +173,11 @@ pub fn run(args: &SubArgs) -> anyhow::Result<ExitCode> {
                 received += 1;
             }
             Err(RecvTimeoutError::Timeout) => {
+                if reader_gone(libc::STDOUT_FILENO) {
+                    // `sub | head -3` on a quiet bus: the write that would find the pipe
+                    // closed may never come. Ends as a closed pipe found by a write does.
+                    return Ok(ExitCode::SUCCESS);
+                }
                 if received == 0 && started.elapsed() >= HINT_AFTER {
                     if let Some(n) = hint.take() {
                         errln!("{}", from_oldest_hint(&path, n));
@@ -183,6 +191,19 @@ pub fn run(args: &SubArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+}
+
+/// Whether `fd` is a pipe or socket whose reading end is closed: a write to it could only
+/// fail. (Terminals and files never say so; nor does a pipe with a reader.)
+fn reader_gone(fd: libc::c_int) -> bool {
+    let mut fds = [libc::pollfd {
+        fd,
+        events: 0,
+        revents: 0,
+    }];
+    // SAFETY: one valid pollfd and its length; a zero timeout; a plain system call.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), 1, 0) };
+    n > 0 && fds[0].revents & (libc::POLLERR | libc::POLLHUP) != 0
 }
 
 fn from_oldest_hint(path: &std::path::Path, held: u64) -> String {

@@ -562,6 +562,37 @@ fn a_closed_stdout_is_not_an_error() {
     assert_eq!(status.code(), Some(0), "{status:?}");
 }
 
+/// `shmbus sub bus | head -1` on a bus that then goes quiet: no write ever finds the pipe
+/// closed, so `sub` used to wait for a next message forever (a pipeline that never ended).
+/// It now notices the reader has gone while it waits, and leaves its slot.
+#[test]
+fn a_subscriber_on_a_quiet_bus_ends_when_its_reader_goes() {
+    let env = Env::new();
+    env.ok(&["create", "q"]);
+    env.ok(&["pub", "q", "--count", "1", "--size", "8"]);
+    let mut child = env
+        .cmd(&["sub", "q", "--from", "oldest", "--format", "hex"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let watchdog = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(30));
+        // SAFETY: signalling our own child; harmless if it already exited.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    });
+    let mut out = child.stdout.take().unwrap();
+    let mut line = [0u8; 17];
+    std::io::Read::read_exact(&mut out, &mut line).unwrap();
+    assert_eq!(&line[16..], b"\n", "one message printed");
+    drop(out);
+    let status = child.wait().unwrap();
+    drop(watchdog);
+    assert_eq!(status.code(), Some(0), "{status:?} (SIGKILL: the watchdog; it hung)");
+    let st = env.bus("q").stats();
+    assert!(st.subscribers.is_empty(), "{:?}", st.subscribers);
+}
+
 #[test]
 fn completions_are_generated() {
     let env = Env::new();
