@@ -512,13 +512,56 @@ pub fn stat(args: &StatArgs) -> anyhow::Result<ExitCode> {
         Some(_) => crate::signals::install()?,
         None => Arc::new(AtomicBool::new(false)),
     };
-    let bus = open_observer(&args.bus)?;
+    let (mut bus, mut id) = open_identified(&args.bus)?;
     let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let mut prev: Option<(Instant, u64, u64)> = None;
     let mut pids = Resolver::new(bus.path());
+    // Whether the path has been found without a bus (said once until one is back).
+    let mut missing = false;
     loop {
         if stop.load(Ordering::Relaxed) {
             return Ok(ExitCode::SUCCESS);
+        }
+        if args.watch.is_some() {
+            // Follow the path, as `tail -F` does: a bus removed and created again (a
+            // service restarting) is watched anew, not the old file forever.
+            match file_id(bus.path()) {
+                Ok(now) if now == id => {}
+                found => match open_identified(&args.bus) {
+                    Ok((new, new_id)) => {
+                        errln!(
+                            "shmbus: bus {} {}; watching the new file",
+                            bus.path().display(),
+                            if missing {
+                                "is back"
+                            } else {
+                                "was replaced by another file"
+                            }
+                        );
+                        (bus, id, missing, prev) = (new, new_id, false, None);
+                        pids = Resolver::new(bus.path());
+                    }
+                    Err(e) => {
+                        if !missing {
+                            let what = match found {
+                                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                                    "was removed".to_string()
+                                }
+                                _ => format!("cannot be opened any more ({e:#})"),
+                            };
+                            errln!(
+                                "shmbus: bus {} {what}; waiting for a bus there again",
+                                bus.path().display()
+                            );
+                            missing = true;
+                        }
+                        if !sleep_unless_stopped(&stop, args.watch.unwrap_or_default()) {
+                            return Ok(ExitCode::SUCCESS);
+                        }
+                        continue;
+                    }
+                },
+            }
         }
         let st = bus.stats();
         let owners = pids.owners(&st);
@@ -570,17 +613,44 @@ pub fn stat(args: &StatArgs) -> anyhow::Result<ExitCode> {
         let Some(every) = args.watch else {
             return Ok(ExitCode::SUCCESS);
         };
-        // (`every` is at most a century: `flags::MAX_DURATION`.)
-        let until = Instant::now() + every;
-        while Instant::now() < until {
-            if stop.load(Ordering::Relaxed) {
-                return Ok(ExitCode::SUCCESS);
-            }
-            std::thread::sleep(
-                until
-                    .saturating_duration_since(Instant::now())
-                    .min(Duration::from_millis(50)),
-            );
+        if !sleep_unless_stopped(&stop, every) {
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+}
+
+/// Sleeps for `every` in slices of 50 ms; false if `stop` was raised meanwhile.
+fn sleep_unless_stopped(stop: &AtomicBool, every: Duration) -> bool {
+    // (`every` is at most a century: `flags::MAX_DURATION`.)
+    let until = Instant::now() + every;
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(50)));
+    }
+}
+
+/// Device and inode of the file at `path`.
+fn file_id(path: &Path) -> std::io::Result<(u64, u64)> {
+    std::fs::metadata(path).map(|m| (m.dev(), m.ino()))
+}
+
+/// Opens BUS for watching, with the identity of the file opened: the same before and after
+/// the open, so that a file replaced meanwhile is not taken for the one mapped.
+fn open_identified(bus: &str) -> anyhow::Result<(Bus, (u64, u64))> {
+    let path = bus_path(bus);
+    loop {
+        let before = file_id(&path);
+        let opened = open_observer(bus)?;
+        match (before, file_id(&path)) {
+            (Ok(a), Ok(b)) if a == b => return Ok((opened, a)),
+            // Replaced (or removed) while we opened it: look again.
+            _ => continue,
         }
     }
 }

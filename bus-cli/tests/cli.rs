@@ -588,7 +588,11 @@ fn a_subscriber_on_a_quiet_bus_ends_when_its_reader_goes() {
     drop(out);
     let status = child.wait().unwrap();
     drop(watchdog);
-    assert_eq!(status.code(), Some(0), "{status:?} (SIGKILL: the watchdog; it hung)");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{status:?} (SIGKILL: the watchdog; it hung)"
+    );
     let st = env.bus("q").stats();
     assert!(st.subscribers.is_empty(), "{:?}", st.subscribers);
 }
@@ -672,6 +676,58 @@ fn stat_watch_refreshes_with_rates_until_interrupted() {
     );
     assert_eq!(later["seq"], 1000);
     assert!(later["rate"]["msgs_per_s"].is_number());
+    procs.signal(watch, libc::SIGINT);
+    procs.success(watch);
+}
+
+/// `stat --watch` follows the path as `tail -F` does: it used to show the removed file's last
+/// numbers forever. Removed, it says so once and waits; created again, it watches the new
+/// bus (its capacity, its messages); replaced in one step (`create --force`), the same.
+#[test]
+fn stat_watch_follows_a_bus_removed_and_created_again() {
+    let env = Env::new();
+    env.ok(&["create", "f", "--capacity", "1MiB"]);
+    let mut procs = Procs::new(Duration::from_secs(60));
+    // stderr into the captured stdout, to see the notes in order with the snapshots.
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", "exec \"$0\" stat f --json --watch 50ms 2>&1", SHMBUS])
+        .env("SHMBUS_DIR", env.dir.path());
+    let watch = procs.spawn_command("stat --watch", cmd);
+    let first: serde_json::Value = serde_json::from_str(&procs.expect_line(watch, "{")).unwrap();
+    assert_eq!(first["capacity"], 1 << 20);
+    std::fs::remove_file(env.path("f")).unwrap();
+    let gone = procs.expect_line(watch, "shmbus: bus");
+    assert!(
+        gone.ends_with("was removed; waiting for a bus there again"),
+        "{gone}"
+    );
+    env.ok(&["create", "f", "--capacity", "2MiB"]);
+    env.ok(&["pub", "f", "--count", "3", "--size", "8"]);
+    let back = procs.expect_line(watch, "shmbus: bus");
+    assert!(back.ends_with("is back; watching the new file"), "{back}");
+    let mut now: serde_json::Value = serde_json::from_str(&procs.expect_line(watch, "{")).unwrap();
+    assert!(
+        now.get("rate").is_none(),
+        "rates start again with the new file: {now}"
+    );
+    for _ in 0..100 {
+        if now["seq"] == 3 {
+            break;
+        }
+        now = serde_json::from_str(&procs.expect_line(watch, "{")).unwrap();
+    }
+    assert_eq!(
+        (now["capacity"].clone(), now["seq"].clone()),
+        ((2 << 20).into(), 3.into())
+    );
+    env.ok(&["create", "f", "--capacity", "4MiB", "--force"]);
+    let replaced = procs.expect_line(watch, "shmbus: bus");
+    assert!(
+        replaced.ends_with("was replaced by another file; watching the new file"),
+        "{replaced}"
+    );
+    let newest: serde_json::Value = serde_json::from_str(&procs.expect_line(watch, "{")).unwrap();
+    assert_eq!(newest["capacity"], 4 << 20);
     procs.signal(watch, libc::SIGINT);
     procs.success(watch);
 }
