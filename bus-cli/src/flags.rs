@@ -98,8 +98,28 @@ pub struct CreateOpts {
     pub sparse: bool,
     /// How long a dead producer's unfinished message may block readers, 1ms to 1h (DUR: a
     /// number with a unit, e.g. 500ms, 2s, 1m).
-    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "200ms")]
+    #[arg(long, value_name = "DUR", value_parser = parse_unblock_timeout, default_value = "200ms")]
     pub unblock_timeout: Duration,
+}
+
+impl CreateOpts {
+    /// What the value parsers cannot see alone: a max message that fits the capacity. A
+    /// usage error, like every other bad option.
+    pub fn check(&self) -> Result<(), String> {
+        let Some(m) = self.max_message else {
+            return Ok(());
+        };
+        let limit = bus_core::layout::max_message_limit(self.capacity);
+        if m == 0 || m > limit {
+            return Err(format!(
+                "invalid value '{m}' for '--max-message <SIZE>': a ring of {} bytes takes \
+                 messages of 1 to {limit} bytes (half the capacity, less a 16-byte header); \
+                 give a larger --capacity or a smaller --max-message",
+                self.capacity
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Args)]
@@ -519,6 +539,20 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     if d > MAX_DURATION {
         return Err(format!(
             "{s:?} is longer than 100 years (to wait without end, leave the option out)"
+        ));
+    }
+    Ok(d)
+}
+
+/// `create --unblock-timeout`: within what a bus header may carry (1 ms to 1 h).
+fn parse_unblock_timeout(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    let ns = d.as_nanos();
+    if ns < bus_core::layout::MIN_UNBLOCK_TIMEOUT_NS as u128
+        || ns > bus_core::layout::MAX_UNBLOCK_TIMEOUT_NS as u128
+    {
+        return Err(format!(
+            "{s:?} is out of range: an unblock timeout is 1ms to 1h"
         ));
     }
     Ok(d)

@@ -72,6 +72,20 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_error(&e),
     };
+    if let Command::Create(args) = &cli.command {
+        if let Err(why) = args.opts.check() {
+            // As clap reports a bad value: `shmbus create`'s usage line and tip follow.
+            let kind = clap::error::ErrorKind::ValueValidation;
+            let mut cmd = Cli::command();
+            // (Built, so that the usage line names `shmbus create`.)
+            cmd.build();
+            let err = match cmd.find_subcommand_mut("create") {
+                Some(create) => create.error(kind, &why),
+                None => Cli::command().error(kind, &why),
+            };
+            return usage_error(&err);
+        }
+    }
     match run(cli) {
         Ok(code) => code,
         Err(err) => {

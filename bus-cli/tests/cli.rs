@@ -769,7 +769,8 @@ fn create_force_with_bad_options_keeps_the_old_bus() {
     let env = Env::new();
     env.ok(&["create", "keep", "--capacity", "64KiB"]);
     env.ok(&["pub", "keep", "precious"]);
-    // Options only the library can check (the maximum message against the capacity).
+    // Options checked against each other (the maximum message against the capacity): a
+    // usage error, like any bad value, and before --force removes anything.
     assert_fails(
         &env.run(
             &[
@@ -783,9 +784,16 @@ fn create_force_with_bad_options_keeps_the_old_bus() {
             ],
             b"",
         ),
-        1,
-        "invalid options",
+        2,
+        "a ring of 65536 bytes takes messages of 1 to 32752 bytes",
     );
+    for (flag, bad) in [("--unblock-timeout", "0s"), ("--unblock-timeout", "61m")] {
+        assert_fails(
+            &env.run(&["create", "keep", "--force", flag, bad], b""),
+            2,
+            "an unblock timeout is 1ms to 1h",
+        );
+    }
     let o = env.run(&["sub", "keep", "--from", "oldest", "--count", "1"], b"");
     assert_eq!(stdout(&o), "precious\n");
 }
