@@ -79,7 +79,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let d = dir.path().to_str().ok_or("path")?;
     let opts = BusOptions::new().capacity(1 << 20);
     let requests = Bus::create(dir.path().join("requests.bus"), &opts)?;
-    let replies = Bus::create(dir.path().join("replies.bus"), &opts)?;
+    // Lossy replies: a client that stops reading is lapped instead of holding the server up.
+    let replies = Bus::create(
+        dir.path().join("replies.bus"),
+        &opts.clone().mode(bus_core::Mode::Lossy),
+    )?;
 
     let mut child = spawn("server", d)?;
     // A client finds the server by its producer slot on the replies bus; it would get

@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 use crate::reactor::Seat;
 use crate::wait::{Spinner, Spot, UNFENCED_SLICE};
 use crate::{
-    Message, Publisher, RecvError, Sample, SendError, Sent, Subscriber, TryRecvError, TrySendError,
+    Message, Publisher, RecvError, Sample, SendError, SendTimeoutError, Sent, Subscriber,
+    TryRecvError, TrySendError,
 };
 
 /// A handle's parking with a waiter thread.
@@ -471,6 +472,39 @@ impl AsyncPublisher {
     ///
     /// As [`Publisher::send`].
     pub async fn send(&mut self, data: &[u8]) -> Result<Sent, SendError> {
+        loop {
+            match self.send_until(data, None).await {
+                Ok(s) => return Ok(s),
+                Err(Some(e)) => return Err(e),
+                // (Without a deadline there is no timeout.)
+                Err(None) => continue,
+            }
+        }
+    }
+
+    /// [`AsyncPublisher::send`], giving up after `timeout` (any, from zero to
+    /// [`Duration::MAX`]): the async [`Publisher::send_timeout`]. The waiter thread wakes the
+    /// task at the deadline, so it needs no runtime timer. Cancellation-safe.
+    ///
+    /// # Errors
+    ///
+    /// As [`Publisher::send_timeout`].
+    pub async fn send_timeout(
+        &mut self,
+        data: &[u8],
+        timeout: Duration,
+    ) -> Result<Sent, SendTimeoutError> {
+        self.send_until(data, Instant::now().checked_add(timeout))
+            .await
+            .map_err(|e| e.map_or(SendTimeoutError::Timeout, SendTimeoutError::from))
+    }
+
+    /// The one send loop: `Err(None)` once `deadline` (if any) has passed.
+    async fn send_until(
+        &mut self,
+        data: &[u8],
+        deadline: Option<Instant>,
+    ) -> Result<Sent, Option<SendError>> {
         // The first attempt reads no mark: the mark's loads (every subscriber's position, the
         // head) touch lines the subscribers write, a cache miss per message under a stream.
         let mut mark = None;
@@ -483,9 +517,13 @@ impl AsyncPublisher {
                 Err(e) => {
                     if let Some(e) = e.into_send() {
                         self.park.cancel();
-                        return Err(e);
+                        return Err(Some(e));
                     }
                 }
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                self.park.cancel();
+                return Err(None);
             }
             // Full. Only an attempt made after the mark was read may decide to wait for it:
             // progress between that attempt and the wait then shows as a change.
@@ -495,6 +533,7 @@ impl AsyncPublisher {
                     SpaceFuture {
                         publ: self,
                         mark: mark_read,
+                        deadline,
                     }
                     .await;
                     mark = Some(self.inner.space_mark());
@@ -513,20 +552,31 @@ impl AsyncPublisher {
     }
 }
 
-/// Waits until the ring may have room. Cancellation-safe.
+/// Waits until the ring may have room, or `deadline` passes. Cancellation-safe.
 struct SpaceFuture<'a> {
     publ: &'a mut AsyncPublisher,
     mark: crate::publisher::SpaceMark,
+    deadline: Option<Instant>,
 }
 
 impl Future for SpaceFuture<'_> {
     type Output = ();
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let mark = self.mark;
+        let (mark, deadline) = (self.mark, self.deadline);
         let publ = &mut *self.publ;
+        let mut slice = publ.inner.sleep_slice();
+        if let Some(d) = deadline {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                // The caller's next look reports the timeout.
+                publ.park.cancel();
+                return Poll::Ready(());
+            }
+            slice = slice.min(left);
+        }
         let inner = &publ.inner;
         publ.park
-            .poll_wait(cx, inner.sleep_slice(), || inner.space_changed(&mark))
+            .poll_wait(cx, slice, || inner.space_changed(&mark))
     }
 }
 

@@ -317,6 +317,23 @@ impl TrySendError {
     }
 }
 
+impl SendTimeoutError {
+    /// The error of a send without a deadline, or `None` for `Timeout`.
+    pub(crate) fn into_send(self) -> Option<SendError> {
+        Some(match self {
+            SendTimeoutError::Timeout => return None,
+            SendTimeoutError::MessageTooLarge { len, max } => {
+                SendError::MessageTooLarge { len, max }
+            }
+            SendTimeoutError::Unblocked => SendError::Unblocked,
+            SendTimeoutError::RingCorrupt { position } => SendError::RingCorrupt { position },
+            SendTimeoutError::ProducerConflict { expected, found } => {
+                SendError::ProducerConflict { expected, found }
+            }
+        })
+    }
+}
+
 /// Why a claim failed, before a public method names it in its own error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ClaimFail {

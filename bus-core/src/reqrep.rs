@@ -5,7 +5,15 @@
 //! each reply on the *replies* bus, which every client subscribes to and filters. Every frame
 //! starts with 16 bytes, the client's id and the request's id (u64 little-endian each), then
 //! the payload as given: byte-level handles (`shmbus sub`, another language's binding) can
-//! read and write them too. Frames shorter than that are skipped and counted.
+//! read and write them too. Frames shorter than that are skipped and counted
+//! ([`Server::malformed`], [`Client::malformed`]).
+//!
+//! Every client reads every reply. On a *reliable* replies bus a client that keeps its handle
+//! without reading (between requests, say) therefore holds the server's replies up once the
+//! ring is full, and with them every other client: make the replies bus *lossy*, where such
+//! a client is only lapped (it loses replies it was not waiting for; a reply it waits for
+//! and loses shows as a timeout, counted in [`Client::replies_lost`]), or answer with
+//! [`Server::reply_timeout`].
 //!
 //! A client knows *which* server it talks to: the producers on the replies bus when it
 //! connected (their slots and join times). While it waits for a reply it looks at them every
@@ -17,8 +25,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use crate::{
-    Bus, JoinError, Publisher, RecvError, RecvTimeoutError, SendError, Start, SubscribeError,
-    Subscriber,
+    Bus, JoinError, Publisher, RecvError, RecvTimeoutError, SendError, SendTimeoutError, Start,
+    SubscribeError, Subscriber,
 };
 
 /// Bytes before every payload: the client id and the request id.
@@ -39,6 +47,10 @@ pub enum ConnectError {
     /// A client found no live producer on the replies bus: no server is up.
     #[error("no server is publishing on the replies bus")]
     NoServer,
+    /// The requests and the replies bus are the same file: every client would read its own
+    /// requests as replies, and the server its replies as requests.
+    #[error("the requests and the replies bus are the same file (they must be two buses)")]
+    SameBus,
     /// The process could not start the waiter thread of the async handles.
     #[error("the async waiter thread could not be started")]
     Thread,
@@ -144,6 +156,7 @@ impl Server {
     ///
     /// As [`Server::new`].
     pub fn with_start(requests: &Bus, replies: &Bus, start: Start) -> Result<Server, ConnectError> {
+        check_two_buses(requests, replies)?;
         Ok(Server {
             requests: requests.subscribe(start)?,
             replies: replies.publisher()?,
@@ -175,7 +188,8 @@ impl Server {
         Ok(Request { client, id, data })
     }
 
-    /// Sends the reply to a request.
+    /// Sends the reply to a request. On a reliable replies bus it waits while the ring is
+    /// full (see the module doc: a client that does not read holds it up).
     ///
     /// # Errors
     ///
@@ -186,8 +200,27 @@ impl Server {
         Ok(())
     }
 
+    /// [`Server::reply`], waiting at most `timeout` for room on a reliable replies bus: a
+    /// server that must not be held up by a client that stopped reading.
+    ///
+    /// # Errors
+    ///
+    /// As [`Publisher::send_timeout`]: `Timeout` when there was no room in time (the reply
+    /// was not sent).
+    pub fn reply_timeout(
+        &mut self,
+        to: ReplyTo,
+        data: &[u8],
+        timeout: Duration,
+    ) -> Result<(), SendTimeoutError> {
+        frame_into(&mut self.frame, to.client, to.id, data);
+        self.replies.send_timeout(&self.frame, timeout)?;
+        Ok(())
+    }
+
     /// Serves until `handle` returns `false` or receiving fails: each request's reply is what
-    /// `handle` writes into the buffer it is given (cleared before each call).
+    /// `handle` writes into the buffer it is given (cleared before each call), sent with
+    /// [`Server::reply`].
     ///
     /// # Errors
     ///
@@ -308,6 +341,31 @@ struct Book {
     outstanding: HashSet<u64>,
     /// Replies that arrived while `request` waited for another one.
     stash: HashMap<u64, Vec<u8>>,
+    /// The request an async `request` is waiting for: still set when the next call comes,
+    /// that future was dropped, and the request is forgotten.
+    awaiting: Option<u64>,
+    /// Reply frames too short to carry the header.
+    malformed: u64,
+    /// Replies lost (lossy replies bus: this client was lapped).
+    lost: u64,
+}
+
+/// One wait for replies: when the server was first seen dead, if it was.
+#[derive(Default)]
+struct Wait {
+    last_pass_until: Option<Instant>,
+}
+
+impl Wait {
+    /// How long the next receive may wait: on the last pass, not at all (only what is
+    /// already in the ring).
+    fn slice(&self, left: Duration) -> Duration {
+        if self.last_pass_until.is_some() {
+            Duration::ZERO
+        } else {
+            left.min(LIVENESS_INTERVAL)
+        }
+    }
 }
 
 impl Book {
@@ -319,7 +377,32 @@ impl Book {
             frame: Vec::new(),
             outstanding: HashSet::new(),
             stash: HashMap::new(),
+            awaiting: None,
+            malformed: 0,
+            lost: 0,
         })
+    }
+
+    /// Forgets the request of an async `request` that was dropped before its reply came.
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    fn forget_abandoned(&mut self) {
+        if let Some(id) = self.awaiting.take() {
+            self.forget(id);
+        }
+    }
+
+    fn forget(&mut self, id: u64) -> bool {
+        let waiting = self.outstanding.remove(&id);
+        let stashed = self.stash.remove(&id).is_some();
+        waiting || stashed
+    }
+
+    /// Requests sent and not answered (or forgotten) yet.
+    fn in_flight(&self) -> usize {
+        let abandoned = self
+            .awaiting
+            .is_some_and(|id| self.outstanding.contains(&id));
+        self.outstanding.len() + self.stash.len() - usize::from(abandoned)
     }
 
     /// Frames the next request in `self.frame`; returns its id (counted as sent by [`sent`]).
@@ -343,36 +426,57 @@ impl Book {
         Some(id)
     }
 
-    /// What one receive of the replies bus (waiting at most `left`, capped at the liveness
-    /// interval) means: `Some(Ok(id))` a reply to one of ours (in `buf`), `Some(Err)` the
-    /// end of the wait, `None` wait on.
+    /// What one receive of the replies bus (waiting at most [`Wait::slice`]) means:
+    /// `Some(Ok(id))` a reply to one of ours (in `buf`), `Some(Err)` the end of the wait,
+    /// `None` wait on. `left` was the time left before that receive.
     fn on_recv(
         &mut self,
         r: Result<crate::Message, RecvTimeoutError>,
         left: Duration,
         buf: &mut Vec<u8>,
+        wait: &mut Wait,
     ) -> Option<Result<u64, RequestError>> {
-        match r {
+        let drained = match r {
             Ok(_) => {
-                let (client, id, data) = split(&self.frame)?;
-                if client == self.id && self.outstanding.remove(&id) {
-                    buf.clear();
-                    buf.extend_from_slice(data);
-                    return Some(Ok(id));
+                match split(&self.frame) {
+                    Some((client, id, data))
+                        if client == self.id && self.outstanding.remove(&id) =>
+                    {
+                        buf.clear();
+                        buf.extend_from_slice(data);
+                        return Some(Ok(id));
+                    }
+                    Some(_) => {}
+                    None => self.malformed += 1,
                 }
-                None
+                // Another client's reply (or a forgotten one of ours): the deadline and the
+                // server's liveness still count, or a stream of them would hold us past both.
+                false
             }
-            Err(RecvTimeoutError::Timeout) => {
-                if let Err(e) = self.watch.check() {
-                    return Some(Err(e));
-                }
-                left.is_zero().then_some(Err(RequestError::Timeout))
+            Err(RecvTimeoutError::Timeout) => true,
+            Err(RecvTimeoutError::Lost(n)) => {
+                // Lapped on a lossy replies bus. The lost replies are most likely other
+                // clients'; if ours was among them, the wait ends in a timeout.
+                self.lost = self.lost.saturating_add(n);
+                false
             }
-            Err(RecvTimeoutError::Lost(n)) => Some(Err(RecvError::Lost(n).into())),
             Err(RecvTimeoutError::Corrupt { position, problem }) => {
-                Some(Err(RecvError::Corrupt { position, problem }.into()))
+                return Some(Err(RecvError::Corrupt { position, problem }.into()))
             }
+        };
+        if let Err(gone) = self.watch.check() {
+            // A server commits its last replies before it dies: take what is already in the
+            // ring (for a liveness interval at most) before saying it is gone.
+            let until = match wait.last_pass_until {
+                Some(until) => until,
+                None => {
+                    wait.last_pass_until = Some(Instant::now() + LIVENESS_INTERVAL);
+                    return None;
+                }
+            };
+            return (drained || Instant::now() >= until).then_some(Err(gone));
         }
+        left.is_zero().then_some(Err(RequestError::Timeout))
     }
 
     /// What `request` does with a reply that came for request `got` while it waits for
@@ -395,6 +499,24 @@ impl Book {
             }
         }
     }
+}
+
+/// Refuses one bus for both roles ([`ConnectError::SameBus`]): the same file, however it was
+/// opened.
+fn check_two_buses(requests: &Bus, replies: &Bus) -> Result<(), ConnectError> {
+    use std::os::unix::fs::MetadataExt;
+    let same = std::sync::Arc::ptr_eq(&requests.shared, &replies.shared)
+        || match (
+            requests.shared.seg.file.metadata(),
+            replies.shared.seg.file.metadata(),
+        ) {
+            (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+            _ => false,
+        };
+    if same {
+        return Err(ConnectError::SameBus);
+    }
+    Ok(())
 }
 
 /// Time left until `deadline` (`None`: no deadline).
@@ -443,6 +565,7 @@ impl Client {
     ///
     /// [`ConnectError::NoServer`] when no live producer is on the replies bus; no slot.
     pub fn new(requests: &Bus, replies: &Bus) -> Result<Client, ConnectError> {
+        check_two_buses(requests, replies)?;
         let replies_sub = replies.subscribe(Start::Latest)?;
         Ok(Client {
             book: Book::new(replies)?,
@@ -456,21 +579,63 @@ impl Client {
         self.book.id
     }
 
-    /// Sends a request without waiting for its reply; returns its id.
+    /// Sends a request without waiting for its reply; returns its id. While the requests
+    /// ring is full it waits for room, looking at the server's liveness every 10 ms.
     ///
     /// # Errors
     ///
-    /// [`RequestError::ServerGone`] when the server is known dead; a failed publish.
+    /// [`RequestError::ServerGone`] when the server is (or, while waiting for room, is seen)
+    /// dead; a failed publish.
     pub fn send_request(&mut self, data: &[u8]) -> Result<u64, RequestError> {
+        self.send_until(data, None)
+    }
+
+    /// Sends a request, waiting for room until `deadline` at most.
+    fn send_until(&mut self, data: &[u8], deadline: Option<Instant>) -> Result<u64, RequestError> {
         let id = self.book.frame_request(data)?;
-        self.requests.send(&self.book.frame)?;
+        loop {
+            let left = left(deadline);
+            match self
+                .requests
+                .send_timeout(&self.book.frame, left.min(LIVENESS_INTERVAL))
+            {
+                Ok(_) => break,
+                Err(e) => match e.into_send() {
+                    Some(e) => return Err(e.into()),
+                    None => {
+                        self.book.watch.check()?;
+                        if left.is_zero() {
+                            return Err(RequestError::Timeout);
+                        }
+                    }
+                },
+            }
+        }
         self.book.sent(id);
         Ok(id)
     }
 
-    /// Requests sent and not answered yet.
+    /// Requests sent and not answered yet (replies kept for [`Client::recv_reply`] count
+    /// until they are taken).
     pub fn in_flight(&self) -> usize {
-        self.book.outstanding.len()
+        self.book.in_flight()
+    }
+
+    /// Stops waiting for request `id`: its reply, should it come (or have come), is dropped.
+    /// False if it was not in flight.
+    pub fn forget(&mut self, id: u64) -> bool {
+        self.book.forget(id)
+    }
+
+    /// Reply frames skipped for being shorter than the 16-byte header.
+    pub fn malformed(&self) -> u64 {
+        self.book.malformed
+    }
+
+    /// Replies this client lost to being lapped on a lossy replies bus (most of them, as a
+    /// rule, other clients' replies).
+    pub fn replies_lost(&self) -> u64 {
+        self.book.lost
     }
 
     /// The next reply to any of this client's requests, into `buf`; returns its request id.
@@ -492,20 +657,22 @@ impl Client {
 
     fn next_reply(&mut self, buf: &mut Vec<u8>, timeout: Duration) -> Result<u64, RequestError> {
         let deadline = Instant::now().checked_add(timeout);
+        let mut wait = Wait::default();
         loop {
             let left = left(deadline);
             let r = self
                 .replies
-                .recv_timeout(&mut self.book.frame, left.min(LIVENESS_INTERVAL));
-            if let Some(r) = self.book.on_recv(r, left, buf) {
+                .recv_timeout(&mut self.book.frame, wait.slice(left));
+            if let Some(r) = self.book.on_recv(r, left, buf, &mut wait) {
                 return r;
             }
         }
     }
 
-    /// Sends a request and waits for its reply (into `buf`). Replies to other requests of
-    /// this client that arrive meanwhile are kept for [`Client::recv_reply`]. A request that
-    /// times out is forgotten: its reply, should it come later, is dropped.
+    /// Sends a request and waits for its reply (into `buf`); `timeout` bounds both, the wait
+    /// for room to send included. Replies to other requests of this client that arrive
+    /// meanwhile are kept for [`Client::recv_reply`]. A request that times out is forgotten:
+    /// its reply, should it come later, is dropped.
     ///
     /// # Errors
     ///
@@ -516,8 +683,8 @@ impl Client {
         buf: &mut Vec<u8>,
         timeout: Duration,
     ) -> Result<(), RequestError> {
-        let want = self.send_request(data)?;
         let deadline = Instant::now().checked_add(timeout);
+        let want = self.send_until(data, deadline)?;
         loop {
             let got = self.next_reply(buf, left(deadline));
             if self.book.settle(want, got, buf)? {
@@ -557,6 +724,7 @@ mod nonblocking {
         ///
         /// As [`Client::new`], and [`ConnectError::Thread`].
         pub fn new(requests: &Bus, replies: &Bus) -> Result<AsyncClient, ConnectError> {
+            check_two_buses(requests, replies)?;
             let replies_sub = replies
                 .subscribe(Start::Latest)?
                 .into_async()
@@ -576,9 +744,25 @@ mod nonblocking {
             self.book.id
         }
 
-        /// Requests sent and not answered yet.
+        /// As [`Client::in_flight`] (a dropped `request` does not count).
         pub fn in_flight(&self) -> usize {
-            self.book.outstanding.len()
+            self.book.in_flight()
+        }
+
+        /// As [`Client::forget`].
+        pub fn forget(&mut self, id: u64) -> bool {
+            self.book.forget_abandoned();
+            self.book.forget(id)
+        }
+
+        /// As [`Client::malformed`].
+        pub fn malformed(&self) -> u64 {
+            self.book.malformed
+        }
+
+        /// As [`Client::replies_lost`].
+        pub fn replies_lost(&self) -> u64 {
+            self.book.lost
         }
 
         /// As [`Client::send_request`], waiting for room without blocking the thread.
@@ -587,8 +771,35 @@ mod nonblocking {
         ///
         /// As [`Client::send_request`].
         pub async fn send_request(&mut self, data: &[u8]) -> Result<u64, RequestError> {
+            self.book.forget_abandoned();
+            self.send_until(data, None).await
+        }
+
+        async fn send_until(
+            &mut self,
+            data: &[u8],
+            deadline: Option<Instant>,
+        ) -> Result<u64, RequestError> {
             let id = self.book.frame_request(data)?;
-            self.requests.send(&self.book.frame).await?;
+            loop {
+                let left = left(deadline);
+                match self
+                    .requests
+                    .send_timeout(&self.book.frame, left.min(LIVENESS_INTERVAL))
+                    .await
+                {
+                    Ok(_) => break,
+                    Err(e) => match e.into_send() {
+                        Some(e) => return Err(e.into()),
+                        None => {
+                            self.book.watch.check()?;
+                            if left.is_zero() {
+                                return Err(RequestError::Timeout);
+                            }
+                        }
+                    },
+                }
+            }
             self.book.sent(id);
             Ok(id)
         }
@@ -603,6 +814,7 @@ mod nonblocking {
             buf: &mut Vec<u8>,
             timeout: Duration,
         ) -> Result<u64, RequestError> {
+            self.book.forget_abandoned();
             if let Some(id) = self.book.stashed(buf) {
                 return Ok(id);
             }
@@ -615,20 +827,23 @@ mod nonblocking {
             timeout: Duration,
         ) -> Result<u64, RequestError> {
             let deadline = Instant::now().checked_add(timeout);
+            let mut wait = Wait::default();
             loop {
                 let left = left(deadline);
                 let r = self
                     .replies
-                    .recv_timeout(&mut self.book.frame, left.min(LIVENESS_INTERVAL))
+                    .recv_timeout(&mut self.book.frame, wait.slice(left))
                     .await;
-                if let Some(r) = self.book.on_recv(r, left, buf) {
+                if let Some(r) = self.book.on_recv(r, left, buf, &mut wait) {
                     return r;
                 }
             }
         }
 
         /// As [`Client::request`]. Cancellation-safe in the sense of the async handles: a
-        /// dropped request may still be answered, and its reply is then skipped.
+        /// request dropped before it was sent is not sent; one dropped after it was sent is
+        /// forgotten (by the next call on this client), so its reply, should it come, is
+        /// skipped.
         ///
         /// # Errors
         ///
@@ -639,12 +854,19 @@ mod nonblocking {
             buf: &mut Vec<u8>,
             timeout: Duration,
         ) -> Result<(), RequestError> {
-            let want = self.send_request(data).await?;
+            self.book.forget_abandoned();
             let deadline = Instant::now().checked_add(timeout);
+            let want = self.send_until(data, deadline).await?;
+            // Set until this call returns: a dropped future leaves it for the next call.
+            self.book.awaiting = Some(want);
             loop {
                 let got = self.next_reply(buf, left(deadline)).await;
-                if self.book.settle(want, got, buf)? {
-                    return Ok(());
+                match self.book.settle(want, got, buf) {
+                    Ok(false) => {}
+                    done => {
+                        self.book.awaiting = None;
+                        return done.map(|_| ());
+                    }
                 }
             }
         }

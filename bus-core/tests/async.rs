@@ -507,6 +507,75 @@ fn an_async_client_gets_replies_then_server_gone_when_the_server_leaves() {
     });
 }
 
+/// Review of round 2: an async `request` dropped after it was sent (under
+/// `tokio::time::timeout`, the common way) stayed in flight for ever, and its late reply
+/// turned up in a later `recv_reply` under an id the caller never saw.
+#[test]
+fn a_dropped_async_request_is_forgotten_and_its_late_reply_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let requests = bus(&dir, "rq.bus", 1 << 14, Mode::Reliable);
+    let replies = bus(&dir, "rp.bus", 1 << 14, Mode::Reliable);
+    let mut server = bus_core::Server::new(&requests, &replies).unwrap();
+    let serving = std::thread::spawn(move || {
+        // Two requests, each answered 20 ms after it came.
+        for _ in 0..2 {
+            let req = server.recv_timeout(Duration::from_secs(30)).unwrap();
+            let (to, data) = (req.reply_to(), req.data.to_vec());
+            std::thread::sleep(Duration::from_millis(20));
+            server.reply(to, &data).unwrap();
+        }
+        server
+    });
+    let mut client = bus_core::AsyncClient::new(&requests, &replies).unwrap();
+    current_thread().block_on(async {
+        let mut buf = Vec::new();
+        let early = tokio::time::timeout(
+            Duration::from_millis(1),
+            client.request(b"a", &mut buf, Duration::from_secs(10)),
+        )
+        .await;
+        assert!(early.is_err(), "dropped by the outer timeout: {early:?}");
+        assert_eq!(client.in_flight(), 0, "the dropped request does not count");
+        client
+            .request(b"b", &mut buf, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(buf, b"b", "its own reply, not the dropped one's");
+        assert_eq!(client.in_flight(), 0);
+        assert_eq!(
+            client.recv_reply(&mut buf, Duration::from_millis(50)).await,
+            Err(bus_core::RequestError::Timeout),
+            "the late reply to the dropped request is skipped"
+        );
+    });
+    drop(serving.join().unwrap());
+}
+
+/// `AsyncPublisher::send_timeout` gives up on a full reliable ring at its deadline (with any
+/// timeout, zero included) and sends when there is room.
+#[test]
+fn an_async_send_with_a_timeout_gives_up_on_a_full_ring() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = bus(&dir, "s.bus", 4096, Mode::Reliable);
+    let _sub = b.subscribe(Start::Latest).unwrap();
+    let mut publ = b.publisher().unwrap().into_async().unwrap();
+    current_thread().block_on(async {
+        while publ.try_send(&[1; 500]).is_ok() {}
+        for t in [Duration::ZERO, Duration::from_millis(30)] {
+            let started = Instant::now();
+            assert_eq!(
+                publ.send_timeout(&[1; 500], t).await,
+                Err(bus_core::SendTimeoutError::Timeout)
+            );
+            assert!(started.elapsed() >= t);
+        }
+        assert!(matches!(
+            publ.send_timeout(&[0; 2000], Duration::MAX).await,
+            Err(bus_core::SendTimeoutError::MessageTooLarge { .. })
+        ));
+    });
+}
+
 #[test]
 fn an_async_receive_with_a_timeout_needs_no_runtime_timer() {
     // A runtime built without its time driver: only the waiter thread can end this wait.

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use bus_core::{Bus, BusOptions, Client, ConnectError, RequestError, Server, Start};
+use bus_core::{Bus, BusOptions, Client, ConnectError, Mode, RequestError, Server, Start};
 use testkit::Procs;
 
 const PEER: &str = env!("CARGO_BIN_EXE_bus-peer");
@@ -139,4 +139,183 @@ fn a_server_skips_frames_too_short_to_be_requests() {
     tap.recv(&mut buf).unwrap();
     assert_eq!(&buf[16..], b"ok");
     assert_eq!(&buf[..8], &to.client.to_le_bytes());
+}
+
+/// Runs `f` on a thread and waits at most `limit` for it: a hang fails the test (the thread is
+/// left behind) instead of stalling the suite.
+fn bounded<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit)
+        .expect("watchdog: the call did not return in time")
+}
+
+fn small_buses(dir: &tempfile::TempDir, replies_mode: Mode) -> (Bus, Bus) {
+    let opts = BusOptions::new().capacity(4096).max_message(1024);
+    let requests = Bus::create(dir.path().join("rq.bus"), &opts).unwrap();
+    let replies = Bus::create(dir.path().join("rp.bus"), &opts.mode(replies_mode)).unwrap();
+    (requests, replies)
+}
+
+/// Review of round 2: `request`'s timeout did not cover sending, so a request to a live server
+/// that had stopped reading (a full reliable requests ring) never returned.
+#[test]
+fn a_request_timeout_covers_the_wait_for_room_to_send() {
+    let dir = tempfile::tempdir().unwrap();
+    let (requests, replies) = small_buses(&dir, Mode::Reliable);
+    let server = Server::new(&requests, &replies).unwrap();
+    let results = bounded(Duration::from_secs(20), move || {
+        let mut client = Client::new(&requests, &replies).unwrap();
+        let mut buf = Vec::new();
+        let r: Vec<_> = (0..8)
+            .map(|_| client.request(&[1; 1000], &mut buf, Duration::from_millis(50)))
+            .collect();
+        (r, client.in_flight())
+    });
+    drop(server);
+    // Each fits until the ring is full; every one of them ends in a timeout.
+    assert!(
+        results.0.iter().all(|r| *r == Err(RequestError::Timeout)),
+        "{results:?}"
+    );
+    assert_eq!(results.1, 0, "timed-out requests are forgotten");
+}
+
+/// Review of round 2: a reply for another client was taken as "wait on" without a look at
+/// the deadline, so while others' replies kept coming a request outlived its timeout (for
+/// ever, under a steady stream). Here the replies ring is full of them: a request with a zero
+/// timeout must give up after the first, not read them all (a ring it read would have room
+/// again).
+#[test]
+fn other_clients_replies_streaming_by_do_not_hold_a_request_past_its_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let (requests, replies) = small_buses(&dir, Mode::Reliable);
+    let _server = Server::new(&requests, &replies).unwrap();
+    let mut client = Client::new(&requests, &replies).unwrap();
+    let mut others = replies.publisher().unwrap();
+    let frame = [0xAAu8; 24];
+    let mut queued = 0;
+    while others.try_send(&frame).is_ok() {
+        queued += 1;
+    }
+    assert!(queued > 50, "{queued}");
+    let mut buf = Vec::new();
+    assert_eq!(
+        client.request(b"anyone?", &mut buf, Duration::ZERO),
+        Err(RequestError::Timeout)
+    );
+    let room = (0..queued)
+        .take_while(|_| others.try_send(&frame).is_ok())
+        .count();
+    assert!(
+        room < 8,
+        "the request read {room} others' replies past its deadline"
+    );
+}
+
+/// Review of round 2: on a lossy replies bus a lap (almost always over other clients'
+/// replies) failed the request in flight with `Lost` and dropped its reply, which came next.
+#[test]
+fn a_lapped_client_on_a_lossy_replies_bus_still_gets_its_reply() {
+    let dir = tempfile::tempdir().unwrap();
+    let (requests, replies) = small_buses(&dir, Mode::Lossy);
+    let mut server = Server::new(&requests, &replies).unwrap();
+    let mut client = Client::new(&requests, &replies).unwrap();
+    let id = client.send_request(b"mine").unwrap();
+    let to = server
+        .recv_timeout(Duration::from_secs(5))
+        .unwrap()
+        .reply_to();
+    assert_eq!(to.id, id);
+    // Other clients' replies lap this client several times before its own comes.
+    for i in 0..200u64 {
+        server
+            .reply(
+                bus_core::ReplyTo {
+                    client: !client.id(),
+                    id: i,
+                },
+                &[0; 100],
+            )
+            .unwrap();
+    }
+    server.reply(to, b"re:mine").unwrap();
+    let mut buf = Vec::new();
+    assert_eq!(client.recv_reply(&mut buf, Duration::from_secs(5)), Ok(id));
+    assert_eq!(buf, b"re:mine");
+    assert!(client.replies_lost() > 0, "the lap was counted");
+}
+
+/// A client that keeps its handle without reading: on a lossy replies bus it only loses
+/// replies (and says so when it next waits), the server and every other client go on; on a
+/// reliable one `reply_timeout` bounds the server's wait instead of hanging it.
+#[test]
+fn an_idle_client_does_not_hold_the_server_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let (requests, replies) = small_buses(&dir, Mode::Lossy);
+    let mut server = Server::new(&requests, &replies).unwrap();
+    let mut idle = Client::new(&requests, &replies).unwrap();
+    let (rq, rp) = (requests.clone(), replies.clone());
+    let serving = std::thread::spawn(move || {
+        server
+            .serve(|req, out| {
+                out.extend_from_slice(req.data);
+                req.data != b"stop"
+            })
+            .unwrap();
+    });
+    bounded(Duration::from_secs(60), move || {
+        let mut c = Client::new(&rq, &rp).unwrap();
+        let mut buf = Vec::new();
+        for i in 0..2000u32 {
+            c.request(&i.to_le_bytes(), &mut buf, Duration::from_secs(10))
+                .unwrap();
+            assert_eq!(buf, i.to_le_bytes());
+        }
+        c.request(b"stop", &mut buf, Duration::from_secs(10))
+            .unwrap();
+    });
+    serving.join().unwrap();
+    // (The server has stopped: the idle client's next wait reads what is left, then says so.)
+    let mut buf = Vec::new();
+    assert_eq!(
+        idle.recv_reply(&mut buf, Duration::from_secs(5)),
+        Err(RequestError::ServerGone)
+    );
+    assert!(idle.replies_lost() > 0, "it was lapped");
+
+    let dir = tempfile::tempdir().unwrap();
+    let (requests, replies) = small_buses(&dir, Mode::Reliable);
+    let mut server = Server::new(&requests, &replies).unwrap();
+    let _idle = Client::new(&requests, &replies).unwrap();
+    let to = bus_core::ReplyTo { client: 1, id: 1 };
+    let outcome = bounded(Duration::from_secs(20), move || {
+        (0..100)
+            .map(|_| server.reply_timeout(to, &[0; 500], Duration::from_millis(20)))
+            .find(Result::is_err)
+    });
+    assert_eq!(outcome, Some(Err(bus_core::SendTimeoutError::Timeout)));
+}
+
+/// Review of round 2: one bus for both roles was accepted, and a client then read its own
+/// request back as the reply.
+#[test]
+fn one_bus_for_requests_and_replies_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (requests, replies, rq, _) = buses(&dir);
+    let again = Bus::open(&rq).unwrap();
+    assert_eq!(
+        Server::new(&requests, &requests).unwrap_err(),
+        ConnectError::SameBus
+    );
+    let _server = Server::new(&requests, &replies).unwrap();
+    assert_eq!(
+        Client::new(&requests, &again).unwrap_err(),
+        ConnectError::SameBus,
+        "the same file opened twice"
+    );
+    // A client on two buses still connects.
+    Client::new(&requests, &replies).unwrap();
 }
