@@ -279,7 +279,20 @@ impl<T: Serialize + ?Sized, C: Codec> TypedPublisher<T, C> {
         let mut loan = loan(&mut self.inner, len).map_err(TypedSendError::send)?;
         // An encode error drops the loan uncommitted: abandoned, never delivered.
         let written = C::encode(value, &mut loan)?;
-        debug_assert_eq!(written, len);
+        if written != len {
+            // A value that changed between the two passes (a field behind a lock or an
+            // atomic), or a codec whose size is not exact: committing would publish stale
+            // ring bytes after the value, which no subscriber decodes. Abandoned instead.
+            return Err(CodecError::Encode {
+                codec: C::NAME,
+                message: format!(
+                    "the value encoded to {written} bytes where its size pass said {len} \
+                     (it changed between the two, or the codec's size is not exact); \
+                     nothing was published"
+                ),
+            }
+            .into());
+        }
         loan.commit().map_err(TypedSendError::send)
     }
 

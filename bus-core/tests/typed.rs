@@ -351,3 +351,49 @@ fn a_type_serde_reflection_cannot_trace_is_recorded_by_name() {
     let _ = sub.recv_timeout(Duration::from_secs(1));
     assert!(TypedSubscriber::<Order>::new(bus.subscribe(Start::Latest).unwrap()).is_err());
 }
+
+/// A codec whose size pass says one byte more than it writes: a value that changes between
+/// the two passes does the same. Review of round 2: the send committed the whole loan, stale
+/// ring byte included, and every subscriber then got `TrailingBytes`; it is now an encode
+/// error, nothing is published, and the next message goes through.
+struct Inexact;
+
+impl bus_core::Codec for Inexact {
+    const NAME: &'static str = "inexact";
+    fn encoded_len<T: Serialize + ?Sized>(_: &T) -> Result<usize, bus_core::CodecError> {
+        Ok(9)
+    }
+    fn encode<T: Serialize + ?Sized>(
+        value: &T,
+        buf: &mut [u8],
+    ) -> Result<usize, bus_core::CodecError> {
+        bus_core::Postcard::encode(value, buf)
+    }
+    fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, bus_core::CodecError> {
+        bus_core::Postcard::decode(bytes)
+    }
+}
+
+#[test]
+fn a_value_that_encodes_shorter_than_its_size_is_not_published() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = typed_bus(&dir);
+    let mut sub = bus.subscribe(Start::Latest).unwrap();
+    let mut publ = TypedPublisher::<[u8; 8], Inexact>::new_unchecked(bus.publisher().unwrap());
+    let err = publ.send(&[7; 8]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("encoded to 8 bytes where its size pass said 9"),
+        "{err}"
+    );
+    let mut buf = Vec::new();
+    assert_eq!(
+        sub.try_recv(&mut buf),
+        Err(bus_core::TryRecvError::Empty),
+        "nothing was delivered"
+    );
+    let mut exact = TypedPublisher::<[u8; 8]>::new_unchecked(bus.publisher().unwrap());
+    exact.send(&[1; 8]).unwrap();
+    sub.recv(&mut buf).unwrap();
+    assert_eq!(buf, [1; 8]);
+}
