@@ -319,11 +319,27 @@ pub fn plural(n: u64, one: &str, many: &str) -> String {
     }
 }
 
-/// Creates the default directory (0700) when BUS is a bare name.
+/// Creates the default directory (0700) when BUS is a bare name, and refuses one that anyone
+/// may write to without the sticky bit: there any user could rename or delete the buses
+/// made in it (say, another user made `/dev/shm/shmbus` first, with mode 0777).
 pub fn ensure_parent(bus: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
     if !bus.contains('/') {
         let dir = bus_core::default_dir();
         bus_core::ensure_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let mode = std::fs::metadata(&dir)
+            .with_context(|| format!("cannot look at {}", dir.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o002 != 0 && mode & 0o1000 == 0 {
+            anyhow::bail!(
+                "the bus directory {} is writable by every user (mode {:04o}) without the \
+                 sticky bit, so anyone could rename or delete its buses: make it private \
+                 (chmod 700) or sticky (chmod +t), or set SHMBUS_DIR to a directory of your own",
+                dir.display(),
+                mode & 0o7777
+            );
+        }
     }
     Ok(())
 }

@@ -649,6 +649,29 @@ fn the_default_directory_is_created_private() {
     assert!(dir.join("fresh.bus").exists());
 }
 
+/// Review of round 2: a default directory another user made first with mode 0777 was used as
+/// it was, so anyone could rename or delete the buses created in it. Refused now (unless it
+/// is sticky, as /tmp is), with what to do.
+#[test]
+fn a_bus_directory_anyone_may_write_to_is_refused_unless_sticky() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let set = |mode| {
+        std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    set(0o777);
+    assert_fails(
+        &env.run(&["create", "open"], b""),
+        1,
+        "is writable by every user (mode 0777) without the sticky bit",
+    );
+    assert!(!env.path("open").exists());
+    set(0o1777);
+    env.ok(&["create", "sticky"]);
+    set(0o700);
+    env.ok(&["pub", "private", "--create", "x"]);
+}
+
 #[test]
 fn stat_watch_refreshes_with_rates_until_interrupted() {
     let env = Env::new();
