@@ -641,16 +641,21 @@ fn file_id(path: &Path) -> std::io::Result<(u64, u64)> {
 }
 
 /// Opens BUS for watching, with the identity of the file opened: the same before and after
-/// the open, so that a file replaced meanwhile is not taken for the one mapped.
+/// the open, so that a file replaced meanwhile is not taken for the one mapped. A path
+/// replaced again and again (a crash loop re-creating it) is tried for about a second.
 fn open_identified(bus: &str) -> anyhow::Result<(Bus, (u64, u64))> {
     let path = bus_path(bus);
-    loop {
+    for _ in 0..100 {
         let before = file_id(&path);
         let opened = open_observer(bus)?;
         match (before, file_id(&path)) {
             (Ok(a), Ok(b)) if a == b => return Ok((opened, a)),
             // Replaced (or removed) while we opened it: look again.
-            _ => continue,
+            _ => std::thread::sleep(Duration::from_millis(10)),
         }
     }
+    bail!(
+        "bus {}: the file keeps being replaced while it is opened",
+        path.display()
+    )
 }

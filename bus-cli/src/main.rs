@@ -319,29 +319,46 @@ pub fn plural(n: u64, one: &str, many: &str) -> String {
     }
 }
 
-/// Creates the default directory (0700) when BUS is a bare name, and refuses one that anyone
-/// may write to without the sticky bit: there any user could rename or delete the buses
-/// made in it (say, another user made `/dev/shm/shmbus` first, with mode 0777).
+/// Creates the default directory (0700) when BUS is a bare name, and refuses one where other
+/// users could rename or delete the buses made in it ([`unsafe_dir`]): say, another user
+/// made `/dev/shm/shmbus` first, with mode 0777 or 1777.
 pub fn ensure_parent(bus: &str) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::MetadataExt;
     if !bus.contains('/') {
         let dir = bus_core::default_dir();
         bus_core::ensure_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let mode = std::fs::metadata(&dir)
-            .with_context(|| format!("cannot look at {}", dir.display()))?
-            .permissions()
-            .mode();
-        if mode & 0o002 != 0 && mode & 0o1000 == 0 {
+        let meta =
+            std::fs::metadata(&dir).with_context(|| format!("cannot look at {}", dir.display()))?;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        if let Some(why) = unsafe_dir(meta.mode(), meta.uid(), me) {
             anyhow::bail!(
-                "the bus directory {} is writable by every user (mode {:04o}) without the \
-                 sticky bit, so anyone could rename or delete its buses: make it private \
-                 (chmod 700) or sticky (chmod +t), or set SHMBUS_DIR to a directory of your own",
-                dir.display(),
-                mode & 0o7777
+                "the bus directory {} {why}, so others could rename or delete its buses: \
+                 set SHMBUS_DIR to a directory of your own (or fix that one: chmod 700)",
+                dir.display()
             );
         }
     }
     Ok(())
+}
+
+/// Why a directory of `mode`, owned by `owner`, would let users other than `me` rename or
+/// delete files in it: writable by everyone without the sticky bit, or by anyone else at all
+/// when another user (not root) owns it (the owner of a sticky directory may still remove
+/// anything in it). `None` when it is safe.
+fn unsafe_dir(mode: u32, owner: u32, me: u32) -> Option<String> {
+    let bits = mode & 0o7777;
+    if mode & 0o002 != 0 && mode & 0o1000 == 0 {
+        return Some(format!(
+            "is writable by every user (mode {bits:04o}) without the sticky bit"
+        ));
+    }
+    if owner != me && owner != 0 && mode & 0o022 != 0 {
+        return Some(format!(
+            "belongs to another user (uid {owner}) and is writable by others (mode {bits:04o})"
+        ));
+    }
+    None
 }
 
 /// Bus options from the shared creation flags.
@@ -367,6 +384,29 @@ pub fn bus_options(o: &CreateOpts) -> anyhow::Result<BusOptions> {
 #[cfg(test)]
 mod tests {
     use super::edit_distance;
+
+    #[test]
+    fn a_directory_others_could_rename_our_buses_in_is_refused() {
+        use super::unsafe_dir;
+        let (me, other, root) = (1000, 1001, 0);
+        for (mode, owner, refused) in [
+            (0o700, me, false),
+            (0o770, me, false),    // our group directory: our choice
+            (0o1777, me, false),   // sticky, and we own it
+            (0o1777, root, false), // as /tmp
+            (0o777, me, true),
+            (0o777, root, true),
+            (0o1777, other, true), // its owner may remove anything
+            (0o775, other, true),
+            (0o755, other, false), // we cannot write there either (a plain EACCES)
+        ] {
+            assert_eq!(
+                unsafe_dir(0o040000 | mode, owner, me).is_some(),
+                refused,
+                "mode {mode:o} owned by {owner}"
+            );
+        }
+    }
 
     #[test]
     fn edit_distance_counts_a_swap_as_one() {

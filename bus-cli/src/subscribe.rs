@@ -193,9 +193,23 @@ pub fn run(args: &SubArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Whether `fd` is a pipe or socket whose reading end is closed: a write to it could only
-/// fail. (Terminals and files never say so; nor does a pipe with a reader.)
+/// Whether `fd` is a pipe whose reading end is closed (POLLERR), or a stream socket whose
+/// peer has shut down (POLLHUP): a write could only fail. Anything else is never taken for
+/// gone: a terminal, a file, a pipe with a reader, and a socket with a pending error that a
+/// write should report itself (a datagram socket after an ICMP "refused", say).
 fn reader_gone(fd: libc::c_int) -> bool {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes a whole `stat` into the buffer we own, or fails and writes none.
+    if unsafe { libc::fstat(fd, st.as_mut_ptr()) } != 0 {
+        return false;
+    }
+    // SAFETY: fstat succeeded, so it initialised `st`.
+    let kind = unsafe { st.assume_init() }.st_mode & libc::S_IFMT;
+    let gone = match kind {
+        libc::S_IFIFO => libc::POLLERR | libc::POLLHUP,
+        libc::S_IFSOCK => libc::POLLHUP,
+        _ => return false,
+    };
     let mut fds = [libc::pollfd {
         fd,
         events: 0,
@@ -203,7 +217,7 @@ fn reader_gone(fd: libc::c_int) -> bool {
     }];
     // SAFETY: one valid pollfd and its length; a zero timeout; a plain system call.
     let n = unsafe { libc::poll(fds.as_mut_ptr(), 1, 0) };
-    n > 0 && fds[0].revents & (libc::POLLERR | libc::POLLHUP) != 0
+    n > 0 && fds[0].revents & gone != 0
 }
 
 fn from_oldest_hint(path: &std::path::Path, held: u64) -> String {

@@ -597,6 +597,47 @@ fn a_subscriber_on_a_quiet_bus_ends_when_its_reader_goes() {
     assert!(st.subscribers.is_empty(), "{:?}", st.subscribers);
 }
 
+/// The same with a stream socket for stdout (its peer shuts down); and a file for stdout is
+/// never taken for a reader that went away (`sub` runs to its timeout, 124).
+#[test]
+fn a_subscriber_ends_with_its_socket_peer_but_not_on_a_file() {
+    let env = Env::new();
+    env.ok(&["create", "s"]);
+    env.ok(&["pub", "s", "--count", "1", "--size", "8"]);
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let mut child = env
+        .cmd(&["sub", "s", "--from", "oldest", "--format", "hex"])
+        .stdout(std::os::fd::OwnedFd::from(theirs))
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let watchdog = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(30));
+        // SAFETY: signalling our own child; harmless if it already exited.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    });
+    let mut line = [0u8; 17];
+    std::io::Read::read_exact(&mut &ours, &mut line).unwrap();
+    drop(ours);
+    let status = child.wait().unwrap();
+    drop(watchdog);
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{status:?} (SIGKILL: the watchdog; it hung)"
+    );
+
+    let out = std::fs::File::create(env.dir.path().join("out.txt")).unwrap();
+    let status = env
+        .cmd(&["sub", "s", "--from", "oldest", "--timeout", "300ms"])
+        .stdout(out)
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(124), "ran to its timeout: {status:?}");
+    let written = std::fs::read(env.dir.path().join("out.txt")).unwrap();
+    assert_eq!(written.len(), 9, "one message of 8 bytes and its newline");
+}
+
 #[test]
 fn completions_are_generated() {
     let env = Env::new();

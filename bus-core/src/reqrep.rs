@@ -12,16 +12,18 @@
 //! without reading (between requests, say) therefore holds the server's replies up once the
 //! ring is full, and with them every other client: make the replies bus *lossy*, where such
 //! a client is only lapped (it loses replies it was not waiting for; a reply it waits for
-//! and loses shows as a timeout, counted in [`Client::replies_lost`]), or answer with
-//! [`Server::reply_timeout`].
+//! and loses ends the wait at its deadline with a timeout, or at once with
+//! [`RecvError::Lost`] when it has none; laps are counted in [`Client::replies_lost`]), or
+//! answer with [`Server::reply_timeout`].
 //!
 //! A client knows *which* server it talks to: the producers on the replies bus when it
 //! connected (their slots and join times). While it waits for a reply it looks at them every
-//! 10 ms; when none of them is alive any more it returns [`RequestError::ServerGone`] at once,
-//! instead of waiting out its timeout. Their liveness is their slots' OFD locks, which die
+//! 10 ms; when none of them is alive any more it takes the replies already in the ring (for
+//! 10 ms at most: a server's last reply comes before its death) and returns
+//! [`RequestError::ServerGone`], instead of waiting out its timeout. Their liveness is their slots' OFD locks, which die
 //! with their processes, so a server killed with SIGKILL is noticed like one that exits.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::{
@@ -70,7 +72,8 @@ pub enum RequestError {
     /// or publishing it failed.
     #[error("sending the request: {0}")]
     Send(#[from] SendError),
-    /// Receiving replies failed (a loss on a lossy replies bus, a corrupt record).
+    /// Receiving replies failed: a corrupt record, or, on a lossy replies bus and only for a
+    /// wait without a deadline, a lap that may have taken the reply waited for.
     #[error("receiving replies: {0}")]
     Recv(#[from] RecvError),
 }
@@ -336,9 +339,10 @@ struct Book {
     next: u64,
     watch: ServerWatch,
     frame: Vec<u8>,
-    /// Requests sent and not answered yet (a reply to anything else is dropped: a request
-    /// that timed out, say).
-    outstanding: HashSet<u64>,
+    /// Requests sent and not answered yet, with the replies bus's tail position just before
+    /// each was sent (its reply can only be at or after it). A reply to anything else is
+    /// dropped: a request that timed out, say.
+    outstanding: HashMap<u64, u64>,
     /// Replies that arrived while `request` waited for another one.
     stash: HashMap<u64, Vec<u8>>,
     /// The request an async `request` is waiting for: still set when the next call comes,
@@ -350,21 +354,46 @@ struct Book {
     lost: u64,
 }
 
-/// One wait for replies: when the server was first seen dead, if it was.
+/// One wait for replies.
 #[derive(Default)]
 struct Wait {
+    /// The request `request` waits for (`None`: `recv_reply`, any of them).
+    want: Option<u64>,
+    /// No deadline: a lap that may have taken the awaited reply ends the wait, which would
+    /// otherwise never end.
+    unbounded: bool,
+    /// Set when the server was first seen dead: from then on only what is already in the
+    /// ring is read, until this instant at most.
     last_pass_until: Option<Instant>,
+    /// The same once the deadline has passed: a reply already in the ring behind others'
+    /// is still taken, and a stream of others' replies holds the wait this long at most.
+    overtime_until: Option<Instant>,
 }
 
 impl Wait {
-    /// How long the next receive may wait: on the last pass, not at all (only what is
-    /// already in the ring).
+    fn new(want: Option<u64>, deadline: Option<Instant>) -> Wait {
+        Wait {
+            want,
+            unbounded: deadline.is_none(),
+            ..Wait::default()
+        }
+    }
+
+    /// How long the next receive may wait: on a last pass, not at all.
     fn slice(&self, left: Duration) -> Duration {
-        if self.last_pass_until.is_some() {
+        if self.last_pass_until.is_some() || self.overtime_until.is_some() {
             Duration::ZERO
         } else {
             left.min(LIVENESS_INTERVAL)
         }
+    }
+
+    /// On a last pass (started now if not yet), whether it is over: `drained` (the
+    /// receive found nothing) or its time is up.
+    fn pass_over(until: &mut Option<Instant>, drained: bool) -> bool {
+        let now = Instant::now();
+        let end = *until.get_or_insert(now + LIVENESS_INTERVAL);
+        drained || now >= end
     }
 }
 
@@ -375,7 +404,7 @@ impl Book {
             next: 0,
             watch: ServerWatch::new(replies)?,
             frame: Vec::new(),
-            outstanding: HashSet::new(),
+            outstanding: HashMap::new(),
             stash: HashMap::new(),
             awaiting: None,
             malformed: 0,
@@ -392,7 +421,7 @@ impl Book {
     }
 
     fn forget(&mut self, id: u64) -> bool {
-        let waiting = self.outstanding.remove(&id);
+        let waiting = self.outstanding.remove(&id).is_some();
         let stashed = self.stash.remove(&id).is_some();
         waiting || stashed
     }
@@ -401,22 +430,23 @@ impl Book {
     fn in_flight(&self) -> usize {
         let abandoned = self
             .awaiting
-            .is_some_and(|id| self.outstanding.contains(&id));
+            .is_some_and(|id| self.outstanding.contains_key(&id));
         self.outstanding.len() + self.stash.len() - usize::from(abandoned)
     }
 
-    /// Frames the next request in `self.frame`; returns its id (counted as sent by [`sent`]).
+    /// Frames the next request in `self.frame`; returns its id and the replies bus's tail
+    /// now (both for [`sent`]).
     ///
     /// [`sent`]: Book::sent
-    fn frame_request(&mut self, data: &[u8]) -> Result<u64, RequestError> {
+    fn frame_request(&mut self, data: &[u8]) -> Result<(u64, u64), RequestError> {
         self.watch.check()?;
         frame_into(&mut self.frame, self.id, self.next, data);
-        Ok(self.next)
+        Ok((self.next, crate::ring::latest(&self.watch.bus.shared.seg).0))
     }
 
-    fn sent(&mut self, id: u64) {
+    fn sent(&mut self, (id, replies_tail): (u64, u64)) {
         self.next += 1;
-        self.outstanding.insert(id);
+        self.outstanding.insert(id, replies_tail);
     }
 
     /// A reply kept for `recv_reply`.
@@ -428,19 +458,21 @@ impl Book {
 
     /// What one receive of the replies bus (waiting at most [`Wait::slice`]) means:
     /// `Some(Ok(id))` a reply to one of ours (in `buf`), `Some(Err)` the end of the wait,
-    /// `None` wait on. `left` was the time left before that receive.
+    /// `None` wait on. `left` was the time left before that receive, `now_at` the
+    /// subscriber's position after it.
     fn on_recv(
         &mut self,
         r: Result<crate::Message, RecvTimeoutError>,
         left: Duration,
         buf: &mut Vec<u8>,
         wait: &mut Wait,
+        now_at: u64,
     ) -> Option<Result<u64, RequestError>> {
         let drained = match r {
             Ok(_) => {
                 match split(&self.frame) {
                     Some((client, id, data))
-                        if client == self.id && self.outstanding.remove(&id) =>
+                        if client == self.id && self.outstanding.remove(&id).is_some() =>
                     {
                         buf.clear();
                         buf.extend_from_slice(data);
@@ -456,8 +488,35 @@ impl Book {
             Err(RecvTimeoutError::Timeout) => true,
             Err(RecvTimeoutError::Lost(n)) => {
                 // Lapped on a lossy replies bus. The lost replies are most likely other
-                // clients'; if ours was among them, the wait ends in a timeout.
+                // clients'; if ours was among them, a wait with a deadline ends in a timeout.
                 self.lost = self.lost.saturating_add(n);
+                if wait.unbounded {
+                    // Without one it would never end: a request whose reply may have been
+                    // in the lost range (it was sent before the position we resumed at)
+                    // is given up as lost.
+                    let maybe_lost = |sent_at: &u64| *sent_at < now_at;
+                    let gone: Vec<u64> = match wait.want {
+                        Some(w) => self
+                            .outstanding
+                            .get(&w)
+                            .filter(|t| maybe_lost(t))
+                            .map(|_| w)
+                            .into_iter()
+                            .collect(),
+                        None => self
+                            .outstanding
+                            .iter()
+                            .filter(|(_, t)| maybe_lost(t))
+                            .map(|(&id, _)| id)
+                            .collect(),
+                    };
+                    if !gone.is_empty() {
+                        for id in gone {
+                            self.outstanding.remove(&id);
+                        }
+                        return Some(Err(RecvError::Lost(n).into()));
+                    }
+                }
                 false
             }
             Err(RecvTimeoutError::Corrupt { position, problem }) => {
@@ -466,17 +525,19 @@ impl Book {
         };
         if let Err(gone) = self.watch.check() {
             // A server commits its last replies before it dies: take what is already in the
-            // ring (for a liveness interval at most) before saying it is gone.
-            let until = match wait.last_pass_until {
-                Some(until) => until,
-                None => {
-                    wait.last_pass_until = Some(Instant::now() + LIVENESS_INTERVAL);
-                    return None;
-                }
-            };
-            return (drained || Instant::now() >= until).then_some(Err(gone));
+            // ring (for a liveness interval at most) before saying it is gone. (The first
+            // look after it was seen dead always happens: the receive that found nothing
+            // may have come just before its last reply.)
+            let first = wait.last_pass_until.is_none();
+            let over = Wait::pass_over(&mut wait.last_pass_until, drained);
+            return (!first && over).then_some(Err(gone));
         }
-        left.is_zero().then_some(Err(RequestError::Timeout))
+        if left.is_zero() {
+            // Past the deadline, the replies already in the ring are still looked through.
+            return Wait::pass_over(&mut wait.overtime_until, drained)
+                .then_some(Err(RequestError::Timeout));
+        }
+        None
     }
 
     /// What `request` does with a reply that came for request `got` while it waits for
@@ -592,7 +653,7 @@ impl Client {
 
     /// Sends a request, waiting for room until `deadline` at most.
     fn send_until(&mut self, data: &[u8], deadline: Option<Instant>) -> Result<u64, RequestError> {
-        let id = self.book.frame_request(data)?;
+        let framed = self.book.frame_request(data)?;
         loop {
             let left = left(deadline);
             match self
@@ -611,8 +672,8 @@ impl Client {
                 },
             }
         }
-        self.book.sent(id);
-        Ok(id)
+        self.book.sent(framed);
+        Ok(framed.0)
     }
 
     /// Requests sent and not answered yet (replies kept for [`Client::recv_reply`] count
@@ -642,7 +703,7 @@ impl Client {
     ///
     /// # Errors
     ///
-    /// [`RequestError::ServerGone`] as soon as the server is seen dead (within 10 ms);
+    /// [`RequestError::ServerGone`] once the server is seen dead (within about 20 ms);
     /// [`RequestError::Timeout`]; a failed receive.
     pub fn recv_reply(
         &mut self,
@@ -652,18 +713,23 @@ impl Client {
         if let Some(id) = self.book.stashed(buf) {
             return Ok(id);
         }
-        self.next_reply(buf, timeout)
+        let deadline = Instant::now().checked_add(timeout);
+        self.next_reply(buf, Wait::new(None, deadline), deadline)
     }
 
-    fn next_reply(&mut self, buf: &mut Vec<u8>, timeout: Duration) -> Result<u64, RequestError> {
-        let deadline = Instant::now().checked_add(timeout);
-        let mut wait = Wait::default();
+    fn next_reply(
+        &mut self,
+        buf: &mut Vec<u8>,
+        mut wait: Wait,
+        deadline: Option<Instant>,
+    ) -> Result<u64, RequestError> {
         loop {
             let left = left(deadline);
             let r = self
                 .replies
                 .recv_timeout(&mut self.book.frame, wait.slice(left));
-            if let Some(r) = self.book.on_recv(r, left, buf, &mut wait) {
+            let at = self.replies.position();
+            if let Some(r) = self.book.on_recv(r, left, buf, &mut wait, at) {
                 return r;
             }
         }
@@ -686,7 +752,7 @@ impl Client {
         let deadline = Instant::now().checked_add(timeout);
         let want = self.send_until(data, deadline)?;
         loop {
-            let got = self.next_reply(buf, left(deadline));
+            let got = self.next_reply(buf, Wait::new(Some(want), deadline), deadline);
             if self.book.settle(want, got, buf)? {
                 return Ok(());
             }
@@ -780,7 +846,7 @@ mod nonblocking {
             data: &[u8],
             deadline: Option<Instant>,
         ) -> Result<u64, RequestError> {
-            let id = self.book.frame_request(data)?;
+            let framed = self.book.frame_request(data)?;
             loop {
                 let left = left(deadline);
                 match self
@@ -800,8 +866,8 @@ mod nonblocking {
                     },
                 }
             }
-            self.book.sent(id);
-            Ok(id)
+            self.book.sent(framed);
+            Ok(framed.0)
         }
 
         /// As [`Client::recv_reply`].
@@ -818,23 +884,25 @@ mod nonblocking {
             if let Some(id) = self.book.stashed(buf) {
                 return Ok(id);
             }
-            self.next_reply(buf, timeout).await
+            let deadline = Instant::now().checked_add(timeout);
+            self.next_reply(buf, Wait::new(None, deadline), deadline)
+                .await
         }
 
         async fn next_reply(
             &mut self,
             buf: &mut Vec<u8>,
-            timeout: Duration,
+            mut wait: Wait,
+            deadline: Option<Instant>,
         ) -> Result<u64, RequestError> {
-            let deadline = Instant::now().checked_add(timeout);
-            let mut wait = Wait::default();
             loop {
                 let left = left(deadline);
                 let r = self
                     .replies
                     .recv_timeout(&mut self.book.frame, wait.slice(left))
                     .await;
-                if let Some(r) = self.book.on_recv(r, left, buf, &mut wait) {
+                let at = self.replies.get_ref().position();
+                if let Some(r) = self.book.on_recv(r, left, buf, &mut wait, at) {
                     return r;
                 }
             }
@@ -860,7 +928,9 @@ mod nonblocking {
             // Set until this call returns: a dropped future leaves it for the next call.
             self.book.awaiting = Some(want);
             loop {
-                let got = self.next_reply(buf, left(deadline)).await;
+                let got = self
+                    .next_reply(buf, Wait::new(Some(want), deadline), deadline)
+                    .await;
                 match self.book.settle(want, got, buf) {
                     Ok(false) => {}
                     done => {

@@ -185,13 +185,19 @@ fn a_request_timeout_covers_the_wait_for_room_to_send() {
 
 /// Review of round 2: a reply for another client was taken as "wait on" without a look at
 /// the deadline, so while others' replies kept coming a request outlived its timeout (for
-/// ever, under a steady stream). Here the replies ring is full of them: a request with a zero
-/// timeout must give up after the first, not read them all (a ring it read would have room
-/// again).
+/// ever, under a steady stream). Past its deadline a wait now looks through what is already
+/// in the ring for one liveness interval (10 ms) at most: here the ring holds over a million
+/// of others' replies, far more than that reads, and a request with a zero timeout must not
+/// read them all (had it, the ring would have room again).
 #[test]
 fn other_clients_replies_streaming_by_do_not_hold_a_request_past_its_timeout() {
     let dir = tempfile::tempdir().unwrap();
-    let (requests, replies) = small_buses(&dir, Mode::Reliable);
+    let requests = Bus::create(dir.path().join("rq.bus"), &BusOptions::new()).unwrap();
+    let replies = Bus::create(
+        dir.path().join("rp.bus"),
+        &BusOptions::new().capacity(64 << 20),
+    )
+    .unwrap();
     let _server = Server::new(&requests, &replies).unwrap();
     let mut client = Client::new(&requests, &replies).unwrap();
     let mut others = replies.publisher().unwrap();
@@ -200,7 +206,7 @@ fn other_clients_replies_streaming_by_do_not_hold_a_request_past_its_timeout() {
     while others.try_send(&frame).is_ok() {
         queued += 1;
     }
-    assert!(queued > 50, "{queued}");
+    assert!(queued > 1_000_000, "{queued}");
     let mut buf = Vec::new();
     assert_eq!(
         client.request(b"anyone?", &mut buf, Duration::ZERO),
@@ -210,9 +216,72 @@ fn other_clients_replies_streaming_by_do_not_hold_a_request_past_its_timeout() {
         .take_while(|_| others.try_send(&frame).is_ok())
         .count();
     assert!(
-        room < 8,
-        "the request read {room} others' replies past its deadline"
+        room < queued / 2,
+        "the request read {room} of {queued} others' replies past its deadline"
     );
+}
+
+/// Review of the fix above: past the deadline, a reply already in the ring behind another
+/// client's is still taken (a zero timeout used to stop at the first other reply).
+#[test]
+fn a_zero_timeout_still_takes_a_reply_behind_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let (requests, replies) = small_buses(&dir, Mode::Reliable);
+    let mut server = replies.publisher().unwrap();
+    let mut client = Client::new(&requests, &replies).unwrap();
+    let id = client.send_request(b"q").unwrap();
+    let frame = |c: u64, i: u64, d: &[u8]| [&c.to_le_bytes()[..], &i.to_le_bytes(), d].concat();
+    server.send(&frame(!client.id(), id, b"not yours")).unwrap();
+    server.send(&frame(client.id(), id, b"yours")).unwrap();
+    let mut buf = Vec::new();
+    assert_eq!(client.recv_reply(&mut buf, Duration::ZERO), Ok(id));
+    assert_eq!(buf, b"yours");
+}
+
+/// Review of the lap fix: with no deadline (`Duration::MAX`) a lap that may have taken the
+/// awaited reply ends the wait with `Lost` (it would never end otherwise) and the request is
+/// no longer in flight; a lap entirely before the request was sent does not.
+#[test]
+fn a_wait_without_a_deadline_ends_when_a_lap_may_have_taken_its_reply() {
+    let dir = tempfile::tempdir().unwrap();
+    let (requests, replies) = small_buses(&dir, Mode::Lossy);
+    let mut server = Server::new(&requests, &replies).unwrap();
+    let mut client = Client::new(&requests, &replies).unwrap();
+    let flood = |server: &mut Server| {
+        for i in 0..200 {
+            let to = bus_core::ReplyTo { client: 7, id: i };
+            server.reply(to, &[0; 100]).unwrap();
+        }
+    };
+    // A lap before the request: its reply is still coming, the wait goes on and gets it.
+    flood(&mut server);
+    let id = client.send_request(b"a").unwrap();
+    let to = server
+        .recv_timeout(Duration::from_secs(5))
+        .unwrap()
+        .reply_to();
+    server.reply(to, b"re:a").unwrap();
+    let mut buf = Vec::new();
+    assert_eq!(client.recv_reply(&mut buf, Duration::MAX), Ok(id));
+    // A lap after it, over its reply: Lost, not a wait for ever.
+    let id = client.send_request(b"b").unwrap();
+    let to = server
+        .recv_timeout(Duration::from_secs(5))
+        .unwrap()
+        .reply_to();
+    assert_eq!(to.id, id);
+    server.reply(to, b"re:b").unwrap();
+    flood(&mut server);
+    let (r, in_flight) = bounded(Duration::from_secs(20), move || {
+        let mut buf = Vec::new();
+        let r = client.recv_reply(&mut buf, Duration::MAX);
+        (r, client.in_flight())
+    });
+    assert!(
+        matches!(r, Err(RequestError::Recv(bus_core::RecvError::Lost(_)))),
+        "{r:?}"
+    );
+    assert_eq!(in_flight, 0);
 }
 
 /// Review of round 2: on a lossy replies bus a lap (almost always over other clients'
