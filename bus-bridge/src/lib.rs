@@ -151,6 +151,62 @@ struct Opened {
     dir: PathBuf,
 }
 
+/// The JetStream consumer of an import link: bridge name, bus file stem and subject.
+fn durable_name(bridge: &str, link: &args::LinkSpec) -> String {
+    let stem = link
+        .path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    id::consumer_name(&format!("shmbus-{bridge}-{stem}-{}", link.subject))
+}
+
+/// Refuses two reliable links that would share a state file or a JetStream consumer: their names are
+/// made from the subject (and bus) with every character but letters, digits, '-' and '_'
+/// as '_', so `app.events` and `app_events` into one bus meet. (Kept as they are, rather
+/// than made unique, so that the consumers and state files of running bridges are found
+/// again after an upgrade.)
+fn refuse_shared_names(plan: &args::Plan, buses: &HashMap<PathBuf, Opened>) -> anyhow::Result<()> {
+    let mut taken: HashMap<String, &args::LinkSpec> = HashMap::new();
+    let show = |l: &args::LinkSpec| {
+        if l.export {
+            format!("--out {}={}", l.bus, l.subject)
+        } else {
+            format!("--in {}={}", l.subject, l.bus)
+        }
+    };
+    // Only reliable links keep state files and consumers.
+    for link in plan
+        .links
+        .iter()
+        .filter(|l| buses[&l.path].bus.mode() == Mode::Reliable)
+    {
+        let side = if link.export { "out" } else { "in" };
+        let file = buses[&link.path]
+            .dir
+            .join(format!("{side}-{}", id::sanitize(&link.subject)));
+        let mut names = vec![format!("state file {}.*", file.display())];
+        if !link.export {
+            names.push(format!(
+                "JetStream consumer {}",
+                durable_name(&plan.name, link)
+            ));
+        }
+        for name in names {
+            if let Some(other) = taken.insert(name.clone(), link) {
+                anyhow::bail!(
+                    "{} and {} would share the {name} (the bridge names them after the bus and \
+                     subject with every character but letters, digits, '-' and '_' as '_'): \
+                     rename one of the subjects or buses",
+                    show(other),
+                    show(link)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn run_async(args: &BridgeArgs, plan: args::Plan) -> anyhow::Result<ExitCode> {
     let json = args.json;
     // Open every bus first: a missing one is an error before anything reaches the network.
@@ -166,6 +222,7 @@ async fn run_async(args: &BridgeArgs, plan: args::Plan) -> anyhow::Result<ExitCo
         state::ensure_dir(&dir)?;
         buses.insert(link.path.clone(), Opened { bus, id, dir });
     }
+    refuse_shared_names(&plan, &buses)?;
     let mut marks: HashMap<PathBuf, Arc<Marks>> = HashMap::new();
     for link in plan.links.iter().filter(|l| l.export) {
         if plan.links.iter().any(|l| !l.export && l.path == link.path) {
@@ -225,19 +282,11 @@ async fn run_async(args: &BridgeArgs, plan: args::Plan) -> anyhow::Result<ExitCo
                 tasks.spawn(export::lossy(l, client.clone(), ready, stop));
             }
         } else {
-            let stem = link
-                .path
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
             let l = import::ImportLink {
                 bus: o.bus.clone(),
                 bus_id: o.id,
                 subject: link.subject.clone(),
-                durable: id::consumer_name(&format!(
-                    "shmbus-{}-{stem}-{}",
-                    plan.name, link.subject
-                )),
+                durable: durable_name(&plan.name, link),
                 state_dir: o.dir.clone(),
                 stats,
                 marks: m,

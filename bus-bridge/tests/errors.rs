@@ -167,6 +167,33 @@ fn missing_bus_and_unreachable_server() {
 
     let bus = tmp.path().join("a.bus");
     create_bus(&bus, 1 << 20, "reliable");
+    // Two reliable imports whose subjects differ only where the bridge's names have '_'
+    // would share a journal and a consumer (each would get part of the other's messages):
+    // refused before anything reaches the network. On a lossy bus (no state, no consumer)
+    // they are fine, and the run goes on to the unreachable server.
+    let shared = |bus: &std::path::Path| {
+        run(&strings(&[
+            "--nats",
+            "nats://127.0.0.1:1",
+            "--in",
+            &format!("app.events={}", bus.display()),
+            "--in",
+            &format!("app_events={}", bus.display()),
+            "--connect-timeout",
+            "1s",
+        ]))
+    };
+    let (code, err) = shared(&bus);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("--in app.events=") && err.contains("would share the state file"),
+        "{err}"
+    );
+    let lossy = tmp.path().join("l.bus");
+    create_bus(&lossy, 1 << 20, "lossy");
+    let (code, err) = shared(&lossy);
+    assert_eq!(code, 1, "{err}");
+    assert!(!err.contains("would share"), "{err}");
     let port = free_port();
     let (code, err) = run(&strings(&[
         "--nats",
