@@ -229,10 +229,9 @@ impl AsyncSubscriber {
     /// thread wakes the task at the deadline, so no runtime timer is needed).
     fn poll_ready(&mut self, cx: &mut Context<'_>, deadline: Option<Instant>) -> Poll<bool> {
         use crate::WaitStrategy;
-        if self.inner.probe() {
-            self.rest();
-            return Poll::Ready(true);
-        }
+        // The deadline first: the caller's receive has just looked, and a probe that keeps
+        // saying "ready" while the receive finds nothing (spurious, see `probe`) must not
+        // keep a timed wait from ending.
         let mut slice = self.inner.sleep_slice();
         if let Some(d) = deadline {
             let left = d.saturating_duration_since(Instant::now());
@@ -241,6 +240,10 @@ impl AsyncSubscriber {
                 return Poll::Ready(false);
             }
             slice = slice.min(left);
+        }
+        if self.inner.probe() {
+            self.rest();
+            return Poll::Ready(true);
         }
         if !self.park.parked {
             let spun = match self.inner.wait_strategy() {
