@@ -326,13 +326,16 @@ impl Bus {
     pub fn open_or_create(path: impl AsRef<Path>, options: &BusOptions) -> Result<Bus, OpenError> {
         let path = path.as_ref();
         for _ in 0..16 {
-            match Bus::create(path, options) {
-                Err(e) if e.kind == OpenErrorKind::AlreadyExists => {}
+            // Open first: a create reserves the whole ring before it finds the name taken,
+            // which fails on a file system without room for a second copy (a 64 MiB /dev/shm
+            // in a container) or in a directory the caller may not write to.
+            match Bus::open(path) {
+                Err(e) if e.kind == OpenErrorKind::NotFound => {}
                 other => return other,
             }
-            match Bus::open(path) {
-                // Removed between our create and open: try again.
-                Err(e) if e.kind == OpenErrorKind::NotFound => continue,
+            match Bus::create(path, options) {
+                // Created by another process between our open and create: open that one.
+                Err(e) if e.kind == OpenErrorKind::AlreadyExists => continue,
                 other => return other,
             }
         }

@@ -259,6 +259,43 @@ fn processes_racing_to_create_share_one_bus() {
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }
 
+/// Review of round 2: `open_or_create` created first, reserving a whole ring before it found
+/// the name taken, so on a file system without room for a second copy (a container's 64 MiB
+/// /dev/shm) it failed with NoSpace on a bus that existed. Here the process may not write a
+/// file past 4 KiB (RLIMIT_FSIZE): it must open the existing bus, as it now does first.
+#[test]
+fn open_or_create_opens_an_existing_bus_without_room_for_another() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("full.bus");
+    let bus = Bus::create(&path, &BusOptions::new().capacity(1 << 20)).unwrap();
+    let mut cmd = std::process::Command::new(PEER);
+    cmd.args(["create-or-open", path.to_str().unwrap()]);
+    // SAFETY: setrlimit and signal are async-signal-safe; they only change this child.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 4096,
+                rlim_max: 4096,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let mut procs = Procs::new(Duration::from_secs(60));
+    let peer = procs.spawn_command("create-or-open", cmd);
+    let line = procs.expect_line(peer, "created_unix_ns=");
+    assert_eq!(
+        line,
+        format!("created_unix_ns={}", bus.config().created_unix_ns),
+        "the existing bus"
+    );
+    procs.success(peer);
+}
+
 /// A producer holding a claim: stopped, it is waited for; killed, its record is skipped.
 fn a_dead_producers_claim_is_unblocked(mode: Mode) {
     let dir = tempfile::tempdir().unwrap();
