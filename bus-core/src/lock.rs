@@ -23,7 +23,16 @@
 //! which is idempotent).
 //!
 //! OFD locks conflict between open file descriptions, not between threads that share one, so
-//! a process-local mutex serialises the threads of this process first.
+//! a process-local mutex serialises the threads of this process first. A process forked from
+//! the one that opened the bus shares its open file description (a lock through it would
+//! not exclude the parent, and its unlock would release the parent's) and may have inherited
+//! the mutex locked by a thread it does not have: it takes the lock through a description of
+//! its own, reopened for each hold, which also excludes its own threads from each other.
+//!
+//! The liveness probe asks for *write* locks only: a process that may only read the file
+//! can take read locks on it, and must not make a dead participant look alive. (It can still
+//! make joins wait for the control lock and fail with [`LockError::Timeout`]: the kernel
+//! lets a read lock block a write lock, and readers of the file are trusted that far.)
 //!
 //! The same OFD locks, one per slot byte range, are each participant's liveness token: see
 //! `registry`.
@@ -92,13 +101,15 @@ pub(crate) fn unlock_range(fd: BorrowedFd<'_>, start: u64, len: u64) -> io::Resu
     .map(|_| ())
 }
 
-/// Whether another open file description holds a lock on any byte of the range: the
-/// liveness test of a slot's owner.
+/// Whether another open file description holds a write lock on any byte of the range: the
+/// liveness test of a slot's owner (participants hold write locks; a read lock, which any
+/// reader of the file can take, is not one).
 pub(crate) fn is_range_locked(fd: BorrowedFd<'_>, start: u64, len: u64) -> io::Result<bool> {
+    // F_RDLCK asks for the locks that conflict with a read lock: write locks only.
     let fl = ofd(
         fd,
         libc::F_OFD_GETLK,
-        libc::F_WRLCK as libc::c_short,
+        libc::F_RDLCK as libc::c_short,
         start,
         len,
     )?;
@@ -127,20 +138,60 @@ pub(crate) const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) struct ControlLock {
     /// Serialises this process's threads (OFD locks do not).
     local: Mutex<()>,
+    /// The process that opened the bus (whose descriptor `seg.file` is its own).
+    pid: u32,
 }
 
 /// Proof of holding the control lock; releases it on drop.
 pub(crate) struct ControlGuard<'a> {
     seg: &'a Segment,
-    _local: MutexGuard<'a, ()>,
+    _local: Option<MutexGuard<'a, ()>>,
+    /// A forked process's own open file description, holding the lock.
+    own: Option<File>,
     /// The previous holder died inside its critical section: the caller must repair.
     pub(crate) recovered: bool,
+}
+
+impl ControlGuard<'_> {
+    fn fd(&self) -> BorrowedFd<'_> {
+        lock_fd(self.seg, self.own.as_ref())
+    }
+}
+
+/// The descriptor the control lock is taken through: a forked process's own, else the bus's.
+fn lock_fd<'a>(seg: &'a Segment, own: Option<&'a File>) -> BorrowedFd<'a> {
+    match own {
+        Some(f) => std::os::fd::AsFd::as_fd(f),
+        None => std::os::fd::AsFd::as_fd(&seg.file),
+    }
 }
 
 impl ControlLock {
     pub(crate) fn new() -> Self {
         ControlLock {
             local: Mutex::new(()),
+            pid: std::process::id(),
+        }
+    }
+
+    /// The process-local mutex, waiting at most until `deadline` (short timeouts, such as
+    /// a publisher's liveness probe, must not wait out another thread's long one).
+    fn local(&self, deadline: &Deadline) -> Result<MutexGuard<'_, ()>, LockError> {
+        let mut pause = Duration::from_micros(20);
+        loop {
+            match self.local.try_lock() {
+                Ok(g) => return Ok(g),
+                // A poisoned local mutex only means a thread panicked while holding it; the
+                // state it guards is in the file and gets the same repair as a dead
+                // process's.
+                Err(std::sync::TryLockError::Poisoned(p)) => return Ok(p.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => {}
+            }
+            if deadline.passed() {
+                return Err(LockError::Timeout);
+            }
+            std::thread::sleep(deadline.slice(pause));
+            pause = (pause * 2).min(Duration::from_millis(2));
         }
     }
 
@@ -150,21 +201,23 @@ impl ControlLock {
         seg: &'a Segment,
         timeout: Duration,
     ) -> Result<ControlGuard<'a>, LockError> {
-        // A poisoned local mutex only means a thread panicked while holding it; the state it
-        // guards is in the file and gets the same repair as a dead process's.
-        let local = self.local.lock().unwrap_or_else(|p| p.into_inner());
         let deadline = Deadline::after(timeout);
-        let fd = std::os::fd::AsFd::as_fd(&seg.file);
+        let io_err = |e: io::Error| LockError::Io {
+            errno: e.raw_os_error().unwrap_or(libc::EIO),
+        };
+        let (local, own) = if std::process::id() == self.pid {
+            (Some(self.local(&deadline)?), None)
+        } else {
+            // Forked: a description of our own (see the module doc).
+            (None, Some(reopen(&seg.file).map_err(io_err)?))
+        };
+        let fd = lock_fd(seg, own.as_ref());
         let mut pause = Duration::from_micros(20);
         loop {
             match try_lock_range(fd, CONTROL_OFFSET as u64, 1) {
                 Ok(true) => break,
                 Ok(false) => {}
-                Err(e) => {
-                    return Err(LockError::Io {
-                        errno: e.raw_os_error().unwrap_or(libc::EIO),
-                    })
-                }
+                Err(e) => return Err(io_err(e)),
             }
             if deadline.passed() {
                 return Err(LockError::Timeout);
@@ -183,6 +236,7 @@ impl ControlLock {
         Ok(ControlGuard {
             seg,
             _local: local,
+            own,
             recovered,
         })
     }
@@ -195,10 +249,10 @@ impl Drop for ControlGuard<'_> {
         // ORDERING: SeqCst: both stores are visible before the unlock syscall below.
         self.seg.control_holder().store(0, Ordering::SeqCst);
         self.seg.control_dirty().store(0, Ordering::SeqCst);
-        let fd = std::os::fd::AsFd::as_fd(&self.seg.file);
         // Unlock cannot fail for a range we hold on a valid descriptor; if it did, closing
-        // the descriptor (when the bus is dropped) releases it.
-        let _ = unlock_range(fd, CONTROL_OFFSET as u64, 1);
+        // the descriptor (when the bus is dropped, or now for a forked process's own)
+        // releases it.
+        let _ = unlock_range(self.fd(), CONTROL_OFFSET as u64, 1);
     }
 }
 
@@ -216,4 +270,141 @@ pub(crate) fn reopen(file: &File) -> io::Result<File> {
         return Err(io::Error::other("reopened a different file"));
     }
     Ok(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Bus, BusOptions};
+
+    fn bus(dir: &tempfile::TempDir) -> Bus {
+        Bus::create(
+            dir.path().join("l.bus"),
+            &BusOptions::new().capacity(1 << 16),
+        )
+        .unwrap()
+    }
+
+    /// Review of round 2: the process-local mutex was taken without a bound, so a 2 ms probe
+    /// of a publisher waited out another thread's 5 s wait. Here the other thread holds the
+    /// lock until our timed attempt has returned: before, that was a deadlock.
+    #[test]
+    fn a_short_timeout_is_kept_while_another_thread_holds_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = bus(&dir);
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let b = bus.clone();
+        let holder = std::thread::spawn(move || {
+            let _g = b.shared.lock.lock(&b.shared.seg, LOCK_TIMEOUT).unwrap();
+            held_tx.send(()).unwrap();
+            // Hold it until the other attempt is over (or a minute, as a watchdog).
+            let _ = done_rx.recv_timeout(Duration::from_secs(60));
+        });
+        held_rx.recv().unwrap();
+        let r = bus
+            .shared
+            .lock
+            .lock(&bus.shared.seg, Duration::from_millis(20))
+            .map(|_| ());
+        done_tx.send(()).unwrap();
+        holder.join().unwrap();
+        assert_eq!(r, Err(LockError::Timeout));
+        // Released: it can be taken again.
+        assert!(bus.shared.lock.lock(&bus.shared.seg, LOCK_TIMEOUT).is_ok());
+    }
+
+    /// Review of round 2: a forked child shared the parent's open file description, so its
+    /// control lock did not exclude the parent (and it inherited the local mutex locked).
+    /// With the parent holding the lock, the child's attempt must time out; with the child
+    /// holding it, the parent's.
+    #[test]
+    fn a_forked_child_and_its_parent_exclude_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = bus(&dir);
+        let (seg, lock) = (&bus.shared.seg, &bus.shared.lock);
+        let child = |f: &dyn Fn() -> bool| {
+            // SAFETY: the child only takes file locks, allocates (glibc's malloc is fork-safe)
+            // and ends with `_exit`; an alarm bounds it should it hang.
+            let pid = unsafe { libc::fork() };
+            assert!(pid >= 0, "fork failed");
+            if pid == 0 {
+                // SAFETY: SIGALRM's default action ends the child if it hangs.
+                unsafe { libc::alarm(30) };
+                let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(false);
+                // SAFETY: ends the child without running the parent's destructors.
+                unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+            }
+            let mut status = 0;
+            // SAFETY: waiting for our own child.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            status
+        };
+        let guard = lock.lock(seg, LOCK_TIMEOUT).unwrap();
+        let status = child(&|| {
+            matches!(
+                lock.lock(seg, Duration::from_millis(50)),
+                Err(LockError::Timeout)
+            )
+        });
+        assert_eq!(
+            status, 0,
+            "the child took the lock the parent holds (status {status:#x})"
+        );
+        drop(guard);
+        // The child holds it (through its own description) while the parent tries.
+        let pipe = || {
+            let mut fds = [0; 2];
+            // SAFETY: two ints for the pipe's ends.
+            assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+            (fds[0], fds[1])
+        };
+        let ((up_r, up_w), (down_r, down_w)) = (pipe(), pipe());
+        // One byte, waiting 30 s at most (a watchdog: the other side may have died).
+        let byte = |fd: i32| {
+            let mut p = [libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            }];
+            // SAFETY: one valid pollfd and its length.
+            if unsafe { libc::poll(p.as_mut_ptr(), 1, 30_000) } != 1 {
+                return None;
+            }
+            let mut b = [0u8; 1];
+            // SAFETY: reading one byte into our buffer.
+            let n = unsafe { libc::read(fd, b.as_mut_ptr().cast(), 1) };
+            (n == 1).then_some(b[0])
+        };
+        // SAFETY: writing one byte from a static buffer.
+        let send = |fd: i32, b: &'static [u8; 1]| unsafe { libc::write(fd, b.as_ptr().cast(), 1) };
+        let (status, parent_try) = std::thread::scope(|s| {
+            let parent = s.spawn(|| {
+                // 'h': the child holds the lock; anything else: it could not take it.
+                let said = byte(up_r);
+                let got = lock.lock(seg, Duration::from_millis(50)).map(|_| ());
+                send(down_w, b"x");
+                (said, got)
+            });
+            let status = child(&|| {
+                let held = lock.lock(seg, LOCK_TIMEOUT);
+                send(up_w, if held.is_ok() { b"h" } else { b"n" });
+                // Hold it until the parent has tried.
+                byte(down_r);
+                held.is_ok()
+            });
+            (status, parent.join().unwrap())
+        });
+        assert_eq!(status, 0, "child status {status:#x}");
+        assert_eq!(parent_try.0, Some(b'h'));
+        assert_eq!(
+            parent_try.1,
+            Err(LockError::Timeout),
+            "the parent took the child's lock"
+        );
+        for fd in [up_r, up_w, down_r, down_w] {
+            // SAFETY: closing our pipes' ends.
+            unsafe { libc::close(fd) };
+        }
+    }
 }

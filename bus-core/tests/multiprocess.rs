@@ -296,6 +296,45 @@ fn open_or_create_opens_an_existing_bus_without_room_for_another() {
     procs.success(peer);
 }
 
+/// Review of round 2: the liveness probe asked about any lock, so a process that may only
+/// read the bus file (`stat`, a backup tool) could read-lock it and make every dead
+/// participant look alive: never evicted, a reliable bus wedged. Only write locks (which a
+/// participant holds) count now.
+#[test]
+fn a_read_lock_by_a_reader_of_the_file_does_not_make_the_dead_look_alive() {
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rl.bus");
+    let bus = Bus::create(&path, &BusOptions::new().capacity(1 << 16)).unwrap();
+    let mut procs = Procs::new(Duration::from_secs(60));
+    let sub = procs.spawn(
+        "stalled subscriber",
+        PEER,
+        &["stall", path.to_str().unwrap()],
+    );
+    procs.expect_line(sub, "ready");
+    assert!(bus.stats().subscribers[0].alive);
+    procs.signal(sub, libc::SIGKILL);
+    let _ = procs.wait(sub);
+    // A reader of the file read-locks all of it (an OFD lock, as `fcntl.lockf` would take a
+    // POSIX one: the two kinds conflict alike).
+    let reader = std::fs::File::open(&path).unwrap();
+    // SAFETY: an all-zero flock is valid; F_OFD_SETLK reads it during the call.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_RDLCK as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    // SAFETY: a valid descriptor and flock.
+    let r = unsafe { libc::fcntl(reader.as_raw_fd(), libc::F_OFD_SETLK, &mut fl) };
+    assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+    let st = bus.stats();
+    assert_eq!(st.subscribers.len(), 1);
+    assert!(
+        !st.subscribers[0].alive,
+        "the killed subscriber reads as dead"
+    );
+    drop(reader);
+}
+
 /// A producer holding a claim: stopped, it is waited for; killed, its record is skipped.
 fn a_dead_producers_claim_is_unblocked(mode: Mode) {
     let dir = tempfile::tempdir().unwrap();
