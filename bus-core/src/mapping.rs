@@ -597,8 +597,34 @@ pub(crate) fn create(
     result
 }
 
+/// Reserves `size` bytes of `file` (fallocate) with every signal blocked: older kernels
+/// abandon, and undo, a tmpfs fallocate when a signal is pending, so a process with a busy
+/// timer (a profiler's SIGPROF) could never create a large bus. Signals that came meanwhile
+/// are delivered when it returns (SIGKILL and SIGSTOP cannot be blocked and act as ever).
+fn reserve(file: &File, size: u64) -> rustix::io::Result<()> {
+    let mut all = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    let mut old = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigfillset initialises `all`; pthread_sigmask reads it and initialises `old`.
+    let blocked = unsafe {
+        libc::sigfillset(all.as_mut_ptr());
+        libc::pthread_sigmask(libc::SIG_BLOCK, all.as_ptr(), old.as_mut_ptr()) == 0
+    };
+    let mut r = Err(rustix::io::Errno::INTR);
+    for _ in 0..8 {
+        r = rustix::fs::fallocate(file.as_fd(), rustix::fs::FallocateFlags::empty(), 0, size);
+        if r != Err(rustix::io::Errno::INTR) {
+            break;
+        }
+    }
+    if blocked {
+        // SAFETY: `old` was initialised by the successful call above.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, old.as_ptr(), std::ptr::null_mut()) };
+    }
+    r
+}
+
 /// Sizes the (still nameless) file, writes its header and ring state, and maps it.
-fn initialise(file: &File, config: Config) -> Result<Segment, OpenErrorKind> {
+fn initialise(file: &File, mut config: Config) -> Result<Segment, OpenErrorKind> {
     let size = config.file_size();
     if config.sparse {
         rustix::fs::ftruncate(file.as_fd(), size)
@@ -606,15 +632,18 @@ fn initialise(file: &File, config: Config) -> Result<Segment, OpenErrorKind> {
     } else {
         // Reserve every block now, so that a full tmpfs fails here and not with SIGBUS on
         // some later write through the mapping.
-        match rustix::fs::fallocate(file.as_fd(), rustix::fs::FallocateFlags::empty(), 0, size) {
+        match reserve(file, size) {
             Ok(()) => {}
             Err(rustix::io::Errno::NOSPC) | Err(rustix::io::Errno::FBIG) => {
                 return Err(OpenErrorKind::NoSpace { needed: size })
             }
             Err(rustix::io::Errno::OPNOTSUPP) => {
-                // A file system without fallocate: size it; blocks are allocated on write.
+                // A file system without fallocate (NFS before 4.2, some FUSE file systems):
+                // size it, blocks are allocated on write, and say so in the header: the bus
+                // is sparse, as `stat` then shows, not the reserved one it would claim to be.
                 rustix::fs::ftruncate(file.as_fd(), size)
                     .map_err(|e| OpenErrorKind::io("ftruncate", e.into()))?;
+                config.sparse = true;
             }
             Err(e) => return Err(OpenErrorKind::io("fallocate", e.into())),
         }
