@@ -23,7 +23,7 @@ fn a_large_bus_is_created_while_signals_keep_arriving() {
     // ends. An all-zero sigevent and itimerspec are valid values.
     unsafe {
         let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = tick as usize;
+        sa.sa_sigaction = tick as *const () as usize;
         assert_eq!(libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut()), 0);
         let mut ev: libc::sigevent = std::mem::zeroed();
         ev.sigev_notify = libc::SIGEV_THREAD_ID;
