@@ -27,12 +27,17 @@
 //! the one that opened the bus shares its open file description (a lock through it would
 //! not exclude the parent, and its unlock would release the parent's) and may have inherited
 //! the mutex locked by a thread it does not have: it takes the lock through a description of
-//! its own, reopened for each hold, which also excludes its own threads from each other.
+//! its own, reopened for each hold, which also excludes its own threads from each other. (A
+//! process that forks while such a hold is out leaves the child a copy of that description:
+//! until the child exits or execs, the hold outlives a holder that dies.)
 //!
 //! The liveness probe asks for *write* locks only: a process that may only read the file
-//! can take read locks on it, and must not make a dead participant look alive. (It can still
-//! make joins wait for the control lock and fail with [`LockError::Timeout`]: the kernel
-//! lets a read lock block a write lock, and readers of the file are trusted that far.)
+//! can take read locks on it, and must not make a dead participant look alive (to `stat`, or
+//! to a request/reply client watching its server). While it holds a read lock over the
+//! control byte it still holds up everything that takes the control lock (joins, evictions,
+//! repairs: they fail with [`LockError::Timeout`], and a reliable bus held full by a dead
+//! subscriber stays full): the kernel lets a read lock block a write lock, and readers of the
+//! file are trusted that far.
 //!
 //! The same OFD locks, one per slot byte range, are each participant's liveness token: see
 //! `registry`.
@@ -138,8 +143,28 @@ pub(crate) const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) struct ControlLock {
     /// Serialises this process's threads (OFD locks do not).
     local: Mutex<()>,
-    /// The process that opened the bus (whose descriptor `seg.file` is its own).
-    pid: u32,
+    /// The process that opened the bus (whose descriptor `seg.file` is its own): its pid and
+    /// the fork generation then ([`forks`]; a pid alone can repeat, PID 1 in a new namespace).
+    opener: (u32, u64),
+}
+
+/// How many times this process image has forked from its ancestors: a `pthread_atfork`
+/// child handler counts every `fork` (a raw `clone` is caught by the pid instead).
+fn forks() -> u64 {
+    static FORKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    static REGISTER: std::sync::Once = std::sync::Once::new();
+    extern "C" fn child() {
+        FORKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    // SAFETY: registers a child handler that only increments an atomic (async-signal-safe).
+    REGISTER.call_once(|| unsafe {
+        libc::pthread_atfork(None, None, Some(child));
+    });
+    FORKS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn this_process() -> (u32, u64) {
+    (std::process::id(), forks())
 }
 
 /// Proof of holding the control lock; releases it on drop.
@@ -170,7 +195,7 @@ impl ControlLock {
     pub(crate) fn new() -> Self {
         ControlLock {
             local: Mutex::new(()),
-            pid: std::process::id(),
+            opener: this_process(),
         }
     }
 
@@ -181,9 +206,8 @@ impl ControlLock {
         loop {
             match self.local.try_lock() {
                 Ok(g) => return Ok(g),
-                // A poisoned local mutex only means a thread panicked while holding it; the
-                // state it guards is in the file and gets the same repair as a dead
-                // process's.
+                // A poisoned local mutex only means a thread panicked while holding it: its
+                // guard's drop ran as it unwound, and every section is idempotent anyway.
                 Err(std::sync::TryLockError::Poisoned(p)) => return Ok(p.into_inner()),
                 Err(std::sync::TryLockError::WouldBlock) => {}
             }
@@ -205,7 +229,7 @@ impl ControlLock {
         let io_err = |e: io::Error| LockError::Io {
             errno: e.raw_os_error().unwrap_or(libc::EIO),
         };
-        let (local, own) = if std::process::id() == self.pid {
+        let (local, own) = if this_process() == self.opener {
             (Some(self.local(&deadline)?), None)
         } else {
             // Forked: a description of our own (see the module doc).
@@ -350,6 +374,21 @@ mod tests {
         assert_eq!(
             status, 0,
             "the child took the lock the parent holds (status {status:#x})"
+        );
+        // A pid can repeat (PID 1 in a new namespace, a reused pid after a double fork): a
+        // lock whose opener has this very pid but an earlier fork count is still another
+        // process's, and the child must not take it through the shared description.
+        let status = child(&|| {
+            let same_pid = ControlLock {
+                local: Mutex::new(()),
+                opener: (std::process::id(), lock.opener.1),
+            };
+            let took = same_pid.lock(seg, Duration::from_millis(50)).map(|_| ());
+            took == Err(LockError::Timeout)
+        });
+        assert_eq!(
+            status, 0,
+            "a repeated pid hid the fork (status {status:#x})"
         );
         drop(guard);
         // The child holds it (through its own description) while the parent tries.
