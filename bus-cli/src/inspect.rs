@@ -65,26 +65,22 @@ pub fn create(args: &CreateArgs) -> anyhow::Result<ExitCode> {
     ensure_parent(&args.bus)?;
     let path = bus_path(&args.bus);
     let opts = bus_options(&args.opts)?;
-    // Before --force removes anything: invalid options must not cost the old bus.
+    // Before --force replaces anything: invalid options must not cost the old bus.
     opts.check()
         .map_err(|e| anyhow::anyhow!("bus {}: invalid options: {e}", path.display()))?;
     let live = live_subscribers(&path);
-    if args.force {
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => bail!(
-                "bus {}: cannot remove the existing file: {e}",
-                path.display()
-            ),
-        }
-    }
     // The mode is applied as given: with the umask cleared for the one call that creates the
     // file, it is born with exactly these bits (no window in which it has others, as a chmod
     // afterwards would leave). Nothing else runs in this process meanwhile.
     // SAFETY: umask only swaps the process's file mode mask; it cannot fail.
     let old_mask = unsafe { libc::umask(0) };
-    let created = Bus::create(&path, &opts);
+    // --force replaces the old file in one step (a rename over it): the path is never
+    // missing, and two at once both succeed (it used to be remove, then create).
+    let created = if args.force {
+        Bus::create_replacing(&path, &opts)
+    } else {
+        Bus::create(&path, &opts)
+    };
     // SAFETY: as above, restoring the mask.
     unsafe { libc::umask(old_mask) };
     let bus = match created {

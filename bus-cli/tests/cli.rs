@@ -862,6 +862,41 @@ fn create_force_with_bad_options_keeps_the_old_bus() {
     assert_eq!(stdout(&o), "precious\n");
 }
 
+/// Review of round 2: `create --force` was remove-then-create, so two at once could fail
+/// ("use --force to replace it") or remove each other's fresh bus. Both now succeed, each
+/// replacing the file in one step.
+#[test]
+fn concurrent_forced_creates_all_succeed() {
+    let env = Env::new();
+    env.ok(&["create", "hot", "--capacity", "64KiB"]);
+    for round in 0..10 {
+        let mut children: Vec<_> = (0..3)
+            .map(|_| {
+                env.cmd(&["create", "hot", "--force", "--capacity", "64KiB"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for c in children.drain(..) {
+            let o = c.wait_with_output().unwrap();
+            assert!(
+                o.status.success(),
+                "round {round}: {} {}",
+                o.status,
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        env.ok(&["stat", "hot"]);
+    }
+    let names: Vec<_> = std::fs::read_dir(env.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("hot.bus")]);
+}
+
 #[test]
 fn odd_arguments_and_closed_pipes_never_panic() {
     use std::os::unix::ffi::OsStrExt;

@@ -280,8 +280,31 @@ impl Bus {
     /// out-of-range options, `NoSpace` if the file system cannot hold it, `PermissionDenied`
     /// if the directory is not writable.
     pub fn create(path: impl AsRef<Path>, options: &BusOptions) -> Result<Bus, OpenError> {
-        let path = path.as_ref();
-        mapping::create(path, options.config(), options.file_mode)
+        Self::create_as(path.as_ref(), options, mapping::Existing::Keep)
+    }
+
+    /// Creates a new bus file at `path`, replacing whatever file is there in one step: the
+    /// path is never missing (an `open` meanwhile finds the old bus or the new one), and
+    /// processes that have the old bus open keep it, detached from the path (`shmbus create
+    /// --force`). Two processes replacing at once both succeed; the path ends on one bus.
+    ///
+    /// # Errors
+    ///
+    /// As [`Bus::create`], except `AlreadyExists`; `NotARegularFile` if `path` is a
+    /// directory.
+    pub fn create_replacing(
+        path: impl AsRef<Path>,
+        options: &BusOptions,
+    ) -> Result<Bus, OpenError> {
+        Self::create_as(path.as_ref(), options, mapping::Existing::Replace)
+    }
+
+    fn create_as(
+        path: &Path,
+        options: &BusOptions,
+        existing: mapping::Existing,
+    ) -> Result<Bus, OpenError> {
+        mapping::create(path, options.config(), options.file_mode, existing)
             .map(|seg| Bus::from_segment(path, seg))
             .map_err(|kind| OpenError {
                 path: path.to_path_buf(),

@@ -494,11 +494,22 @@ fn check_ring_state(seg: &Segment) -> Result<(), OpenErrorKind> {
     }
 }
 
+/// What [`create`] does with a name that is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Existing {
+    /// Fail with `AlreadyExists` (`linkat` never replaces).
+    Keep,
+    /// Replace it in one step (`renameat` of the finished file over it): the path is never
+    /// missing, and whoever has the old file open keeps it.
+    Replace,
+}
+
 /// Creates, initialises and links a new bus file at `path`.
 pub(crate) fn create(
     path: &Path,
     config: Config,
     file_mode: u32,
+    existing: Existing,
 ) -> Result<Segment, OpenErrorKind> {
     config.check().map_err(OpenErrorKind::InvalidOptions)?;
     crate::layout::check_file_mode(file_mode).map_err(OpenErrorKind::InvalidOptions)?;
@@ -563,22 +574,50 @@ pub(crate) fn create(
         }
     };
     let file = File::from(fd);
+    // Replacing: the finished file gets a hidden name of its own first (an O_TMPFILE has
+    // none), which then is renamed over the target.
+    let mut temp_name = temp_name;
     let result = initialise(&file, config).and_then(|seg| {
-        let linked = match &temp_name {
-            None => rustix::fs::linkat(
+        let proc_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&file));
+        let linked = match (existing, &temp_name) {
+            (Existing::Keep, None) => rustix::fs::linkat(
                 rustix::fs::CWD,
-                format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&file)).as_str(),
+                proc_path.as_str(),
                 &dirfd,
                 name,
                 rustix::fs::AtFlags::SYMLINK_FOLLOW,
             ),
-            Some(temp) => rustix::fs::linkat(
+            (Existing::Keep, Some(temp)) => rustix::fs::linkat(
                 &dirfd,
                 temp.as_str(),
                 &dirfd,
                 name,
                 rustix::fs::AtFlags::empty(),
             ),
+            (Existing::Replace, _) => {
+                if temp_name.is_none() {
+                    let temp = format!(
+                        ".{}.{}.{}.new",
+                        name.to_string_lossy(),
+                        std::process::id(),
+                        now_unix_ns()
+                    );
+                    rustix::fs::linkat(
+                        rustix::fs::CWD,
+                        proc_path.as_str(),
+                        &dirfd,
+                        temp.as_str(),
+                        rustix::fs::AtFlags::SYMLINK_FOLLOW,
+                    )
+                    .map_err(|e| match e {
+                        rustix::io::Errno::ACCESS | rustix::io::Errno::PERM => dir_denied,
+                        e => OpenErrorKind::io("link", e.into()),
+                    })?;
+                    temp_name = Some(temp);
+                }
+                let temp = temp_name.as_deref().unwrap_or_default();
+                rustix::fs::renameat(&dirfd, temp, &dirfd, name)
+            }
         };
         linked.map_err(|e| match e {
             rustix::io::Errno::EXIST => OpenErrorKind::AlreadyExists,
@@ -587,10 +626,14 @@ pub(crate) fn create(
                     need: "create files in the directory",
                 }
             }
+            rustix::io::Errno::ISDIR => OpenErrorKind::NotARegularFile {
+                kind: FileKind::Directory,
+            },
             e => OpenErrorKind::io("link", e.into()),
         })?;
         Ok(seg)
     });
+    // (After a rename the temporary name is gone: this finds nothing.)
     if let Some(temp) = temp_name {
         let _ = rustix::fs::unlinkat(&dirfd, temp.as_str(), rustix::fs::AtFlags::empty());
     }

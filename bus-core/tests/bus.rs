@@ -683,3 +683,76 @@ fn a_forked_child_dropping_inherited_handles_leaves_the_parents_slots_alone() {
     sub.recv_timeout(&mut buf, Duration::from_secs(5)).unwrap();
     assert_eq!(buf, b"still mine");
 }
+
+/// Review of round 2: `create --force` removed the old bus and then created a new one, so an
+/// `open` in between found nothing, and two at once could fail or orphan each other's bus.
+/// `create_replacing` renames the finished file over the old one: openers always find a
+/// bus, every replacement succeeds, nothing is left behind but the one file.
+#[test]
+fn replacing_a_bus_never_leaves_the_path_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.bus");
+    let old = Bus::create(&path, &BusOptions::new().capacity(1 << 16)).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let opener = {
+        let (path, stop) = (path.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut opens = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Err(e) = Bus::open(&path) {
+                    return Err(e);
+                }
+                opens += 1;
+            }
+            Ok(opens)
+        })
+    };
+    let replacers: Vec<_> = (0..4)
+        .map(|i| {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                (0..25)
+                    .map(|_| {
+                        Bus::create_replacing(&path, &BusOptions::new().capacity(1 << (14 + i)))
+                            .map(|_| ())
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for r in replacers {
+        let results = r.join().unwrap();
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let opens = opener
+        .join()
+        .unwrap()
+        .expect("an open found no bus at the path");
+    assert!(opens > 0);
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        names,
+        vec![std::ffi::OsString::from("r.bus")],
+        "nothing left behind"
+    );
+    // Whoever had the old bus keeps it, detached from the path.
+    let mut sub = old.subscribe(bus_core::Start::Latest).unwrap();
+    let mut publ = old.publisher().unwrap();
+    publ.send(b"still here").unwrap();
+    let mut buf = Vec::new();
+    sub.recv(&mut buf).unwrap();
+    assert_eq!(buf, b"still here");
+    // A directory at the path is not replaced.
+    let d = dir.path().join("d.bus");
+    std::fs::create_dir(&d).unwrap();
+    let e = Bus::create_replacing(&d, &BusOptions::new().capacity(1 << 16)).unwrap_err();
+    assert!(
+        matches!(e.kind, bus_core::OpenErrorKind::NotARegularFile { .. }),
+        "{e}"
+    );
+    assert!(d.is_dir());
+}
