@@ -696,7 +696,7 @@ fn replacing_a_bus_never_leaves_the_path_empty() {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let opener = {
         let (path, stop) = (path.clone(), stop.clone());
-        std::thread::spawn(move || {
+        std::thread::spawn(move || -> Result<u64, bus_core::OpenError> {
             let mut opens = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 Bus::open(&path)?;
