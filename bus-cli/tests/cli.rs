@@ -562,6 +562,17 @@ fn a_closed_stdout_is_not_an_error() {
     assert_eq!(status.code(), Some(0), "{status:?}");
 }
 
+/// Kills `child` after 30 s (a hung test fails instead of stalling the suite); drop the
+/// handle once it has exited.
+fn watchdog(child: &std::process::Child) -> std::thread::JoinHandle<()> {
+    let pid = child.id() as i32;
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(30));
+        // SAFETY: signalling our own child; harmless if it already exited.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    })
+}
+
 /// `shmbus sub bus | head -1` on a bus that then goes quiet: no write ever finds the pipe
 /// closed, so `sub` used to wait for a next message forever (a pipeline that never ended).
 /// It now notices the reader has gone while it waits, and leaves its slot.
@@ -575,12 +586,7 @@ fn a_subscriber_on_a_quiet_bus_ends_when_its_reader_goes() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let pid = child.id() as i32;
-    let watchdog = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(30));
-        // SAFETY: signalling our own child; harmless if it already exited.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-    });
+    let watchdog = watchdog(&child);
     let mut out = child.stdout.take().unwrap();
     let mut line = [0u8; 17];
     std::io::Read::read_exact(&mut out, &mut line).unwrap();
@@ -610,12 +616,7 @@ fn a_subscriber_ends_with_its_socket_peer_but_not_on_a_file() {
         .stdout(std::os::fd::OwnedFd::from(theirs))
         .spawn()
         .unwrap();
-    let pid = child.id() as i32;
-    let watchdog = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(30));
-        // SAFETY: signalling our own child; harmless if it already exited.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-    });
+    let watchdog = watchdog(&child);
     let mut line = [0u8; 17];
     std::io::Read::read_exact(&mut &ours, &mut line).unwrap();
     drop(ours);

@@ -640,41 +640,35 @@ pub(crate) fn create(
     result
 }
 
-/// Bytes one fallocate call reserves: signals wait at most this long to be delivered.
-const RESERVE_CHUNK: u64 = 64 << 20;
-
-/// Reserves `size` bytes of `file` (fallocate), a [`RESERVE_CHUNK`] at a time with every
-/// signal blocked during each call: older kernels abandon, and undo, a tmpfs fallocate when
-/// a signal is pending, so a process with a busy timer (a profiler's SIGPROF) could never
-/// create a large bus. Signals that came meanwhile are delivered between the chunks, so an
-/// interrupt still ends a long reservation promptly (SIGKILL and SIGSTOP act as ever).
+/// Reserves `size` bytes of `file` (fallocate) with every signal blocked: older kernels
+/// abandon, and undo, a tmpfs fallocate when a signal is pending, so a process with a busy
+/// timer (a profiler's SIGPROF) could never create a large bus. Signals that came meanwhile
+/// are delivered when it returns (SIGKILL and SIGSTOP act as ever), so Ctrl-C waits for the
+/// reservation, which takes about a second per few GiB on tmpfs.
+///
+/// One call, not chunks: tmpfs refuses a reservation larger than the whole file system at
+/// once, where chunks would fill memory first (a 1 TiB ring on a 24 GiB /dev/shm got the
+/// process killed by the OOM killer instead of a `NoSpace` error).
 fn reserve(file: &File, size: u64) -> rustix::io::Result<()> {
-    let mut at = 0;
-    while at < size {
-        let len = (size - at).min(RESERVE_CHUNK);
-        let mut all = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
-        let mut old = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
-        // SAFETY: sigfillset initialises `all`; pthread_sigmask reads it and initialises
-        // `old`.
-        let blocked = unsafe {
-            libc::sigfillset(all.as_mut_ptr());
-            libc::pthread_sigmask(libc::SIG_BLOCK, all.as_ptr(), old.as_mut_ptr()) == 0
-        };
-        let mut r = Err(rustix::io::Errno::INTR);
-        for _ in 0..8 {
-            r = rustix::fs::fallocate(file.as_fd(), rustix::fs::FallocateFlags::empty(), at, len);
-            if r != Err(rustix::io::Errno::INTR) {
-                break;
-            }
+    let mut all = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    let mut old = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigfillset initialises `all`; pthread_sigmask reads it and initialises `old`.
+    let blocked = unsafe {
+        libc::sigfillset(all.as_mut_ptr());
+        libc::pthread_sigmask(libc::SIG_BLOCK, all.as_ptr(), old.as_mut_ptr()) == 0
+    };
+    let mut r = Err(rustix::io::Errno::INTR);
+    for _ in 0..8 {
+        r = rustix::fs::fallocate(file.as_fd(), rustix::fs::FallocateFlags::empty(), 0, size);
+        if r != Err(rustix::io::Errno::INTR) {
+            break;
         }
-        if blocked {
-            // SAFETY: `old` was initialised by the successful call above.
-            unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, old.as_ptr(), std::ptr::null_mut()) };
-        }
-        r?;
-        at += len;
     }
-    Ok(())
+    if blocked {
+        // SAFETY: `old` was initialised by the successful call above.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, old.as_ptr(), std::ptr::null_mut()) };
+    }
+    r
 }
 
 /// Sizes the (still nameless) file, writes its header and ring state, and maps it.

@@ -449,6 +449,22 @@ impl Book {
         self.outstanding.insert(id, replies_tail);
     }
 
+    /// What a send of the framed request that failed (waiting at most a liveness interval,
+    /// `left` before it) means: `Err` ends the send, `Ok` tries again.
+    fn on_send_fail(&mut self, e: SendTimeoutError, left: Duration) -> Result<(), RequestError> {
+        match e.into_send() {
+            Some(e) => Err(e.into()),
+            None => {
+                // No room yet: a dead server will not make any, and a deadline ends the wait.
+                self.watch.check()?;
+                if left.is_zero() {
+                    return Err(RequestError::Timeout);
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// A reply kept for `recv_reply`.
     fn stashed(&mut self, buf: &mut Vec<u8>) -> Option<u64> {
         let id = *self.stash.keys().next()?;
@@ -661,15 +677,7 @@ impl Client {
                 .send_timeout(&self.book.frame, left.min(LIVENESS_INTERVAL))
             {
                 Ok(_) => break,
-                Err(e) => match e.into_send() {
-                    Some(e) => return Err(e.into()),
-                    None => {
-                        self.book.watch.check()?;
-                        if left.is_zero() {
-                            return Err(RequestError::Timeout);
-                        }
-                    }
-                },
+                Err(e) => self.book.on_send_fail(e, left)?,
             }
         }
         self.book.sent(framed);
@@ -855,15 +863,7 @@ mod nonblocking {
                     .await
                 {
                     Ok(_) => break,
-                    Err(e) => match e.into_send() {
-                        Some(e) => return Err(e.into()),
-                        None => {
-                            self.book.watch.check()?;
-                            if left.is_zero() {
-                                return Err(RequestError::Timeout);
-                            }
-                        }
-                    },
+                    Err(e) => self.book.on_send_fail(e, left)?,
                 }
             }
             self.book.sent(framed);
