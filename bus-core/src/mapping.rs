@@ -383,10 +383,12 @@ fn map(file: &File, config: Config, read_only: bool) -> Result<Segment, OpenErro
     })?;
     let mut options = memmap2::MmapOptions::new();
     options.len(len);
-    if !config.sparse {
+    if !config.sparse && !read_only {
         // Map every page now (MAP_POPULATE): the blocks are reserved anyway, and the first
         // lap through the ring then pays no page faults on the publish and receive paths. A
-        // sparse ring (larger than memory, on disk) is mapped lazily.
+        // sparse ring (larger than memory, on disk) is mapped lazily, and so is the ring of
+        // a read-only open (`stat`, `ls`, `top`), which reads the header and slots only:
+        // populating a large bus's ring there cost time and memory for nothing.
         options.populate();
     }
     let map = if read_only {

@@ -68,3 +68,47 @@ fn a_sparse_ring_larger_than_memory_is_written_at_both_ends() {
         "resident memory stayed small (grew {grown} bytes)"
     );
 }
+
+/// KiB of files and shared memory mapped into this process and resident (RssFile +
+/// RssShmem of /proc/self/status).
+fn mapped_resident_kib() -> i64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .filter(|l| l.starts_with("RssFile:") || l.starts_with("RssShmem:"))
+        .map(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|n| n.parse::<i64>().ok())
+                .unwrap()
+        })
+        .sum()
+}
+
+/// Review of round 2: every non-sparse open populated the whole mapping (MAP_POPULATE), the
+/// read-only opens of `stat`, `ls` and `top` included, which read the header and slots only.
+/// A read-only open of a 64 MiB bus and a look at its stats now map a few pages of it; a
+/// read-write open still maps the ring up front (the publish path pays no faults).
+#[test]
+fn a_read_only_open_does_not_populate_the_ring() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.bus");
+    drop(Bus::create(&path, &BusOptions::new().capacity(64 << 20)).unwrap());
+    let before = mapped_resident_kib();
+    let observer = Bus::open_with(&path, &bus_core::OpenOptions::new().read_only(true)).unwrap();
+    let st = observer.stats();
+    let read_only = mapped_resident_kib() - before;
+    assert!(st.subscribers.is_empty());
+    let before = mapped_resident_kib();
+    let participant = Bus::open(&path).unwrap();
+    let read_write = mapped_resident_kib() - before;
+    drop((observer, participant));
+    assert!(
+        read_only < 8 << 10,
+        "read-only open: {read_only} KiB resident"
+    );
+    assert!(
+        read_write >= 60 << 10,
+        "read-write open populates: {read_write} KiB resident"
+    );
+}
