@@ -562,15 +562,33 @@ fn a_closed_stdout_is_not_an_error() {
     assert_eq!(status.code(), Some(0), "{status:?}");
 }
 
-/// Kills `child` after 30 s (a hung test fails instead of stalling the suite); drop the
-/// handle once it has exited.
-fn watchdog(child: &std::process::Child) -> std::thread::JoinHandle<()> {
+/// Runs `sub BUS --from oldest --format hex` with `stdout` as its output, reads its first
+/// line (one 8-byte message) through `reader`, then hangs up (drops `reader`) and waits for
+/// it, killing it after 30 s (a hung test fails instead of stalling the suite).
+fn sub_until_hung_up(
+    env: &Env,
+    bus: &str,
+    stdout: impl Into<Stdio>,
+    mut reader: impl std::io::Read,
+) -> std::process::ExitStatus {
+    let mut child = env
+        .cmd(&["sub", bus, "--from", "oldest", "--format", "hex"])
+        .stdout(stdout)
+        .spawn()
+        .unwrap();
     let pid = child.id() as i32;
-    std::thread::spawn(move || {
+    let watchdog = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_secs(30));
         // SAFETY: signalling our own child; harmless if it already exited.
         unsafe { libc::kill(pid, libc::SIGKILL) };
-    })
+    });
+    let mut line = [0u8; 17];
+    reader.read_exact(&mut line).unwrap();
+    assert_eq!(&line[16..], b"\n", "one message printed");
+    drop(reader);
+    let status = child.wait().unwrap();
+    drop(watchdog);
+    status
 }
 
 /// `shmbus sub bus | head -1` on a bus that then goes quiet: no write ever finds the pipe
@@ -581,19 +599,8 @@ fn a_subscriber_on_a_quiet_bus_ends_when_its_reader_goes() {
     let env = Env::new();
     env.ok(&["create", "q"]);
     env.ok(&["pub", "q", "--count", "1", "--size", "8"]);
-    let mut child = env
-        .cmd(&["sub", "q", "--from", "oldest", "--format", "hex"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let watchdog = watchdog(&child);
-    let mut out = child.stdout.take().unwrap();
-    let mut line = [0u8; 17];
-    std::io::Read::read_exact(&mut out, &mut line).unwrap();
-    assert_eq!(&line[16..], b"\n", "one message printed");
-    drop(out);
-    let status = child.wait().unwrap();
-    drop(watchdog);
+    let (reader, writer) = std::io::pipe().unwrap();
+    let status = sub_until_hung_up(&env, "q", writer, reader);
     assert_eq!(
         status.code(),
         Some(0),
@@ -611,17 +618,7 @@ fn a_subscriber_ends_with_its_socket_peer_but_not_on_a_file() {
     env.ok(&["create", "s"]);
     env.ok(&["pub", "s", "--count", "1", "--size", "8"]);
     let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
-    let mut child = env
-        .cmd(&["sub", "s", "--from", "oldest", "--format", "hex"])
-        .stdout(std::os::fd::OwnedFd::from(theirs))
-        .spawn()
-        .unwrap();
-    let watchdog = watchdog(&child);
-    let mut line = [0u8; 17];
-    std::io::Read::read_exact(&mut &ours, &mut line).unwrap();
-    drop(ours);
-    let status = child.wait().unwrap();
-    drop(watchdog);
+    let status = sub_until_hung_up(&env, "s", std::os::fd::OwnedFd::from(theirs), ours);
     assert_eq!(
         status.code(),
         Some(0),

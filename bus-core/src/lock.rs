@@ -154,12 +154,14 @@ fn forks() -> u64 {
     static FORKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     static REGISTER: std::sync::Once = std::sync::Once::new();
     extern "C" fn child() {
+        // ORDERING: Relaxed: the child's only thread counts; nothing else is published.
         FORKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     // SAFETY: registers a child handler that only increments an atomic (async-signal-safe).
     REGISTER.call_once(|| unsafe {
         libc::pthread_atfork(None, None, Some(child));
     });
+    // ORDERING: Relaxed: only this process's own forks change it, before this thread ran.
     FORKS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
