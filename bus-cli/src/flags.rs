@@ -326,7 +326,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "SIZE,...", value_delimiter = ',', value_parser = parse_message_size)]
     pub sizes: Vec<usize>,
     /// Transports [default: all]: shmbus-spin, shmbus-default, shmbus-block, shmbus-loan,
-    /// shmbus-shared, shmbus-async, shmbus-async-park, pipe, pipe-batched, unix-stream,
+    /// shmbus-ready, shmbus-shared, shmbus-async, shmbus-async-park, pipe, pipe-batched, unix-stream,
     /// unix-seqpacket, tcp, unix-stream-tokio; the calibration rings ring-spsc and ring-mpmc;
     /// iceoryx2 when built with `--features iceoryx2`.
     #[arg(long, value_name = "NAME,...", value_delimiter = ',', value_parser = parse_transport)]
