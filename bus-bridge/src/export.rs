@@ -464,6 +464,7 @@ pub async fn lossy(
                     Err(TryRecvError::Corrupt { position, problem }) => {
                         Some(Err(RecvError::Corrupt { position, problem }))
                     }
+                    Err(TryRecvError::Forked) => Some(Err(RecvError::Forked)),
                 };
             }
         }

@@ -106,6 +106,11 @@ async fn commit(
                             j.void(entry)?;
                         }
                     }
+                    // A forked child's loan: never here (the bridge does not fork), and
+                    // nothing was committed; the journal's verdict on restart finds that.
+                    Err(e @ CommitError::Forked) => {
+                        return Err(e).context("cannot publish to the bus")
+                    }
                 }
             }
             Err(TryLoanError::Full) => {

@@ -166,6 +166,7 @@ pub fn run(args: &SubArgs) -> anyhow::Result<ExitCode> {
             Err(TryRecvError::Corrupt { position, problem }) => {
                 Err(RecvTimeoutError::Corrupt { position, problem })
             }
+            Err(TryRecvError::Forked) => Err(RecvTimeoutError::Forked),
         };
         match got {
             Ok(sample) => {
@@ -185,7 +186,7 @@ pub fn run(args: &SubArgs) -> anyhow::Result<ExitCode> {
                 }
             }
             Err(RecvTimeoutError::Lost(n)) => printer.lost(n)?,
-            Err(e @ RecvTimeoutError::Corrupt { .. }) => {
+            Err(e @ (RecvTimeoutError::Corrupt { .. } | RecvTimeoutError::Forked)) => {
                 printer.out.flush()?;
                 anyhow::bail!("bus {}: {e}", path.display());
             }

@@ -188,6 +188,7 @@ impl TryRecvError {
             TryRecvError::Corrupt { position, problem } => {
                 Some(RecvError::Corrupt { position, problem })
             }
+            TryRecvError::Forked => Some(RecvError::Forked),
         }
     }
 }

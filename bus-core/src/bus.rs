@@ -87,7 +87,8 @@ impl BusOptions {
     /// moves the oldest-record mark without reading old headers (at 64 B, about twice the
     /// messages a second; see the README's benchmarks). A second publisher gets
     /// [`crate::JoinError::NoFreeSlot`] while the first lives; one that died is replaced.
-    /// A child process must not publish through a publisher its parent made before `fork`.
+    /// A child forked (without exec) after the publisher was made cannot publish through it:
+    /// [`crate::SendError::Forked`]; it opens the bus and makes its own.
     pub fn max_producers(mut self, n: u32) -> Self {
         self.max_producers = n;
         self

@@ -148,10 +148,12 @@ pub(crate) struct ControlLock {
     opener: (u32, u64),
 }
 
+/// Forks counted by the `pthread_atfork` child handler that [`forks`] registers.
+static FORKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// How many times this process image has forked from its ancestors: a `pthread_atfork`
 /// child handler counts every `fork` (a raw `clone` is caught by the pid instead).
-fn forks() -> u64 {
-    static FORKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+pub(crate) fn forks() -> u64 {
     static REGISTER: std::sync::Once = std::sync::Once::new();
     extern "C" fn child() {
         // ORDERING: Relaxed: the child's only thread counts; nothing else is published.
@@ -162,6 +164,15 @@ fn forks() -> u64 {
         libc::pthread_atfork(None, None, Some(child));
     });
     // ORDERING: Relaxed: only this process's own forks change it, before this thread ran.
+    FORKS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// [`forks`] without making sure that the handler counting them is registered: one load, for
+/// the hot paths of handles that called [`forks`] when they were made (every fork since is
+/// counted).
+#[inline(always)]
+pub(crate) fn forks_counted() -> u64 {
+    // ORDERING: Relaxed: as in `forks`.
     FORKS.load(std::sync::atomic::Ordering::Relaxed)
 }
 

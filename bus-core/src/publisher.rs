@@ -67,6 +67,12 @@ pub enum LoanError {
         /// Where the tail was found.
         found: u64,
     },
+    /// This process is a child forked (without `exec`) since the handle was made: the
+    /// handle's producer slot is the parent's, and two processes publishing through one
+    /// slot would overwrite each other's records. Nothing was sent. Open the bus again in
+    /// this process and make a new publisher.
+    #[error("this handle belongs to the process that made it, not to this forked child: open the bus again here")]
+    Forked,
 }
 
 /// [`Publisher::try_loan`] could not lend bytes now.
@@ -101,6 +107,9 @@ pub enum TryLoanError {
         /// Where the tail was found.
         found: u64,
     },
+    /// As [`LoanError::Forked`].
+    #[error("this handle belongs to the process that made it, not to this forked child: open the bus again here")]
+    Forked,
 }
 
 /// [`Publisher::loan_timeout`] could not lend bytes in time.
@@ -133,6 +142,9 @@ pub enum LoanTimeoutError {
         /// Where the tail was found.
         found: u64,
     },
+    /// As [`LoanError::Forked`].
+    #[error("this handle belongs to the process that made it, not to this forked child: open the bus again here")]
+    Forked,
 }
 
 /// [`Loan::commit`] could not publish the message.
@@ -145,6 +157,11 @@ pub enum CommitError {
     /// has joined.)
     #[error("the record was unblocked by another process (this publisher was judged dead)")]
     Unblocked,
+    /// This process is a child forked since the loan was taken: the claim is the parent's
+    /// (which may still commit it). Nothing was committed. (The loan's bytes are the ring's
+    /// own, shared with the parent: what a child writes into them, the parent publishes.)
+    #[error("this loan belongs to the process that took it, not to this forked child")]
+    Forked,
 }
 
 /// [`Publisher::send`] could not publish the message.
@@ -177,6 +194,9 @@ pub enum SendError {
         /// Where the tail was found.
         found: u64,
     },
+    /// As [`LoanError::Forked`].
+    #[error("this handle belongs to the process that made it, not to this forked child: open the bus again here")]
+    Forked,
 }
 
 /// [`Publisher::try_send`] could not publish the message now.
@@ -212,6 +232,9 @@ pub enum TrySendError {
         /// Where the tail was found.
         found: u64,
     },
+    /// As [`LoanError::Forked`].
+    #[error("this handle belongs to the process that made it, not to this forked child: open the bus again here")]
+    Forked,
 }
 
 /// [`Publisher::send_timeout`] could not publish the message in time.
@@ -247,6 +270,9 @@ pub enum SendTimeoutError {
         /// Where the tail was found.
         found: u64,
     },
+    /// As [`LoanError::Forked`].
+    #[error("this handle belongs to the process that made it, not to this forked child: open the bus again here")]
+    Forked,
 }
 
 /// `From` between the error enums: each variant becomes the variant of the same name. Every
@@ -272,13 +298,13 @@ macro_rules! widen {
 }
 
 widen!(LoanError => SendError, TrySendError, SendTimeoutError, TryLoanError, LoanTimeoutError :
-    ; MessageTooLarge { len, max } RingCorrupt { position } ProducerConflict { expected, found });
-widen!(CommitError => SendError, TrySendError, SendTimeoutError : Unblocked ;);
-widen!(SendError => TrySendError, SendTimeoutError : Unblocked ;
+    Forked ; MessageTooLarge { len, max } RingCorrupt { position } ProducerConflict { expected, found });
+widen!(CommitError => SendError, TrySendError, SendTimeoutError : Unblocked Forked ;);
+widen!(SendError => TrySendError, SendTimeoutError : Unblocked Forked ;
     MessageTooLarge { len, max } RingCorrupt { position } ProducerConflict { expected, found });
-widen!(TryLoanError => TrySendError : Full ;
+widen!(TryLoanError => TrySendError : Full Forked ;
     MessageTooLarge { len, max } RingCorrupt { position } ProducerConflict { expected, found });
-widen!(LoanTimeoutError => SendTimeoutError : Timeout ;
+widen!(LoanTimeoutError => SendTimeoutError : Timeout Forked ;
     MessageTooLarge { len, max } RingCorrupt { position } ProducerConflict { expected, found });
 
 /// What a wait for space compares against: the slowest subscriber's position and the head.
@@ -309,6 +335,7 @@ impl TrySendError {
             TrySendError::Full => return None,
             TrySendError::MessageTooLarge { len, max } => SendError::MessageTooLarge { len, max },
             TrySendError::Unblocked => SendError::Unblocked,
+            TrySendError::Forked => SendError::Forked,
             TrySendError::RingCorrupt { position } => SendError::RingCorrupt { position },
             TrySendError::ProducerConflict { expected, found } => {
                 SendError::ProducerConflict { expected, found }
@@ -326,6 +353,7 @@ impl SendTimeoutError {
                 SendError::MessageTooLarge { len, max }
             }
             SendTimeoutError::Unblocked => SendError::Unblocked,
+            SendTimeoutError::Forked => SendError::Forked,
             SendTimeoutError::RingCorrupt { position } => SendError::RingCorrupt { position },
             SendTimeoutError::ProducerConflict { expected, found } => {
                 SendError::ProducerConflict { expected, found }
@@ -486,6 +514,9 @@ impl Publisher {
     /// Claims a record, waiting until `deadline` (`None`: do not wait).
     #[inline(always)]
     fn claim(&mut self, len: u32, deadline: Option<Deadline>) -> Result<Claim, ClaimFail> {
+        if self.slot.as_ref().is_some_and(Slot::forked) {
+            return Err(LoanError::Forked.into());
+        }
         if self.loaned.is_some() {
             self.abandon_leaked_loan();
         }
@@ -888,6 +919,10 @@ impl Loan<'_> {
     /// [`CommitError::Unblocked`] if a repairer took the record first.
     #[inline]
     pub fn commit(mut self) -> Result<Sent, CommitError> {
+        if self.publisher.slot.as_ref().is_some_and(Slot::forked) {
+            // The loan's drop leaves the parent's claim alone (`abandon_claim`).
+            return Err(CommitError::Forked);
+        }
         self.done = true;
         let claim = self.claim;
         self.publisher.loaned = None;

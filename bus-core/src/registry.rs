@@ -81,12 +81,23 @@ pub(crate) struct Slot {
     /// The process that joined. A child forked without exec inherits the handle and the
     /// descriptor (the same open file description, so the same lock), but not the slot.
     owner: u32,
+    /// The fork count of the process that joined ([`lock::forks`]): a pid alone can repeat
+    /// (PID 1 in a new namespace), and comparing counts costs no system call.
+    forks: u64,
 }
 
 impl Slot {
     /// Whether this process is the one that joined (not a child forked since).
     pub(crate) fn is_ours(&self) -> bool {
-        std::process::id() == self.owner
+        std::process::id() == self.owner && !self.forked()
+    }
+
+    /// Whether this process is a child forked since the join (by `fork`: a raw `clone`
+    /// without the fork handlers shows only in [`Slot::is_ours`]'s pid). One load: every
+    /// publish and receive asks.
+    #[inline(always)]
+    pub(crate) fn forked(&self) -> bool {
+        lock::forks_counted() != self.forks
     }
 }
 
@@ -144,6 +155,7 @@ pub(crate) fn join(
             offset,
             fd,
             owner: std::process::id(),
+            forks: lock::forks(),
         });
     }
     Err(JoinError::NoFreeSlot {

@@ -241,6 +241,7 @@ impl Server {
                 Err(RecvTimeoutError::Corrupt { position, problem }) => {
                     return Err(RecvError::Corrupt { position, problem }.into())
                 }
+                Err(RecvTimeoutError::Forked) => return Err(RecvError::Forked.into()),
             };
             out.clear();
             let to = req.reply_to();
@@ -538,6 +539,7 @@ impl Book {
             Err(RecvTimeoutError::Corrupt { position, problem }) => {
                 return Some(Err(RecvError::Corrupt { position, problem }.into()))
             }
+            Err(RecvTimeoutError::Forked) => return Some(Err(RecvError::Forked.into())),
         };
         if let Err(gone) = self.watch.check() {
             // A server commits its last replies before it dies: take what is already in the

@@ -99,6 +99,12 @@ pub enum RecvError {
         /// What is wrong.
         problem: RecordProblem,
     },
+    /// This process is a child forked (without `exec`) since the handle was made: the
+    /// handle's subscriber slot is the parent's, and a receive here would move the parent's
+    /// read position (in reliable mode, letting producers overwrite what the parent has not
+    /// read). Nothing was received. Open the bus again in this process and subscribe.
+    #[error("this handle belongs to the process that made it, not to this forked child: open the bus again here")]
+    Forked,
 }
 
 /// [`Subscriber::try_recv`] and [`Subscriber::try_recv_ref`] did not deliver a message.
@@ -118,6 +124,9 @@ pub enum TryRecvError {
         /// What is wrong.
         problem: RecordProblem,
     },
+    /// As [`RecvError::Forked`].
+    #[error("this handle belongs to the process that made it, not to this forked child: open the bus again here")]
+    Forked,
 }
 
 /// [`Subscriber::recv_timeout`] and [`Subscriber::recv_ref_timeout`] did not deliver a
@@ -138,6 +147,9 @@ pub enum RecvTimeoutError {
         /// What is wrong.
         problem: RecordProblem,
     },
+    /// As [`RecvError::Forked`].
+    #[error("this handle belongs to the process that made it, not to this forked child: open the bus again here")]
+    Forked,
 }
 
 impl From<RecvError> for TryRecvError {
@@ -145,6 +157,7 @@ impl From<RecvError> for TryRecvError {
         match e {
             RecvError::Lost(n) => TryRecvError::Lost(n),
             RecvError::Corrupt { position, problem } => TryRecvError::Corrupt { position, problem },
+            RecvError::Forked => TryRecvError::Forked,
         }
     }
 }
@@ -156,6 +169,7 @@ impl From<RecvError> for RecvTimeoutError {
             RecvError::Corrupt { position, problem } => {
                 RecvTimeoutError::Corrupt { position, problem }
             }
+            RecvError::Forked => RecvTimeoutError::Forked,
         }
     }
 }
@@ -510,6 +524,9 @@ impl Subscriber {
     /// the deadline passes).
     #[inline(always)]
     fn next(&mut self, deadline: Option<Deadline>) -> Result<(u64, u32, u64), NextFail> {
+        if self.slot.as_ref().is_some_and(Slot::forked) {
+            return Err(RecvError::Forked.into());
+        }
         self.maybe_publish();
         // The fast path: a committed message at our position, below the tail last seen.
         if let Some(found) = self.reader.peek_data(&self.shared.seg, &self.shared.params) {
@@ -827,6 +844,10 @@ impl Subscriber {
     /// about a record that has stayed claimed for the unblock timeout. `true` can be spurious:
     /// a `try_recv` may still find nothing.
     pub(crate) fn probe(&mut self) -> bool {
+        if self.slot.as_ref().is_some_and(Slot::forked) {
+            // Publishes nothing into the parent's slot; the receive that follows reports it.
+            return true;
+        }
         let (seg, params) = (&self.shared.seg, &self.shared.params);
         if self.reader.is_ready(seg, params) {
             return true;

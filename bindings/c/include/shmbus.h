@@ -80,6 +80,10 @@ typedef enum shmbus_status {
   // The record was turned into padding by another process that judged this publisher
   // dead; the message was not delivered. [CommitError::Unblocked]
   SHMBUS_UNBLOCKED = 18,
+  // This process is a child forked (without exec) since the handle was made: the
+  // handle's slot is the parent's. Nothing was sent or received; open the bus again in
+  // the child. [LoanError::Forked, CommitError::Forked, RecvError::Forked]
+  SHMBUS_FORKED = 19,
   // Every publisher (or subscriber) slot of the bus is taken. [JoinError::NoFreeSlot]
   SHMBUS_NO_FREE_SLOT = 20,
   // The bus's control lock stayed held by another live process. [LockError::Timeout]

@@ -66,6 +66,10 @@ pub enum shmbus_status {
     /// The record was turned into padding by another process that judged this publisher
     /// dead; the message was not delivered. [CommitError::Unblocked]
     SHMBUS_UNBLOCKED = 18,
+    /// This process is a child forked (without exec) since the handle was made: the
+    /// handle's slot is the parent's. Nothing was sent or received; open the bus again in
+    /// the child. [LoanError::Forked, CommitError::Forked, RecvError::Forked]
+    SHMBUS_FORKED = 19,
 
     // ---- joining ----
     /// Every publisher (or subscriber) slot of the bus is taken. [JoinError::NoFreeSlot]
@@ -225,6 +229,7 @@ pub extern "C" fn shmbus_status_name(status: i32) -> *const c_char {
         16 => b"SHMBUS_RING_CORRUPT\0",
         17 => b"SHMBUS_PRODUCER_CONFLICT\0",
         18 => b"SHMBUS_UNBLOCKED\0",
+        19 => b"SHMBUS_FORKED\0",
         20 => b"SHMBUS_NO_FREE_SLOT\0",
         21 => b"SHMBUS_LOCK_TIMEOUT\0",
         22 => b"SHMBUS_POSITION_NOT_RETAINED\0",
@@ -344,6 +349,7 @@ publish_errors! {
         Unblocked => SHMBUS_UNBLOCKED,
         RingCorrupt { .. } => SHMBUS_RING_CORRUPT,
         ProducerConflict { .. } => SHMBUS_PRODUCER_CONFLICT,
+        Forked => SHMBUS_FORKED,
     }
     TrySendError {
         Full => SHMBUS_FULL,
@@ -351,6 +357,7 @@ publish_errors! {
         Unblocked => SHMBUS_UNBLOCKED,
         RingCorrupt { .. } => SHMBUS_RING_CORRUPT,
         ProducerConflict { .. } => SHMBUS_PRODUCER_CONFLICT,
+        Forked => SHMBUS_FORKED,
     }
     SendTimeoutError {
         Timeout => SHMBUS_TIMEOUT,
@@ -358,26 +365,31 @@ publish_errors! {
         Unblocked => SHMBUS_UNBLOCKED,
         RingCorrupt { .. } => SHMBUS_RING_CORRUPT,
         ProducerConflict { .. } => SHMBUS_PRODUCER_CONFLICT,
+        Forked => SHMBUS_FORKED,
     }
     LoanError {
         MessageTooLarge { .. } => SHMBUS_MESSAGE_TOO_LARGE,
         RingCorrupt { .. } => SHMBUS_RING_CORRUPT,
         ProducerConflict { .. } => SHMBUS_PRODUCER_CONFLICT,
+        Forked => SHMBUS_FORKED,
     }
     TryLoanError {
         Full => SHMBUS_FULL,
         MessageTooLarge { .. } => SHMBUS_MESSAGE_TOO_LARGE,
         RingCorrupt { .. } => SHMBUS_RING_CORRUPT,
         ProducerConflict { .. } => SHMBUS_PRODUCER_CONFLICT,
+        Forked => SHMBUS_FORKED,
     }
     LoanTimeoutError {
         Timeout => SHMBUS_TIMEOUT,
         MessageTooLarge { .. } => SHMBUS_MESSAGE_TOO_LARGE,
         RingCorrupt { .. } => SHMBUS_RING_CORRUPT,
         ProducerConflict { .. } => SHMBUS_PRODUCER_CONFLICT,
+        Forked => SHMBUS_FORKED,
     }
     CommitError {
         Unblocked => SHMBUS_UNBLOCKED,
+        Forked => SHMBUS_FORKED,
     }
 }
 
@@ -392,6 +404,7 @@ impl From<RecvError> for RecvFailure {
         let (status, lost) = match &e {
             RecvError::Lost(n) => (SHMBUS_LOST, *n),
             RecvError::Corrupt { .. } => (SHMBUS_CORRUPT, 0),
+            RecvError::Forked => (SHMBUS_FORKED, 0),
         };
         RecvFailure {
             failure: with_message(status, &e),
@@ -406,6 +419,7 @@ impl From<TryRecvError> for RecvFailure {
             TryRecvError::Empty => (SHMBUS_EMPTY, 0),
             TryRecvError::Lost(n) => (SHMBUS_LOST, *n),
             TryRecvError::Corrupt { .. } => (SHMBUS_CORRUPT, 0),
+            TryRecvError::Forked => (SHMBUS_FORKED, 0),
         };
         RecvFailure {
             failure: with_message(status, &e),
@@ -420,6 +434,7 @@ impl From<RecvTimeoutError> for RecvFailure {
             RecvTimeoutError::Timeout => (SHMBUS_TIMEOUT, 0),
             RecvTimeoutError::Lost(n) => (SHMBUS_LOST, *n),
             RecvTimeoutError::Corrupt { .. } => (SHMBUS_CORRUPT, 0),
+            RecvTimeoutError::Forked => (SHMBUS_FORKED, 0),
         };
         RecvFailure {
             failure: with_message(status, &e),
@@ -473,6 +488,7 @@ mod tests {
             SHMBUS_LOST,
             SHMBUS_IO,
             SHMBUS_NO_LOAN,
+            SHMBUS_FORKED,
         ] {
             // SAFETY: static NUL-terminated strings.
             let name = unsafe { CStr::from_ptr(shmbus_status_name(s as i32)) };

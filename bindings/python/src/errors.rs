@@ -15,6 +15,7 @@
 //! ├── RingCorrupt           .position
 //! ├── ProducerConflict      .expected .found
 //! ├── Unblocked             the record was repaired away (this publisher was judged dead)
+//! ├── Forked                the handle was made before os.fork(): open the bus again here
 //! ├── JoinError             .errno (the liveness lock failed)
 //! │   ├── NoFreeSlot        .kind ("subscriber" | "producer") .max
 //! │   └── LockError         .errno (None: timed out on the control lock)
@@ -134,6 +135,14 @@ create_exception!(
      is still open."
 );
 create_exception!(shmbus, Closed, Error, "The handle was closed.");
+create_exception!(
+    shmbus,
+    Forked,
+    Error,
+    "This process is a child forked (os.fork, multiprocessing's fork start method) since the \
+     handle was made: its slot is the parent's. Nothing was sent or received; open the bus \
+     again in the child."
+);
 
 /// Registers every class in the module.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -156,6 +165,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("OpenError", py.get_type::<OpenError>())?;
     m.add("Busy", py.get_type::<Busy>())?;
     m.add("Closed", py.get_type::<Closed>())?;
+    m.add("Forked", py.get_type::<Forked>())?;
     Ok(())
 }
 
@@ -183,6 +193,7 @@ pub enum SendFail {
     Unblocked,
     RingCorrupt { position: u64 },
     Conflict { expected: u64, found: u64 },
+    Forked,
 }
 
 impl From<LoanError> for SendFail {
@@ -193,6 +204,7 @@ impl From<LoanError> for SendFail {
             LoanError::ProducerConflict { expected, found } => {
                 SendFail::Conflict { expected, found }
             }
+            LoanError::Forked => SendFail::Forked,
         }
     }
 }
@@ -206,6 +218,7 @@ impl From<TryLoanError> for SendFail {
             TryLoanError::ProducerConflict { expected, found } => {
                 SendFail::Conflict { expected, found }
             }
+            TryLoanError::Forked => SendFail::Forked,
         }
     }
 }
@@ -219,6 +232,7 @@ impl From<LoanTimeoutError> for SendFail {
             LoanTimeoutError::ProducerConflict { expected, found } => {
                 SendFail::Conflict { expected, found }
             }
+            LoanTimeoutError::Forked => SendFail::Forked,
         }
     }
 }
@@ -227,6 +241,7 @@ impl From<CommitError> for SendFail {
     fn from(e: CommitError) -> SendFail {
         match e {
             CommitError::Unblocked => SendFail::Unblocked,
+            CommitError::Forked => SendFail::Forked,
         }
     }
 }
@@ -247,6 +262,7 @@ impl From<TrySendError> for SendFail {
             TrySendError::ProducerConflict { expected, found } => {
                 SendFail::Conflict { expected, found }
             }
+            TrySendError::Forked => SendFail::Forked,
         }
     }
 }
@@ -261,6 +277,7 @@ impl From<SendTimeoutError> for SendFail {
             SendTimeoutError::ProducerConflict { expected, found } => {
                 SendFail::Conflict { expected, found }
             }
+            SendTimeoutError::Forked => SendFail::Forked,
         }
     }
 }
@@ -301,6 +318,10 @@ impl SendFail {
                 expected = expected,
                 found = found,
             ),
+            SendFail::Forked => PyErr::new::<Forked, _>(
+                "this handle belongs to the process that made it, not to this forked child: \
+                 open the bus again here",
+            ),
         }
     }
 }
@@ -315,6 +336,7 @@ pub enum RecvFail {
         position: u64,
         problem: RecordProblem,
     },
+    Forked,
 }
 
 impl From<RecvError> for RecvFail {
@@ -322,6 +344,7 @@ impl From<RecvError> for RecvFail {
         match e {
             RecvError::Lost(n) => RecvFail::Lost(n),
             RecvError::Corrupt { position, problem } => RecvFail::Corrupt { position, problem },
+            RecvError::Forked => RecvFail::Forked,
         }
     }
 }
@@ -332,6 +355,7 @@ impl From<TryRecvError> for RecvFail {
             TryRecvError::Empty => RecvFail::Empty,
             TryRecvError::Lost(n) => RecvFail::Lost(n),
             TryRecvError::Corrupt { position, problem } => RecvFail::Corrupt { position, problem },
+            TryRecvError::Forked => RecvFail::Forked,
         }
     }
 }
@@ -344,6 +368,7 @@ impl From<RecvTimeoutError> for RecvFail {
             RecvTimeoutError::Corrupt { position, problem } => {
                 RecvFail::Corrupt { position, problem }
             }
+            RecvTimeoutError::Forked => RecvFail::Forked,
         }
     }
 }
@@ -362,6 +387,10 @@ impl RecvFail {
                 format!("corrupt record at position {position}: {problem}"),
                 position = position,
                 problem = problem.to_string(),
+            ),
+            RecvFail::Forked => PyErr::new::<Forked, _>(
+                "this handle belongs to the process that made it, not to this forked child: \
+                 open the bus again here",
             ),
         }
     }

@@ -403,8 +403,9 @@ impl Subscriber {
                         lost = Some(n);
                         break;
                     }
-                    // Corrupt: the subscriber stays where it is, so the next call reports it.
-                    Err(TryRecvError::Corrupt { .. }) => break,
+                    // Corrupt, Forked: the subscriber stays where it is, so the next call
+                    // reports it.
+                    Err(TryRecvError::Corrupt { .. } | TryRecvError::Forked) => break,
                 }
             }
             c.pending_lost = lost;

@@ -2,7 +2,9 @@
 
 import asyncio
 import os
+import signal
 import struct
+import time
 
 import pytest
 
@@ -11,7 +13,7 @@ import shmbus
 KINDS = [
     "Empty", "Full", "Timeout", "MessageTooLarge", "Lost", "Corrupt", "RingCorrupt",
     "ProducerConflict", "Unblocked", "JoinError", "NoFreeSlot", "LockError",
-    "PositionNotRetained", "NotARecord", "OpenError", "Busy", "Closed",
+    "PositionNotRetained", "NotARecord", "OpenError", "Busy", "Closed", "Forked",
 ]
 
 
@@ -356,3 +358,66 @@ def test_a_loan_repaired_away_raises_unblocked_at_commit(path):
     # Both handles go on.
     pub.send(b"after")
     assert sub.recv(timeout=1).data == b"after"
+
+
+def test_handles_inherited_across_os_fork_raise_forked(path):
+    # multiprocessing's default start method on Linux is fork: a worker inherits the parent's
+    # handles. Publishing through the parent's publisher of a one-producer bus would overwrite
+    # the parent's records; receiving would move the parent's read position. Every call in
+    # the child raises Forked instead, and the child can open the bus itself.
+    bus = shmbus.Bus.create(path, capacity=1 << 16, max_producers=1)
+    pub = bus.publisher()
+    sub = bus.subscribe()
+    pub.send(b"parent 0")
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report through the pipe, never return into pytest
+        verdict = b"ok"
+        try:
+            calls = [
+                ("send", lambda: pub.send(b"child")),
+                ("send timeout=0", lambda: pub.send(b"child", timeout=0)),
+                ("try_send", lambda: pub.try_send(b"child")),
+                ("send_many", lambda: pub.send_many([b"child"])),
+                ("loan", lambda: pub.loan(8)),
+                ("try_loan", lambda: pub.try_loan(8)),
+                ("recv", lambda: sub.recv(timeout=0.01)),
+                ("try_recv", lambda: sub.try_recv()),
+                ("recv_many", lambda: sub.recv_many(4, timeout=0.01)),
+                ("recv_view", lambda: sub.recv_view(timeout=0.01)),
+            ]
+            for name, call in calls:
+                try:
+                    call()
+                    verdict = f"{name} went through in the child".encode()
+                    break
+                except shmbus.Forked:
+                    pass
+            else:
+                own = shmbus.Bus.open(path).subscribe(start="oldest")
+                if own.recv(timeout=5).data != b"parent 0":
+                    verdict = b"the child's own subscriber read something else"
+        except BaseException as e:  # noqa: BLE001 - reported to the parent
+            verdict = repr(e).encode()
+        os.write(w, verdict)
+        os._exit(0)
+    os.close(w)
+    deadline = time.monotonic() + 30
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the child hung")
+        time.sleep(0.005)
+    verdict = os.read(r, 4096)
+    os.close(r)
+    assert verdict == b"ok"
+    # The parent's handles carry on where they were.
+    pub.send(b"parent 1")
+    got = [(m.seq, m.data) for m in (sub.recv(timeout=5), sub.recv(timeout=5))]
+    assert got == [(0, b"parent 0"), (1, b"parent 1")]
+    with pytest.raises(shmbus.Timeout):
+        sub.recv(timeout=0.05)

@@ -339,6 +339,7 @@ fn tolerate(args: &[String]) -> Result<(), String> {
             Err(RecvTimeoutError::Lost(n)) => lost += n,
             Err(RecvTimeoutError::Corrupt { .. }) => corrupt += 1,
             Err(RecvTimeoutError::Timeout) => idle += 1,
+            Err(e @ RecvTimeoutError::Forked) => return Err(e.to_string()),
         }
     }
     println!(

@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -499,6 +500,62 @@ static void lossy_lapped(void) {
     shmbus_bus_free(bus);
 }
 
+/* A child made by fork() without exec inherits the parent's handles but not their slots:
+ * every call through them returns SHMBUS_FORKED and leaves the bus alone, and the child can
+ * open the bus itself. The child's verdict is its exit status (alarm: a watchdog). */
+static void forked_child(void) {
+    shmbus_bus *bus = make_bus("fork.bus", 1 << 16, SHMBUS_MODE_RELIABLE, 0);
+    shmbus_subscriber *sub = NULL;
+    shmbus_publisher *pub = NULL;
+    EXPECT(SHMBUS_OK, shmbus_bus_subscribe(bus, SHMBUS_START_LATEST, 0, &sub));
+    EXPECT(SHMBUS_OK, shmbus_bus_publisher(bus, &pub));
+    EXPECT(SHMBUS_OK, shmbus_publisher_send(pub, "parent 0", 8, NULL));
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        alarm(30);
+        checks = failures = 0;
+        char buf[64];
+        uint8_t *data = NULL;
+        shmbus_message msg;
+        EXPECT(SHMBUS_FORKED, shmbus_publisher_send(pub, "child", 5, NULL));
+        EXPECT(SHMBUS_FORKED, shmbus_publisher_try_send(pub, "child", 5, NULL));
+        EXPECT(SHMBUS_FORKED, shmbus_publisher_send_timeout(pub, "child", 5, 0, NULL));
+        EXPECT(SHMBUS_FORKED, shmbus_publisher_loan(pub, 8, &data));
+        EXPECT(SHMBUS_FORKED, shmbus_subscriber_recv_timeout(sub, buf, sizeof buf, 0, &msg));
+        EXPECT(SHMBUS_FORKED, shmbus_subscriber_try_recv(sub, buf, sizeof buf, &msg));
+        shmbus_bus *own = NULL;
+        shmbus_subscriber *mine = NULL;
+        EXPECT(SHMBUS_OK, shmbus_bus_open(path_of("fork.bus"), &own));
+        if (own != NULL) {
+            EXPECT(SHMBUS_OK, shmbus_bus_subscribe(own, SHMBUS_START_OLDEST, 0, &mine));
+            EXPECT(SHMBUS_OK, shmbus_subscriber_recv_timeout(mine, buf, sizeof buf,
+                                                             5000000000ull, &msg));
+            CHECK(msg.len == 8 && memcmp(buf, "parent 0", 8) == 0);
+            shmbus_subscriber_free(mine);
+            shmbus_bus_free(own);
+        }
+        fflush(stdout);
+        _exit(failures == 0 ? 0 : 1);
+    }
+    CHECK(pid > 0);
+    int status = 0;
+    CHECK(waitpid(pid, &status, 0) == pid);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    /* The parent's handles go on where they were. */
+    char buf[64];
+    shmbus_message msg;
+    EXPECT(SHMBUS_OK, shmbus_publisher_send(pub, "parent 1", 8, NULL));
+    EXPECT(SHMBUS_OK, shmbus_subscriber_recv_timeout(sub, buf, sizeof buf, 5000000000ull, &msg));
+    CHECK(msg.seq == 0 && memcmp(buf, "parent 0", 8) == 0);
+    EXPECT(SHMBUS_OK, shmbus_subscriber_recv_timeout(sub, buf, sizeof buf, 5000000000ull, &msg));
+    CHECK(msg.seq == 1 && memcmp(buf, "parent 1", 8) == 0);
+    EXPECT(SHMBUS_TIMEOUT, shmbus_subscriber_recv_timeout(sub, buf, sizeof buf, 50000000ull, &msg));
+    shmbus_subscriber_free(sub);
+    shmbus_publisher_free(pub);
+    shmbus_bus_free(bus);
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: errors DIR\n");
@@ -513,6 +570,7 @@ int main(int argc, char **argv) {
     loans();
     slots_and_positions();
     lossy_lapped();
+    forked_child();
     printf("errors.c: %d checks, %d failed\n", checks, failures);
     return failures == 0 ? 0 : 1;
 }

@@ -187,6 +187,8 @@ class ProducerConflict(Error):
 
 class Unblocked(Error): ...
 
+class Forked(Error): ...
+
 class JoinError(Error):
     errno: Optional[int]
 
