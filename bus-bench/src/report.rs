@@ -831,6 +831,7 @@ mod tests {
             row("ring-spsc", 64, 50e6),
             row("pipe-batched", 64, 20e6),
             row("shmbus-spin", 1 << 20, 20_000.0),
+            row("shmbus-ready", 1 << 20, 15_000.0),
         ]);
         // shmbus-spin 64 B is 1e6 in `results()`: make it 36 M (0.9× the ring: met).
         r.throughput[0].msgs_per_s = 36e6;
@@ -848,8 +849,16 @@ mod tests {
         let spsc = line("64 B: busy-polling bus vs the featureless SPSC ring");
         assert!(spsc.contains("0.72×") && !spsc.contains("met"), "{spsc}");
         // 20,000 × 1 MiB = 20,972 MB/s against 25 GB/s: 0.84×.
-        let mib = line("1 MiB: busy-polling bus vs one thread's memcpy");
+        let mib =
+            line("1 MiB: busy-polling bus (generating sender, `send`) vs one thread's memcpy");
         assert!(mib.contains("0.84×") && mib.contains("met"), "{mib}");
+        // 15,000 × 1 MiB = 15,729 MB/s: 0.63×, missed.
+        let ready =
+            line("1 MiB: busy-polling bus (`send` of a ready buffer) vs one thread's memcpy");
+        assert!(
+            ready.contains("0.63×") && ready.contains("missed"),
+            "{ready}"
+        );
         r.throughput[0].msgs_per_s = 18e6;
         let md = markdown(&r);
         assert!(md.contains("| 0.45× | ≥ 0.90× | missed by 50 % |"), "{md}");
