@@ -29,6 +29,9 @@ struct Parking {
     spot: Spot,
     /// An announcement is out and parked with the thread (which may have fired it since).
     parked: bool,
+    /// The fork count when it was made ([`crate::lock::forks`]): a child forked since holds
+    /// a copy of the parent's parking, which is not its own to take back.
+    forks: u64,
 }
 
 impl Parking {
@@ -37,6 +40,7 @@ impl Parking {
             seat: Seat::new(&spot)?,
             spot,
             parked: false,
+            forks: crate::lock::forks(),
         })
     }
 
@@ -81,9 +85,16 @@ impl Parking {
         Poll::Pending
     }
 
-    /// Takes a parking back (a message came, or the future waiting was dropped).
+    /// Takes a parking back (a message came, or the future waiting was dropped). Not in a
+    /// child forked since: the announcement (the slot's `sleeping` flag, the bus's waiting
+    /// count) is the parent's, still parked with the parent's waiter thread, and the child's
+    /// copy of that thread's state may have been copied locked.
     fn cancel(&mut self) {
-        if std::mem::replace(&mut self.parked, false) && self.seat.reactor.unpark(self.seat.id) {
+        if !std::mem::replace(&mut self.parked, false) || crate::lock::forks_counted() != self.forks
+        {
+            return;
+        }
+        if self.seat.reactor.unpark(self.seat.id) {
             self.spot.retract();
         }
     }

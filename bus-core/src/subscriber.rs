@@ -427,6 +427,14 @@ impl Subscriber {
         self.reader.unblocked
     }
 
+    /// Whether this process is a child forked (without exec) since the subscriber was made:
+    /// then every receive fails with [`RecvError::Forked`]. For layers that keep a received
+    /// message across calls (the C binding's `SHMBUS_BUFFER_TOO_SMALL`) and must not hand it
+    /// out in the child either.
+    pub fn forked(&self) -> bool {
+        self.slot.as_ref().is_some_and(Slot::forked)
+    }
+
     /// Busy-polling without chasing the writer (DESIGN.md: a reader that polls a record while
     /// its producer writes it drags the producer's cache lines over on every message). The
     /// pause between polls adapts when a wait ends, after `waited` pauses:

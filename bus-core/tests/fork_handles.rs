@@ -14,6 +14,10 @@ use bus_core::{
     RecvTimeoutError, SendError, SendTimeoutError, Start, TryLoanError, TryRecvError, TrySendError,
 };
 
+/// The tests of this binary fork one at a time: a fork while another test thread holds a lock
+/// (the allocator's, a bus's) could hang the child for reasons of its own.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Runs `f` in a forked child and returns what it said went wrong (`Ok` if nothing). The
 /// child's verdict comes back through a pipe; the child is bounded by an alarm and the
 /// parent's wait by a deadline, after which the child is killed.
@@ -22,9 +26,10 @@ fn in_child(f: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
     // SAFETY: two ints for the pipe's ends.
     assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
     let (r, w) = (fds[0], fds[1]);
-    // SAFETY: this test binary runs one test at a time on one thread (the harness's other
-    // threads are idle), the child only runs bus code (glibc's malloc is fork-safe) and ends
-    // with `_exit`; an alarm bounds it.
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    // SAFETY: the tests of this binary fork one at a time (above) and nothing else runs in
+    // it; the child only runs bus code (glibc's malloc is fork-safe) and ends with `_exit`;
+    // an alarm bounds it.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork failed");
     if pid == 0 {
@@ -162,18 +167,33 @@ fn inherited_handles_refuse_every_operation_in_a_forked_child() {
             }
             match own.publisher() {
                 // The one producer slot is the (live) parent's.
-                Err(JoinError::NoFreeSlot { .. }) if producers == 1 => Ok(()),
-                Ok(mut p) if producers > 1 => p
-                    .send(b"child's own")
-                    .map(|_| ())
-                    .map_err(|e| e.to_string()),
-                other => Err(format!(
-                    "the child's own publisher: {:?}",
-                    other.map(|_| ())
-                )),
+                Err(JoinError::NoFreeSlot { .. }) if producers == 1 => {}
+                Ok(mut p) if producers > 1 => {
+                    p.send(b"child's own").map_err(|e| e.to_string())?;
+                }
+                other => {
+                    return Err(format!(
+                        "the child's own publisher: {:?}",
+                        other.map(|_| ())
+                    ))
+                }
             }
+            // Dropping the inherited handles leaves the parent's slots alone.
+            // SAFETY: in the child only, which never returns to the parent's use of them
+            // (it `_exit`s): these bitwise copies are the only live ones here.
+            drop(unsafe { std::ptr::read(&publ) });
+            // SAFETY: as above.
+            drop(unsafe { std::ptr::read(&sub) });
+            Ok(())
         });
         assert_eq!(child, Ok(()), "{producers} producer slot(s)");
+        // The child's drops did not give the parent's slots back.
+        let stats = bus.stats();
+        assert_eq!(stats.subscribers.len(), 1, "{producers} producer slot(s)");
+        assert_eq!(stats.producers.len(), 1, "{producers} producer slot(s)");
+        if producers == 1 {
+            assert!(matches!(bus.publisher(), Err(JoinError::NoFreeSlot { .. })));
+        }
 
         // The parent's handles are untouched: its next message follows its first, and its
         // subscriber reads from where it was.

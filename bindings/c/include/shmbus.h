@@ -382,7 +382,8 @@ void shmbus_publisher_free(struct shmbus_publisher *publisher);
 // `data` may be NULL when `len` is 0. The bytes are copied; the caller keeps them.
 //
 // Errors: `SHMBUS_MESSAGE_TOO_LARGE`, `SHMBUS_UNBLOCKED`, `SHMBUS_RING_CORRUPT`,
-// `SHMBUS_PRODUCER_CONFLICT`, `SHMBUS_LOAN_OUTSTANDING`, `SHMBUS_INVALID_ARGUMENT`.
+// `SHMBUS_PRODUCER_CONFLICT`, `SHMBUS_FORKED` (this process is a child forked since the
+// publisher was made), `SHMBUS_LOAN_OUTSTANDING`, `SHMBUS_INVALID_ARGUMENT`.
 //
 // # Safety
 //
@@ -431,7 +432,8 @@ enum shmbus_status shmbus_publisher_send_timeout(struct shmbus_publisher *publis
 // sequence number).
 //
 // Errors: `SHMBUS_MESSAGE_TOO_LARGE`, `SHMBUS_RING_CORRUPT`, `SHMBUS_PRODUCER_CONFLICT`,
-// `SHMBUS_LOAN_OUTSTANDING`, `SHMBUS_INVALID_ARGUMENT`. On failure `*data` is NULL.
+// `SHMBUS_FORKED`, `SHMBUS_LOAN_OUTSTANDING`, `SHMBUS_INVALID_ARGUMENT`. On failure `*data`
+// is NULL.
 //
 // # Safety
 //
@@ -465,7 +467,8 @@ enum shmbus_status shmbus_publisher_loan_timeout(struct shmbus_publisher *publis
 // number. Either way the loan is over: its bytes must not be touched again.
 //
 // Errors: `SHMBUS_UNBLOCKED` (another process judged this publisher dead and turned the
-// record into padding), `SHMBUS_NO_LOAN`, `SHMBUS_INVALID_ARGUMENT`.
+// record into padding), `SHMBUS_FORKED` (a child forked since the loan was taken; the
+// parent's claim is left alone), `SHMBUS_NO_LOAN`, `SHMBUS_INVALID_ARGUMENT`.
 //
 // # Safety
 //
@@ -514,7 +517,8 @@ void shmbus_subscriber_free(struct shmbus_subscriber *subscriber);
 // call of any kind returns it. `buf` may be NULL when `cap` is 0 (to learn the length).
 //
 // Errors: `SHMBUS_BUFFER_TOO_SMALL`, `SHMBUS_LOST` (lossy mode: `msg->lost` messages were
-// lost; receive again for the next one), `SHMBUS_CORRUPT`, `SHMBUS_INVALID_ARGUMENT`.
+// lost; receive again for the next one), `SHMBUS_CORRUPT`, `SHMBUS_FORKED` (this process
+// is a child forked since the subscriber was made), `SHMBUS_INVALID_ARGUMENT`.
 //
 // # Safety
 //
@@ -555,7 +559,7 @@ enum shmbus_status shmbus_subscriber_recv_timeout(struct shmbus_subscriber *subs
 // end it). In reliable mode they are the bytes in the ring, protected from producers until
 // then (so release them promptly); in lossy mode a validated copy.
 //
-// Errors: `SHMBUS_LOST`, `SHMBUS_CORRUPT`, `SHMBUS_INVALID_ARGUMENT`.
+// Errors: `SHMBUS_LOST`, `SHMBUS_CORRUPT`, `SHMBUS_FORKED`, `SHMBUS_INVALID_ARGUMENT`.
 //
 // # Safety
 //

@@ -170,7 +170,8 @@ pub unsafe extern "C" fn shmbus_publisher_free(publisher: *mut shmbus_publisher)
 /// `data` may be NULL when `len` is 0. The bytes are copied; the caller keeps them.
 ///
 /// Errors: `SHMBUS_MESSAGE_TOO_LARGE`, `SHMBUS_UNBLOCKED`, `SHMBUS_RING_CORRUPT`,
-/// `SHMBUS_PRODUCER_CONFLICT`, `SHMBUS_LOAN_OUTSTANDING`, `SHMBUS_INVALID_ARGUMENT`.
+/// `SHMBUS_PRODUCER_CONFLICT`, `SHMBUS_FORKED` (this process is a child forked since the
+/// publisher was made), `SHMBUS_LOAN_OUTSTANDING`, `SHMBUS_INVALID_ARGUMENT`.
 ///
 /// # Safety
 ///
@@ -259,7 +260,8 @@ pub unsafe extern "C" fn shmbus_publisher_send_timeout(
 /// sequence number).
 ///
 /// Errors: `SHMBUS_MESSAGE_TOO_LARGE`, `SHMBUS_RING_CORRUPT`, `SHMBUS_PRODUCER_CONFLICT`,
-/// `SHMBUS_LOAN_OUTSTANDING`, `SHMBUS_INVALID_ARGUMENT`. On failure `*data` is NULL.
+/// `SHMBUS_FORKED`, `SHMBUS_LOAN_OUTSTANDING`, `SHMBUS_INVALID_ARGUMENT`. On failure `*data`
+/// is NULL.
 ///
 /// # Safety
 ///
@@ -342,7 +344,8 @@ fn take_loan(p: &mut shmbus_publisher) -> Result<Loan<'static>, Failure> {
 /// number. Either way the loan is over: its bytes must not be touched again.
 ///
 /// Errors: `SHMBUS_UNBLOCKED` (another process judged this publisher dead and turned the
-/// record into padding), `SHMBUS_NO_LOAN`, `SHMBUS_INVALID_ARGUMENT`.
+/// record into padding), `SHMBUS_FORKED` (a child forked since the loan was taken; the
+/// parent's claim is left alone), `SHMBUS_NO_LOAN`, `SHMBUS_INVALID_ARGUMENT`.
 ///
 /// # Safety
 ///

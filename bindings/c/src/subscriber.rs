@@ -19,7 +19,7 @@ use std::ffi::c_void;
 use std::ptr::NonNull;
 use std::time::Duration;
 
-use bus_core::{Sample, Start, Subscriber, WaitStrategy};
+use bus_core::{RecvError, Sample, Start, Subscriber, WaitStrategy};
 
 use crate::bus::{bus_ref, clear_out, shmbus_bus};
 use crate::error::{ffi, ffi_void, required, shmbus_status, Failure, RecvFailure};
@@ -136,6 +136,11 @@ impl shmbus_subscriber {
     fn next(&mut self, wait: Wait) -> Result<&Held, RecvFailure> {
         if self.held.as_ref().is_some_and(|h| h.lent) {
             self.held = None;
+        }
+        // A message kept from before a fork is the parent's to deliver: the child gets what
+        // every receive through an inherited handle gets.
+        if self.held.is_some() && self.sub().forked() {
+            return Err(RecvError::Forked.into());
         }
         if self.held.is_none() {
             // SAFETY: `'static` stands for "until taken": `sub` lives until `Drop`, which
@@ -323,7 +328,8 @@ pub unsafe extern "C" fn shmbus_subscriber_free(subscriber: *mut shmbus_subscrib
 /// call of any kind returns it. `buf` may be NULL when `cap` is 0 (to learn the length).
 ///
 /// Errors: `SHMBUS_BUFFER_TOO_SMALL`, `SHMBUS_LOST` (lossy mode: `msg->lost` messages were
-/// lost; receive again for the next one), `SHMBUS_CORRUPT`, `SHMBUS_INVALID_ARGUMENT`.
+/// lost; receive again for the next one), `SHMBUS_CORRUPT`, `SHMBUS_FORKED` (this process
+/// is a child forked since the subscriber was made), `SHMBUS_INVALID_ARGUMENT`.
 ///
 /// # Safety
 ///
@@ -387,7 +393,7 @@ pub unsafe extern "C" fn shmbus_subscriber_recv_timeout(
 /// end it). In reliable mode they are the bytes in the ring, protected from producers until
 /// then (so release them promptly); in lossy mode a validated copy.
 ///
-/// Errors: `SHMBUS_LOST`, `SHMBUS_CORRUPT`, `SHMBUS_INVALID_ARGUMENT`.
+/// Errors: `SHMBUS_LOST`, `SHMBUS_CORRUPT`, `SHMBUS_FORKED`, `SHMBUS_INVALID_ARGUMENT`.
 ///
 /// # Safety
 ///

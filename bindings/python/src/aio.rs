@@ -371,6 +371,22 @@ enum Op {
 pub struct Pending {
     op: Option<Op>,
     state: OpState,
+    /// Whether the first step has run (see [`YIELD_EVERY`]).
+    stepped: bool,
+}
+
+/// Operations that may complete in their first step, one after the other, before one of them
+/// yields to the event loop first. An operation that completes at once never yields (no
+/// future, no loop call: the point of the fast path), so a task receiving a stream that the
+/// ring always has ready, or sending into a ring that always has room, would otherwise hold
+/// the loop for ever: other tasks, timers and `asyncio.timeout` would never run. The yield
+/// comes *before* the step, so a task cancelled there has consumed nothing.
+const YIELD_EVERY: u32 = 64;
+
+thread_local! {
+    /// Operations completed in their first step on this thread (an event loop's) since one
+    /// yielded to the loop or had to wait.
+    static AT_ONCE: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
 
 impl Pending {
@@ -378,6 +394,7 @@ impl Pending {
         Pending {
             op: Some(Op::Recv { sub, iterating }),
             state: OpState::new(),
+            stepped: false,
         }
     }
 
@@ -388,6 +405,7 @@ impl Pending {
                 data: Some(data),
             }),
             state: OpState::new(),
+            stepped: false,
         }
     }
 
@@ -407,6 +425,15 @@ impl Pending {
 
     /// One step: the result (raised as StopIteration), or what the task waits on.
     fn step(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        if self.op.is_some()
+            && !std::mem::replace(&mut self.stepped, true)
+            && AT_ONCE.get() >= YIELD_EVERY
+        {
+            // Let the loop run once (a bare yield: the task runs again on its next
+            // iteration), before anything is taken from or put into the ring.
+            AT_ONCE.set(0);
+            return Ok(py.None());
+        }
         let r = match &mut self.op {
             None => {
                 return Err(PyRuntimeError::new_err(
@@ -426,8 +453,15 @@ impl Pending {
             }
         };
         match r.and_then(|s| match s {
-            Step::Done(v) => Ok(Err(v)),
-            Step::Wait => self.park(py).map(Ok),
+            Step::Done(v) => {
+                AT_ONCE.set(AT_ONCE.get().saturating_add(1));
+                Ok(Err(v))
+            }
+            Step::Wait => {
+                // The loop runs before this task does again.
+                AT_ONCE.set(0);
+                self.park(py).map(Ok)
+            }
         }) {
             Ok(Ok(wait_on)) => Ok(wait_on),
             Ok(Err(v)) => {
@@ -518,6 +552,17 @@ impl Pending {
     /// The coroutine protocol: ends the operation without consuming anything.
     fn close(&mut self, py: Python<'_>) {
         self.finish(py);
+    }
+
+    /// `Pending[Message]` in annotations evaluated at run time, as the stub declares it
+    /// (`Generic[_T]`).
+    #[classmethod]
+    fn __class_getitem__(cls: &Bound<'_, PyType>, item: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        let py = cls.py();
+        let alias = py
+            .import(intern!(py, "types"))?
+            .getattr(intern!(py, "GenericAlias"))?;
+        Ok(alias.call1((cls, item))?.unbind())
     }
 
     /// Says whether the operation is a receive or a send, and whether it has finished.

@@ -316,8 +316,8 @@ impl Bus {
 
     /// msync: on a disk file, everything published so far becomes durable.
     fn flush(&self, py: Python<'_>) -> PyResult<()> {
-        py.detach(|| self.inner.flush())
-            .map_err(|e| PyOSError::new_err(e.to_string()))
+        // pyo3's conversion keeps the errno (`OSError.errno`) and picks the subclass.
+        py.detach(|| self.inner.flush()).map_err(PyErr::from)
     }
 
     /// Frees the slots of participants whose processes died; returns how many.

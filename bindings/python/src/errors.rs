@@ -412,6 +412,8 @@ pub fn join_err(py: Python<'_>, e: RsJoinError) -> PyErr {
             e.to_string(),
             kind = kind.to_string(),
             max = max,
+            // A JoinError has `.errno`; a full bus is no system call's failure.
+            errno = None::<i32>,
         ),
         RsJoinError::Lock(l) => lock_err(py, l),
         RsJoinError::Io { errno } => exc!(py, JoinError, e.to_string(), errno = errno),

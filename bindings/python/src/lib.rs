@@ -16,6 +16,7 @@
 mod aio;
 mod buffer;
 mod bus;
+mod closing;
 mod errors;
 mod publisher;
 mod region;

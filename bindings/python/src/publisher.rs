@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,7 @@ use pyo3::PyTraverseError;
 use crate::aio::{OpState, OpTicket, Pending, Step};
 use crate::buffer::with_bytes;
 use crate::bus::timeout_arg;
+use crate::closing::{self, Closable, Closing, Guard};
 use crate::errors::{exc, Busy, Closed, SendFail};
 use crate::region::{Exit, Region};
 
@@ -140,13 +141,15 @@ impl Cell {
         }
     }
 
-    /// The handle, for reads of its counters and parameters.
-    fn handle(&self) -> &Handle {
-        // SAFETY: `publ` is valid while the cell lives. A loan or send future may hold a
-        // `&mut` borrow of it; what is read through this one is a copy of the bus parameters
-        // and the publisher's counters, which neither writes while the caller holds the
-        // cell's lock (they run only inside calls on this cell).
-        unsafe { self.publ.as_ref() }
+    /// The handle, for reads of its counters and parameters: refused (`Busy`) while a loan
+    /// or a send future borrows it mutably, since a shared borrow beside that one would be
+    /// undefined behaviour whatever it reads.
+    fn handle(&mut self) -> PyResult<&Handle> {
+        self.check()?;
+        // SAFETY: `publ` is valid while the cell lives, and `check` found no loan and no
+        // send future borrowing it; the borrow is tied to `&mut self`, so none can be made
+        // while it lives.
+        Ok(unsafe { self.publ.as_ref() })
     }
 
     /// Refuses a new operation while a loan is out or a `send_async` waits (ended ones are
@@ -211,25 +214,28 @@ impl Drop for Cell {
 #[pyclass(module = "shmbus", frozen)]
 pub struct Publisher {
     cell: Mutex<Option<Cell>>,
+    closing: Closing,
+}
+
+impl Closable for Cell {
+    fn can_close(&self) -> bool {
+        self.pinned
+            .as_ref()
+            .is_none_or(|p| p.finished.load(Ordering::Acquire))
+            && self.sending.as_ref().is_none_or(|s| !s.ticket.is_live())
+    }
 }
 
 impl Publisher {
     pub fn new(p: bus_core::Publisher) -> Publisher {
         Publisher {
             cell: Mutex::new(Some(Cell::new(p))),
+            closing: Closing::default(),
         }
     }
 
-    fn lock(&self) -> PyResult<MutexGuard<'_, Option<Cell>>> {
-        match self.cell.try_lock() {
-            Ok(g) => Ok(g),
-            Err(TryLockError::WouldBlock) => Err(Busy::new_err(
-                "another thread is using this publisher (one thread at a time)",
-            )),
-            // A panic inside bus-core surfaced as an exception; the publisher itself is
-            // still consistent (every bus-core operation leaves it so).
-            Err(TryLockError::Poisoned(p)) => Ok(p.into_inner()),
-        }
+    fn lock(&self) -> PyResult<Guard<'_, Cell>> {
+        closing::lock(&self.cell, &self.closing, "publisher")
     }
 }
 
@@ -245,6 +251,7 @@ fn send_one(
     p: &mut bus_core::Publisher,
     bytes: &[u8],
     deadline: Deadline,
+    closing: &Closing,
 ) -> PyResult<Sent> {
     if bytes.len() < NOGIL_COPY {
         match p.try_send(bytes) {
@@ -265,7 +272,7 @@ fn send_one(
         first = false;
         match py.detach(|| p.send_timeout(bytes, slice)) {
             Ok(s) => return Ok(s),
-            Err(SendTimeoutError::Timeout) => py.check_signals()?,
+            Err(SendTimeoutError::Timeout) => closing.between_slices(py)?,
             Err(e) => return Err(SendFail::from(e).into_pyerr(py)),
         }
     }
@@ -282,7 +289,9 @@ impl Publisher {
         let deadline = deadline(timeout_arg(timeout)?);
         let mut g = self.lock()?;
         let p = cell(&mut g)?.ready()?;
-        with_bytes(data, |b| send_one(py, p, b, deadline).map(|s| s.seq))?
+        with_bytes(data, |b| {
+            send_one(py, p, b, deadline, &self.closing).map(|s| s.seq)
+        })?
     }
 
     /// Publishes `data` if there is room now; raises `Full` otherwise.
@@ -319,7 +328,7 @@ impl Publisher {
         let r = (|| -> PyResult<()> {
             for item in messages.try_iter()? {
                 let item = item?;
-                let s = with_bytes(&item, |b| send_one(py, p, b, deadline))??;
+                let s = with_bytes(&item, |b| send_one(py, p, b, deadline, &self.closing))??;
                 last = Some(s.seq);
                 sent += 1;
             }
@@ -371,7 +380,7 @@ impl Publisher {
     fn max_message(&self) -> PyResult<u32> {
         let mut g = self.lock()?;
         let c = cell(&mut g)?;
-        Ok(c.handle().get().max_message())
+        Ok(c.handle()?.get().max_message())
     }
 
     /// Messages this publisher has committed.
@@ -379,19 +388,26 @@ impl Publisher {
     fn sent(&self) -> PyResult<u64> {
         let mut g = self.lock()?;
         let c = cell(&mut g)?;
-        Ok(c.handle().get().sent())
+        Ok(c.handle()?.get().sent())
     }
 
     /// Whether `close` was called.
     #[getter]
     fn closed(&self) -> PyResult<bool> {
-        Ok(self.lock()?.is_none())
+        Ok(self.closing.requested() || self.lock()?.is_none())
     }
 
     /// Gives the producer slot back. Raises `Busy` while a loan is open. Closing twice is
     /// harmless.
-    fn close(&self) -> PyResult<()> {
-        let mut g = self.lock()?;
+    ///
+    /// A `send` or `loan` waiting for room in another thread raises `Closed` within 20 ms;
+    /// `close` returns once it has, with the slot given back. Called from a signal handler
+    /// while this thread waits in a `send`, it returns at once: the interrupted call raises
+    /// `Closed` and gives the slot back as it returns.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let Some(mut g) = closing::lock_for_close(py, &self.cell, &self.closing) else {
+            return Ok(());
+        };
         let mut waiting = None;
         if let Some(c) = g.as_mut() {
             // A waiting `send_async` is dropped (nothing was published); its task looks
@@ -411,17 +427,34 @@ impl Publisher {
         slf
     }
 
-    #[pyo3(signature = (*_args))]
-    fn __exit__(&self, _args: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
-        self.close()?;
-        Ok(false)
+    /// Closes the handle. If the block raised, a close that cannot happen now (a view or
+    /// loan made in the block is still alive) does not replace the block's exception: the
+    /// handle then closes when collected.
+    #[pyo3(signature = (exc_type=None, _exc=None, _tb=None))]
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        exc_type: Option<&Bound<'_, PyAny>>,
+        _exc: Option<&Bound<'_, PyAny>>,
+        _tb: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        match self.close(py) {
+            Err(e) if exc_type.is_some_and(|t| !t.is_none()) && e.is_instance_of::<Busy>(py) => {
+                Ok(false)
+            }
+            r => r.map(|()| false),
+        }
     }
 
     fn __repr__(&self) -> String {
-        match self.cell.try_lock().as_deref() {
-            Ok(Some(c)) => format!("<shmbus.Publisher sent={}>", c.handle().get().sent()),
-            Ok(None) => "<shmbus.Publisher closed>".to_string(),
-            Err(_) => "<shmbus.Publisher busy>".to_string(),
+        let Ok(mut g) = self.cell.try_lock() else {
+            return "<shmbus.Publisher busy>".to_string();
+        };
+        match g.as_mut().map(|c| c.handle().map(|h| h.get().sent())) {
+            Some(Ok(sent)) => format!("<shmbus.Publisher sent={sent}>"),
+            // A loan or a waiting send_async borrows the publisher.
+            Some(Err(_)) => "<shmbus.Publisher busy>".to_string(),
+            None => "<shmbus.Publisher closed>".to_string(),
         }
     }
 }
@@ -546,7 +579,7 @@ fn lend(slf: &Bound<'_, Publisher>, size: usize, wait: Option<Deadline>) -> PyRe
                 let p = publ();
                 match py.detach(move || p.loan_timeout(size, slice)) {
                     Ok(l) => break Ok(l),
-                    Err(bus_core::LoanTimeoutError::Timeout) => py.check_signals()?,
+                    Err(bus_core::LoanTimeoutError::Timeout) => this.closing.between_slices(py)?,
                     Err(e) => break Err(e.into()),
                 }
             }

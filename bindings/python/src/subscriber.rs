@@ -3,7 +3,7 @@
 use std::ffi::c_int;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
 use bus_core::{AsyncSubscriber, RecvTimeoutError, Sample, TryRecvError};
@@ -16,6 +16,7 @@ use pyo3::PyTraverseError;
 
 use crate::aio::{OpState, OpTicket, Pending, Step};
 use crate::bus::timeout_arg;
+use crate::closing::{self, Closable, Closing, Guard};
 use crate::errors::{exc, Busy, Closed, RecvFail};
 use crate::publisher::{deadline, next_slice, Deadline};
 use crate::region::{Exit, Region};
@@ -281,6 +282,15 @@ impl Cell {
 #[pyclass(module = "shmbus", frozen)]
 pub struct Subscriber {
     cell: Mutex<Option<Cell>>,
+    closing: Closing,
+}
+
+impl Closable for Cell {
+    fn can_close(&self) -> bool {
+        self.pinned
+            .as_ref()
+            .is_none_or(|p| p.finished.load(Ordering::Acquire))
+    }
 }
 
 impl Subscriber {
@@ -293,26 +303,19 @@ impl Subscriber {
                 pending_lost: None,
                 async_op: None,
             })),
+            closing: Closing::default(),
         }
     }
 
-    fn lock(&self) -> PyResult<MutexGuard<'_, Option<Cell>>> {
-        match self.cell.try_lock() {
-            Ok(g) => Ok(g),
-            Err(TryLockError::WouldBlock) => Err(Busy::new_err(
-                "another thread is using this subscriber (one thread at a time)",
-            )),
-            // A panic inside bus-core surfaced as an exception; the subscriber itself is
-            // still consistent (every bus-core operation leaves it so).
-            Err(TryLockError::Poisoned(p)) => Ok(p.into_inner()),
-        }
+    fn lock(&self) -> PyResult<Guard<'_, Cell>> {
+        closing::lock(&self.cell, &self.closing, "subscriber")
     }
 
     /// One message as `Message` parts (copied out into a new bytes object).
     fn recv_parts(&self, py: Python<'_>, wait: Option<Deadline>) -> PyResult<Message> {
         let mut g = self.lock()?;
         let sub = cell(&mut g)?.ready(py)?;
-        let (data, seq, position) = receive(py, sub, wait, |s| {
+        let (data, seq, position) = receive(py, sub, wait, &self.closing, |s| {
             (PyBytes::new(py, &s).unbind(), s.seq, s.position)
         })?;
         drop(g);
@@ -336,6 +339,7 @@ fn receive<T>(
     py: Python<'_>,
     sub: &mut bus_core::Subscriber,
     wait: Option<Deadline>,
+    closing: &Closing,
     f: impl for<'a> FnOnce(Sample<'a>) -> T,
 ) -> PyResult<T> {
     match sub.try_recv_ref() {
@@ -352,7 +356,7 @@ fn receive<T>(
         };
         match py.detach(|| sub.recv_ref_timeout(slice)) {
             Ok(s) => return Ok(f(s)),
-            Err(RecvTimeoutError::Timeout) => py.check_signals()?,
+            Err(RecvTimeoutError::Timeout) => closing.between_slices(py)?,
             Err(e) => return Err(RecvFail::from(e).into_pyerr(py)),
         }
     }
@@ -393,7 +397,7 @@ impl Subscriber {
             let c = cell(&mut g)?;
             let sub = c.ready(py)?;
             let part = |s: Sample<'_>| (PyBytes::new(py, &s).unbind(), s.seq, s.position);
-            parts.push(receive(py, sub, Some(d), part)?);
+            parts.push(receive(py, sub, Some(d), &self.closing, part)?);
             let mut lost = None;
             while parts.len() < max {
                 match sub.try_recv_ref() {
@@ -448,7 +452,7 @@ impl Subscriber {
         // it is there (`ready`), and drops it before the subscriber (field order): what the
         // borrow of `Sample<'a>` would have enforced. The sample holds no reference into the
         // `Subscriber` value itself, so reaching the cell through `&mut` does not touch it.
-        let sample = receive(py, sub, Some(d), |s| unsafe {
+        let sample = receive(py, sub, Some(d), &this.closing, |s| unsafe {
             std::mem::transmute::<Sample<'_>, Sample<'static>>(s)
         })?;
         let (ptr, len) = (sample.as_ptr() as *mut u8, sample.len());
@@ -505,13 +509,21 @@ impl Subscriber {
     /// Whether `close` was called.
     #[getter]
     fn closed(&self) -> PyResult<bool> {
-        Ok(self.lock()?.is_none())
+        Ok(self.closing.requested() || self.lock()?.is_none())
     }
 
     /// Gives the subscriber slot back (producers stop waiting for it). Raises `Busy` while a
     /// view is open. Closing twice is harmless.
+    ///
+    /// A receive blocked on this subscriber in another thread (or `for msg in sub` there)
+    /// raises `Closed` within 20 ms, and ends its loop; `close` returns once it has, with
+    /// the slot given back. Called from a signal handler while this thread waits in a
+    /// receive, it returns at once: the interrupted receive raises `Closed` and gives the
+    /// slot back as it returns.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
-        let mut g = self.lock()?;
+        let Some(mut g) = closing::lock_for_close(py, &self.cell, &self.closing) else {
+            return Ok(());
+        };
         if let Some(c) = g.as_mut() {
             if c.pinned
                 .as_ref()
@@ -536,10 +548,23 @@ impl Subscriber {
         slf
     }
 
-    #[pyo3(signature = (*_args))]
-    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
-        self.close(py)?;
-        Ok(false)
+    /// Closes the handle. If the block raised, a close that cannot happen now (a view or
+    /// loan made in the block is still alive) does not replace the block's exception: the
+    /// handle then closes when collected.
+    #[pyo3(signature = (exc_type=None, _exc=None, _tb=None))]
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        exc_type: Option<&Bound<'_, PyAny>>,
+        _exc: Option<&Bound<'_, PyAny>>,
+        _tb: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        match self.close(py) {
+            Err(e) if exc_type.is_some_and(|t| !t.is_none()) && e.is_instance_of::<Busy>(py) => {
+                Ok(false)
+            }
+            r => r.map(|()| false),
+        }
     }
 
     fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {

@@ -397,6 +397,10 @@ def test_handles_inherited_across_os_fork_raise_forked(path):
                 own = shmbus.Bus.open(path).subscribe(start="oldest")
                 if own.recv(timeout=5).data != b"parent 0":
                     verdict = b"the child's own subscriber read something else"
+                own.close()
+                # Closing the inherited handles leaves the parent's slots alone.
+                pub.close()
+                sub.close()
         except BaseException as e:  # noqa: BLE001 - reported to the parent
             verdict = repr(e).encode()
         os.write(w, verdict)
@@ -415,6 +419,8 @@ def test_handles_inherited_across_os_fork_raise_forked(path):
     verdict = os.read(r, 4096)
     os.close(r)
     assert verdict == b"ok"
+    stats = bus.stats()
+    assert len(stats["subscribers"]) == 1 and len(stats["producers"]) == 1
     # The parent's handles carry on where they were.
     pub.send(b"parent 1")
     got = [(m.seq, m.data) for m in (sub.recv(timeout=5), sub.recv(timeout=5))]

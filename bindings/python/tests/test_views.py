@@ -163,3 +163,34 @@ def test_publisher_close_waits_for_its_loan(bus):
     del ctx
     gc.collect()
     pub.close()
+
+
+def test_publisher_getters_wait_for_the_loan(bus):
+    # A loan borrows the publisher mutably (it commits through it): reading the publisher's
+    # counters beside it was a second, shared borrow (undefined behaviour in Rust's model).
+    # Like every other call, the getters refuse while the loan is open.
+    pub = bus.publisher()
+    assert pub.sent == 0 and pub.max_message == bus.max_message
+    with pub.loan(8) as buf:
+        buf[:] = b"12345678"
+        with pytest.raises(shmbus.Busy):
+            pub.sent
+        with pytest.raises(shmbus.Busy):
+            pub.max_message
+        assert "busy" in repr(pub)
+    assert pub.sent == 1
+    assert "sent=1" in repr(pub)
+
+
+def test_a_with_block_keeps_its_exception_when_a_view_is_still_open(bus):
+    # The subscriber cannot close while a view made in the block is open; that Busy used
+    # to replace the exception the block raised (which became its __context__).
+    bus.publisher().send(b"x")
+    with pytest.raises(ZeroDivisionError):
+        with bus.subscribe(start="oldest") as sub:
+            view = sub.recv_view(timeout=5)
+            view.__enter__()  # left open
+            1 / 0
+    view.__exit__(None, None, None)
+    sub.close()
+    assert sub.closed

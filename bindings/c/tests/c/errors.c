@@ -510,6 +510,12 @@ static void forked_child(void) {
     EXPECT(SHMBUS_OK, shmbus_bus_subscribe(bus, SHMBUS_START_LATEST, 0, &sub));
     EXPECT(SHMBUS_OK, shmbus_bus_publisher(bus, &pub));
     EXPECT(SHMBUS_OK, shmbus_publisher_send(pub, "parent 0", 8, NULL));
+    {
+        /* The subscriber keeps a message that did not fit: the child must not get it. */
+        char small[2];
+        shmbus_message held;
+        EXPECT(SHMBUS_BUFFER_TOO_SMALL, shmbus_subscriber_recv(sub, small, sizeof small, &held));
+    }
     fflush(stdout);
     pid_t pid = fork();
     if (pid == 0) {

@@ -1,0 +1,159 @@
+//! Closing a handle that a blocked call holds.
+//!
+//! A blocking call (`recv`, `for msg in sub`, a `send` or `loan` waiting for room) holds its
+//! handle's lock for the whole wait, in slices of at most 20 ms with the GIL released.
+//! `close()` from another thread, or from a signal handler that Python runs between two of
+//! those slices on the very thread that waits, cannot take the lock: it raises a flag
+//! instead. The waiting call looks at the flag between slices and raises `Closed`, and the
+//! handle closes as that call lets go of the lock (the guard's drop). A `close()` from
+//! another thread waits for that (about a slice) and returns with the handle closed; one from
+//! a signal handler returns at once, and the interrupted call closes it on its way out.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, TryLockError};
+use std::time::{Duration, Instant};
+
+use pyo3::prelude::*;
+
+use crate::errors::{Busy, Closed};
+
+/// How long `close()` waits for a call on another thread to let go of the handle before it
+/// leaves the close to that call (which closes the handle when it returns).
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// The close request of one handle, and which thread holds its lock.
+#[derive(Default)]
+pub(crate) struct Closing {
+    requested: AtomicBool,
+    /// [`this_thread`] of the thread holding the handle's lock; 0 when nobody does.
+    holder: AtomicU64,
+}
+
+impl Closing {
+    /// Whether `close()` was called (and perhaps not yet done: see the module doc).
+    pub(crate) fn requested(&self) -> bool {
+        // ORDERING: Acquire: pairs with the Release in `lock_for_close`; nothing else is
+        // published through it, it only has to be seen between two slices of a wait.
+        self.requested.load(Ordering::Acquire)
+    }
+
+    /// Between two slices of a blocking wait: Python's signal handlers run (Ctrl-C raises
+    /// `KeyboardInterrupt`), then a `close()` made meanwhile ends the wait with `Closed`.
+    pub(crate) fn between_slices(&self, py: Python<'_>) -> PyResult<()> {
+        py.check_signals()?;
+        if self.requested() {
+            return Err(Closed::new_err(
+                "the handle was closed while this call waited",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What a handle's cell must say before it is closed on a pending request.
+pub(crate) trait Closable {
+    /// Whether nothing borrows the handle (no open view or loan): then it may be closed.
+    fn can_close(&self) -> bool;
+}
+
+/// An identity of the current thread that is never 0: the address of a thread-local (std's
+/// `ThreadId` has no stable integer form).
+fn this_thread() -> u64 {
+    thread_local! {
+        static ME: u8 = const { 0 };
+    }
+    ME.with(|me| me as *const u8 as u64)
+}
+
+/// The lock of a handle's cell, held by this thread. Its drop closes the handle if `close()`
+/// was asked for meanwhile and nothing borrows it.
+pub(crate) struct Guard<'a, C: Closable> {
+    cell: MutexGuard<'a, Option<C>>,
+    closing: &'a Closing,
+}
+
+impl<C: Closable> Guard<'_, C> {
+    fn settle(&mut self) {
+        if self.closing.requested() && self.cell.as_ref().is_some_and(C::can_close) {
+            *self.cell = None;
+        }
+    }
+}
+
+impl<C: Closable> std::ops::Deref for Guard<'_, C> {
+    type Target = Option<C>;
+    fn deref(&self) -> &Option<C> {
+        &self.cell
+    }
+}
+
+impl<C: Closable> std::ops::DerefMut for Guard<'_, C> {
+    fn deref_mut(&mut self) -> &mut Option<C> {
+        &mut self.cell
+    }
+}
+
+impl<C: Closable> Drop for Guard<'_, C> {
+    fn drop(&mut self) {
+        self.settle();
+        // ORDERING: Relaxed: only compared with the current thread's own id (a thread sees
+        // its own stores); another thread reading a stale holder only waits a little longer.
+        self.closing.holder.store(0, Ordering::Relaxed);
+    }
+}
+
+fn guard<'a, C: Closable>(cell: MutexGuard<'a, Option<C>>, closing: &'a Closing) -> Guard<'a, C> {
+    // ORDERING: Relaxed: see `Guard::drop`.
+    closing.holder.store(this_thread(), Ordering::Relaxed);
+    let mut g = Guard { cell, closing };
+    // A close that a call then holding the lock left pending.
+    g.settle();
+    g
+}
+
+/// Takes the lock for a call, or raises `Busy` (`what` says which handle) while another
+/// thread's call holds it.
+pub(crate) fn lock<'a, C: Closable>(
+    m: &'a Mutex<Option<C>>,
+    closing: &'a Closing,
+    what: &str,
+) -> PyResult<Guard<'a, C>> {
+    match m.try_lock() {
+        Ok(g) => Ok(guard(g, closing)),
+        Err(TryLockError::WouldBlock) => Err(Busy::new_err(format!(
+            "another thread is using this {what} (one thread at a time)"
+        ))),
+        // A panic inside bus-core surfaced as an exception; the handle itself is still
+        // consistent (every bus-core operation leaves it so).
+        Err(TryLockError::Poisoned(p)) => Ok(guard(p.into_inner(), closing)),
+    }
+}
+
+/// Takes the lock for `close()`. `None`: a call holds it (on this thread, under a signal
+/// handler, or on another that did not let go within [`CLOSE_WAIT`]); the close is left to it:
+/// it raises `Closed` at its next slice and closes the handle as it returns.
+pub(crate) fn lock_for_close<'a, C: Closable>(
+    py: Python<'_>,
+    m: &'a Mutex<Option<C>>,
+    closing: &'a Closing,
+) -> Option<Guard<'a, C>> {
+    let start = Instant::now();
+    loop {
+        match m.try_lock() {
+            Ok(g) => return Some(guard(g, closing)),
+            Err(TryLockError::Poisoned(p)) => return Some(guard(p.into_inner(), closing)),
+            Err(TryLockError::WouldBlock) => {
+                // ORDERING: Release: see `Closing::requested`.
+                closing.requested.store(true, Ordering::Release);
+                // ORDERING: Relaxed: see `Guard::drop`.
+                if closing.holder.load(Ordering::Relaxed) == this_thread()
+                    || start.elapsed() > CLOSE_WAIT
+                {
+                    return None;
+                }
+                // The holder needs the GIL to return.
+                py.detach(|| std::thread::sleep(Duration::from_millis(1)));
+            }
+        }
+    }
+}
