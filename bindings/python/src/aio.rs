@@ -429,10 +429,14 @@ impl Pending {
             && !std::mem::replace(&mut self.stepped, true)
             && AT_ONCE.get() >= YIELD_EVERY
         {
-            // Let the loop run once (a bare yield: the task runs again on its next
-            // iteration), before anything is taken from or put into the ring.
             AT_ONCE.set(0);
-            return Ok(py.None());
+            // Let the loop run once (a bare yield: the task runs again on its next
+            // iteration), before anything is taken from or put into the ring. Only under a
+            // running asyncio loop: driven by hand (or by another framework), the step goes
+            // on as always.
+            if running_driver(py).is_ok() {
+                return Ok(py.None());
+            }
         }
         let r = match &mut self.op {
             None => {

@@ -9,8 +9,10 @@
 //! another thread waits for that (about a slice) and returns with the handle closed; one from
 //! a signal handler returns at once, and the interrupted call closes it on its way out.
 
+use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, TryLockError};
+use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
@@ -41,19 +43,34 @@ impl Closing {
     /// `KeyboardInterrupt`), then a `close()` made meanwhile ends the wait with `Closed`.
     pub(crate) fn between_slices(&self, py: Python<'_>) -> PyResult<()> {
         py.check_signals()?;
+        self.check()
+    }
+
+    /// `Closed` if a close is pending: also before each message of a batch (`send_many`,
+    /// whose items' own Python code may run the signal handler that closes the handle), so
+    /// that a batch that never has to wait does not publish past a close.
+    pub(crate) fn check(&self) -> PyResult<()> {
         if self.requested() {
-            return Err(Closed::new_err(
-                "the handle was closed while this call waited",
-            ));
+            return Err(Closed::new_err("the handle was closed while this call ran"));
         }
         Ok(())
+    }
+
+    /// Forgets a request that `close()` then refused (`Busy`: a view or loan is open), so
+    /// that `closed` says False and no later call closes the handle behind the caller's back.
+    pub(crate) fn withdraw(&self) {
+        // ORDERING: Release: as in `lock_for_close`.
+        self.requested.store(false, Ordering::Release);
     }
 }
 
 /// What a handle's cell must say before it is closed on a pending request.
-pub(crate) trait Closable {
+pub(crate) trait Closable: Send {
     /// Whether nothing borrows the handle (no open view or loan): then it may be closed.
     fn can_close(&self) -> bool;
+    /// The asyncio task waiting on the handle, if any: woken once the handle is closed, it
+    /// finds it closed and raises `Closed`, as after `close()`.
+    fn take_waiter(&mut self) -> Option<Waker>;
 }
 
 /// An identity of the current thread that is never 0: the address of a thread-local (std's
@@ -68,15 +85,24 @@ fn this_thread() -> u64 {
 /// The lock of a handle's cell, held by this thread. Its drop closes the handle if `close()`
 /// was asked for meanwhile and nothing borrows it.
 pub(crate) struct Guard<'a, C: Closable> {
-    cell: MutexGuard<'a, Option<C>>,
+    /// Released by hand in `drop`, so that a waiting task is woken after the release.
+    cell: ManuallyDrop<MutexGuard<'a, Option<C>>>,
     closing: &'a Closing,
 }
 
 impl<C: Closable> Guard<'_, C> {
-    fn settle(&mut self) {
-        if self.closing.requested() && self.cell.as_ref().is_some_and(C::can_close) {
-            *self.cell = None;
+    /// Closes the handle if a close is pending and nothing borrows it; returns the waiting
+    /// task to wake.
+    fn settle(&mut self) -> Option<Waker> {
+        if !(self.closing.requested() && self.cell.as_ref().is_some_and(C::can_close)) {
+            return None;
         }
+        let mut old = self.cell.take()?;
+        let waiter = old.take_waiter();
+        // Leaving takes the bus's control lock (rarely contended): without the GIL, as
+        // `close()` does.
+        Python::attach(|py| py.detach(move || drop(old)));
+        waiter
     }
 }
 
@@ -95,19 +121,32 @@ impl<C: Closable> std::ops::DerefMut for Guard<'_, C> {
 
 impl<C: Closable> Drop for Guard<'_, C> {
     fn drop(&mut self) {
-        self.settle();
+        let waiter = self.settle();
         // ORDERING: Relaxed: only compared with the current thread's own id (a thread sees
         // its own stores); another thread reading a stale holder only waits a little longer.
         self.closing.holder.store(0, Ordering::Relaxed);
+        // SAFETY: the guard is released once, here, and `self.cell` is not used after.
+        unsafe { ManuallyDrop::drop(&mut self.cell) };
+        // After the release: woken before, the task could find the lock held and raise
+        // `Busy` instead of `Closed`.
+        if let Some(w) = waiter {
+            w.wake();
+        }
     }
 }
 
 fn guard<'a, C: Closable>(cell: MutexGuard<'a, Option<C>>, closing: &'a Closing) -> Guard<'a, C> {
     // ORDERING: Relaxed: see `Guard::drop`.
     closing.holder.store(this_thread(), Ordering::Relaxed);
-    let mut g = Guard { cell, closing };
-    // A close that a call then holding the lock left pending.
-    g.settle();
+    let mut g = Guard {
+        cell: ManuallyDrop::new(cell),
+        closing,
+    };
+    // A close that a call then holding the lock left pending. The task it may wake is
+    // stepped by its loop later, on the loop's own turn (the waker only queues it).
+    if let Some(w) = g.settle() {
+        w.wake();
+    }
     g
 }
 

@@ -222,7 +222,16 @@ impl Closable for Cell {
         self.pinned
             .as_ref()
             .is_none_or(|p| p.finished.load(Ordering::Acquire))
-            && self.sending.as_ref().is_none_or(|s| !s.ticket.is_live())
+    }
+
+    /// A waiting `send_async` is dropped with the cell (nothing was published), as by
+    /// `close()`; its task is woken to find the publisher closed.
+    fn take_waiter(&mut self) -> Option<std::task::Waker> {
+        self.sending
+            .take()
+            .map(|s| s.ticket)
+            .filter(|t| t.is_live())
+            .map(|t| t.waker)
     }
 }
 
@@ -253,6 +262,7 @@ fn send_one(
     deadline: Deadline,
     closing: &Closing,
 ) -> PyResult<Sent> {
+    closing.check()?;
     if bytes.len() < NOGIL_COPY {
         match p.try_send(bytes) {
             Ok(s) => return Ok(s),
@@ -413,7 +423,11 @@ impl Publisher {
             // A waiting `send_async` is dropped (nothing was published); its task looks
             // again, finds the publisher closed and raises `Closed`.
             waiting = c.sending.take().map(|s| s.ticket);
-            c.ready()?;
+            if let Err(e) = c.ready() {
+                // A loan is open: not closed, and no close left pending either.
+                self.closing.withdraw();
+                return Err(e);
+            }
         }
         *g = None;
         drop(g);

@@ -291,6 +291,13 @@ impl Closable for Cell {
             .as_ref()
             .is_none_or(|p| p.finished.load(Ordering::Acquire))
     }
+
+    fn take_waiter(&mut self) -> Option<std::task::Waker> {
+        self.async_op
+            .take()
+            .filter(|t| t.is_live())
+            .map(|t| t.waker)
+    }
 }
 
 impl Subscriber {
@@ -529,6 +536,8 @@ impl Subscriber {
                 .as_ref()
                 .is_some_and(|p| !p.finished.load(Ordering::Acquire))
             {
+                // Not closed, and no close left pending either.
+                self.closing.withdraw();
                 return Err(Busy::new_err("a view of this subscriber is still open"));
             }
         }

@@ -131,3 +131,25 @@ def _raised(call):
     except BaseException as e:  # noqa: BLE001 - the test looks at the class
         return type(e)
     return None
+
+
+def test_close_during_a_send_many_stops_the_batch(path):
+    # The batch holds the publisher; an item's own code (here: the generator; in life, a
+    # signal handler that runs inside it) closes it. The close is pending until the batch
+    # lets go, and the batch must not publish past it even though it never has to wait.
+    bus = shmbus.Bus.create(path, capacity=1 << 16)
+    sub = bus.subscribe()
+    pub = bus.publisher()
+
+    def items():
+        for i in range(100):
+            if i == 10:
+                pub.close()
+            yield bytes([i])
+
+    with pytest.raises(shmbus.Closed) as e:
+        pub.send_many(items())
+    assert e.value.sent == 10
+    assert pub.closed
+    assert bus.stats()["producers"] == []
+    assert [m.data for m in sub.recv_many(1000, timeout=0)] == [bytes([i]) for i in range(10)]
