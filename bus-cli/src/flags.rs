@@ -384,7 +384,8 @@ Examples:
 
 Keys: up/down (or k/j) select a bus, Home/End the first/last, q (or Esc, Ctrl-C) quits.
 
-MB/s counts the bytes of the ring's records (payloads, 16-byte headers, padding), in 10^6 B.
+MiB/s counts the bytes of the ring's records (payloads, 16-byte headers, padding), in 2^20 B,
+as `stat --watch` does.
 Without a terminal, `top` exits 2 and points at `shmbus stat BUS --watch 1s --json`.")]
 pub struct TopArgs {
     /// Directory whose *.bus files to watch [default: $SHMBUS_DIR].

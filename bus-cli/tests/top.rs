@@ -281,6 +281,8 @@ fn top_shows_every_bus_moving_rates_and_follows_the_arrow_keys() {
             .all(|n| row(s, n).is_some())
             && s.contains("shmbus top")
             && s.contains("MSGS/S")
+            // The byte rate in the unit `stat --watch` uses (MiB/s, not 10^6 B).
+            && s.contains("MIB/S")
             && s.contains("LAST MINUTE")
             && row(s, "junk")
                 .unwrap()

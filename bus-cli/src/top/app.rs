@@ -12,6 +12,8 @@ use bus_core::{Bus, BusStats};
 use crate::ls::{open_observer, scan_dir, Candidate, Summary};
 use crate::pids::{Owners, Resolver};
 
+/// Bytes in a MiB: `top` and `stat --watch` show rates in the same binary unit.
+const MIB: f64 = (1u64 << 20) as f64;
 /// Rate samples kept per bus: one a refresh, a minute at the one-second refresh.
 pub const HISTORY: usize = 60;
 
@@ -59,8 +61,9 @@ pub struct BusView {
     pub error: Option<String>,
     pub stats: Option<BusStats>,
     pub summary: Summary,
-    /// Messages a second and MB a second (10^6 bytes of ring records: payloads, headers and
-    /// padding) since the last refresh; `None` until two snapshots exist.
+    /// Messages a second and MiB a second (2^20 bytes of ring records: payloads, headers and
+    /// padding, as `stat --watch` counts them) since the last refresh; `None` until two
+    /// snapshots exist.
     pub rate: Option<(f64, f64)>,
     /// Messages a second at each refresh, oldest first, at most [`HISTORY`].
     pub history: VecDeque<u64>,
@@ -130,7 +133,7 @@ impl BusView {
             let dt = now.duration_since(t).as_secs_f64().max(1e-9);
             (
                 st.tail_seq.saturating_sub(seq) as f64 / dt,
-                bytes.saturating_sub(b) as f64 / dt / 1e6,
+                bytes.saturating_sub(b) as f64 / dt / MIB,
             )
         });
         self.prev = Some((now, st.tail_seq, bytes));

@@ -50,7 +50,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
     }
     frame.render_widget(
         Paragraph::new(
-            "↑/↓ select   q quit   (MB/s: ring bytes, records and headers; 1 MB = 10^6 B)",
+            "↑/↓ select   q quit   (MiB/s: ring bytes, records and headers; 1 MiB = 2^20 B)",
         )
         .style(Style::new().add_modifier(Modifier::DIM)),
         help,
@@ -114,7 +114,7 @@ fn draw_buses(frame: &mut Frame, app: &App, area: Rect) {
             "SUBS",
             "PRODS",
             "MSGS/S",
-            "MB/S",
+            "MIB/S",
             "LAST MINUTE",
             "STATUS",
         ],
