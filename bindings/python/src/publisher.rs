@@ -235,6 +235,22 @@ impl Closable for Cell {
     }
 }
 
+/// Collected without `close()`: the handle leaves the bus without the GIL, as `close()` does
+/// (leaving waits for the bus's control lock; a collection holding the GIL meanwhile would
+/// stop every Python thread).
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        let cell = self
+            .cell
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if cell.is_some() {
+            Python::attach(|py| py.detach(move || drop(cell)));
+        }
+    }
+}
+
 impl Publisher {
     pub fn new(p: bus_core::Publisher) -> Publisher {
         Publisher {
@@ -429,8 +445,11 @@ impl Publisher {
                 return Err(e);
             }
         }
-        *g = None;
+        let old = g.take();
         drop(g);
+        // Leaving takes the bus's control lock (rarely contended, up to 5 s): without the
+        // GIL, or every Python thread would wait with this one.
+        py.detach(move || drop(old));
         if let Some(t) = waiting.filter(|t| t.is_live()) {
             t.waker.wake_by_ref();
         }

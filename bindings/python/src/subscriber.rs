@@ -300,6 +300,22 @@ impl Closable for Cell {
     }
 }
 
+/// Collected without `close()`: the handle leaves the bus without the GIL, as `close()` does
+/// (leaving waits for the bus's control lock; a collection holding the GIL meanwhile would
+/// stop every Python thread).
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        let cell = self
+            .cell
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if cell.is_some() {
+            Python::attach(|py| py.detach(move || drop(cell)));
+        }
+    }
+}
+
 impl Subscriber {
     pub fn new(sub: bus_core::Subscriber) -> Subscriber {
         Subscriber {

@@ -5,8 +5,12 @@ thread raised Busy and the waiting thread went on waiting (a shutdown that hung 
 interpreter's exit), and close() in a signal handler raised Busy into the interrupted call.
 """
 
+import fcntl
+import gc
+import os
 import signal
 import threading
+import time
 
 import pytest
 
@@ -153,3 +157,36 @@ def test_close_during_a_send_many_stops_the_batch(path):
     assert pub.closed
     assert bus.stats()["producers"] == []
     assert [m.data for m in sub.recv_many(1000, timeout=0)] == [bytes([i]) for i in range(10)]
+
+
+def test_a_collected_handle_leaves_the_bus_without_holding_the_gil(path):
+    # Leaving takes the bus's control lock (one byte at offset 640). While another process
+    # holds it (here a read lock of our own: traditional record locks and the bus's open
+    # file description locks conflict even within one process), leaving waits up to 5 s. A
+    # collection doing that with the GIL held stopped every other Python thread meanwhile.
+    bus = shmbus.Bus.create(path, capacity=1 << 12)
+    sub = bus.subscribe()
+    fd = os.open(path, os.O_RDONLY)
+    ticks = 0
+    stop = threading.Event()
+
+    def tick():
+        nonlocal ticks
+        while not stop.is_set():
+            ticks += 1
+            time.sleep(0.001)
+
+    t = threading.Thread(target=tick, daemon=True)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_SH, 1, 640)
+        t.start()
+        time.sleep(0.05)
+        before = ticks
+        del sub  # the last reference: dropped here, waiting for the control lock
+        gc.collect()
+        during = ticks - before
+    finally:
+        stop.set()
+        t.join(JOIN)
+        os.close(fd)
+    assert during > 10, f"other threads ran {during} times while the handle left the bus"
