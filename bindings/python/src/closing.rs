@@ -196,3 +196,13 @@ pub(crate) fn lock_for_close<'a, C: Closable>(
         }
     }
 }
+
+/// Drops a collected handle's cell without the GIL, as `close()` does: leaving the bus waits
+/// for its control lock (up to 5 s while another process holds it), and a collection holding
+/// the GIL meanwhile would stop every Python thread.
+pub(crate) fn drop_unlocked<C: Send>(m: &mut Mutex<Option<C>>) {
+    let cell = m.get_mut().unwrap_or_else(|p| p.into_inner()).take();
+    if cell.is_some() {
+        Python::attach(|py| py.detach(move || drop(cell)));
+    }
+}

@@ -235,19 +235,10 @@ impl Closable for Cell {
     }
 }
 
-/// Collected without `close()`: the handle leaves the bus without the GIL, as `close()` does
-/// (leaving waits for the bus's control lock; a collection holding the GIL meanwhile would
-/// stop every Python thread).
+/// Collected without `close()`: see [`closing::drop_unlocked`].
 impl Drop for Publisher {
     fn drop(&mut self) {
-        let cell = self
-            .cell
-            .get_mut()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if cell.is_some() {
-            Python::attach(|py| py.detach(move || drop(cell)));
-        }
+        closing::drop_unlocked(&mut self.cell);
     }
 }
 
