@@ -56,12 +56,19 @@ fn start_arg(start: &Bound<'_, PyAny>) -> PyResult<Start> {
             "start must be a str or an int, not bool",
         ));
     }
-    match start.extract::<u64>() {
-        Ok(p) => Ok(Start::Position(p)),
-        Err(_) => Err(PyTypeError::new_err(
-            "start must be \"latest\", \"oldest\" or a position (a non-negative int)",
-        )),
+    if let Ok(p) = start.extract::<u64>() {
+        return Ok(Start::Position(p));
     }
+    // An int of the wrong value (negative, or past 2^64) is a ValueError; anything else
+    // (a float, None) a TypeError.
+    if start.is_instance_of::<pyo3::types::PyInt>() {
+        return Err(PyValueError::new_err(format!(
+            "start position must be between 0 and 2^64 - 1, not {start}"
+        )));
+    }
+    Err(PyTypeError::new_err(
+        "start must be \"latest\", \"oldest\" or a position (a non-negative int)",
+    ))
 }
 
 fn wait_arg(wait: &str) -> PyResult<WaitStrategy> {

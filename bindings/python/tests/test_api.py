@@ -262,6 +262,19 @@ def test_bad_arguments(path):
         sub.recv(timeout=-1)
     with pytest.raises(ValueError):
         sub.recv(timeout=float("nan"))
+    # A start position of the wrong value is a ValueError; of the wrong type a TypeError.
+    for bad in (-1, 1 << 64):
+        with pytest.raises(ValueError):
+            bus.subscribe(start=bad)
+    for bad in (1.5, True, b"oldest"):
+        with pytest.raises(TypeError):
+            bus.subscribe(start=bad)
+    with pytest.raises(ValueError):
+        bus.subscribe(start="newest")
+    # Valid numbers the bus refuses are the Rust API's InvalidOptions.
+    with pytest.raises(shmbus.OpenError) as e:
+        shmbus.Bus.create(path + ".2", capacity=1000)
+    assert e.value.kind == "invalid_options"
 
 
 def test_large_messages_are_copied_without_the_gil(path):
