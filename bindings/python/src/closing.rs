@@ -206,3 +206,19 @@ pub(crate) fn drop_unlocked<C: Send>(m: &mut Mutex<Option<C>>) {
         Python::attach(|py| py.detach(move || drop(cell)));
     }
 }
+
+/// What a handle's `__exit__` returns after its `close()`: the close's error, except a `Busy`
+/// (a view or loan made in the block is still alive) while the block itself raised, which
+/// would replace the block's exception (the handle then closes when collected).
+pub(crate) fn exit(
+    py: Python<'_>,
+    exc_type: Option<&Bound<'_, PyAny>>,
+    closed: PyResult<()>,
+) -> PyResult<bool> {
+    match closed {
+        Err(e) if exc_type.is_some_and(|t| !t.is_none()) && e.is_instance_of::<Busy>(py) => {
+            Ok(false)
+        }
+        r => r.map(|()| false),
+    }
+}

@@ -287,6 +287,8 @@ pub struct Subscriber {
 
 impl Closable for Cell {
     fn can_close(&self) -> bool {
+        // ORDERING: Acquire: pairs with the Release that ends the pin (`finished`): what the
+        // view or loan did with the handle happens before the handle is dropped.
         self.pinned
             .as_ref()
             .is_none_or(|p| p.finished.load(Ordering::Acquire))
@@ -575,12 +577,7 @@ impl Subscriber {
         _exc: Option<&Bound<'_, PyAny>>,
         _tb: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
-        match self.close(py) {
-            Err(e) if exc_type.is_some_and(|t| !t.is_none()) && e.is_instance_of::<Busy>(py) => {
-                Ok(false)
-            }
-            r => r.map(|()| false),
-        }
+        closing::exit(py, exc_type, self.close(py))
     }
 
     fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
