@@ -185,6 +185,9 @@ pub(crate) struct Segment {
     _map: MmapRaw,
     base: *mut u8,
     data: *mut u8,
+    /// `(capacity - 1) & !7`: what [`Region::word`] masks offsets with (computed once here,
+    /// not on each of the several word accesses of every message).
+    word_mask: u64,
     /// The open file (one open file description). Used for liveness probes and the control
     /// lock; never holds a slot lock.
     pub(crate) file: File,
@@ -350,9 +353,9 @@ impl Region for Segment {
         // Callers pass positions masked into the data region and 8-aligned, for which this is
         // a no-op; for any other value it keeps the access inside the mapping (two
         // instructions where a release-mode assert cost four on every publish and receive).
-        let offset = offset & (self.config.capacity - 1) & !7;
-        // SAFETY: `capacity` is a power of two (`Config::check`, at create and open), so the
-        // masked offset is 8-aligned and at most `capacity - 8`: inside the data region.
+        let offset = offset & self.word_mask;
+        // SAFETY: `capacity` is a power of two (`Config::check`, at create and open) and
+        // `word_mask` is `(capacity - 1) & !7`, so the masked offset is 8-aligned and at most `capacity - 8`: inside the data region.
         unsafe { &*(self.data.add(offset as usize) as *const AtomicU64) }
     }
 
@@ -404,6 +407,7 @@ fn map(file: &File, config: Config, read_only: bool) -> Result<Segment, OpenErro
         _map: map,
         base,
         data,
+        word_mask: (config.capacity - 1) & !7,
         file: file.try_clone().map_err(|e| OpenErrorKind::io("dup", e))?,
         config,
         read_only,
